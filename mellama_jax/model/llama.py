@@ -87,14 +87,12 @@ class Linear(nn.Module):
         dtype = jnp.dtype(self.cfg.dtype)
         kernel = declare(self, self.cfg, self.spec_path).astype(dtype)
         x = x.astype(dtype)
-        n = spec.fan_in_dims
-        dims = (((tuple(range(x.ndim - n, x.ndim))), tuple(range(n))), ((), ()))
-        y = flat_matmul(x, kernel, n)
+        y = flat_matmul(x, kernel, spec.fan_in_dims)
         if self.lora is not None and spec.lora_name in self.lora.targets:
-            y = y + self._lora(x, spec, dims, deterministic)
+            y = y + self._lora(x, spec, deterministic)
         return y
 
-    def _lora(self, x, spec, dims, deterministic):
+    def _lora(self, x, spec, deterministic):
         ls = lora_spec(spec, self.lora.rank)
         fan_in = 1
         for d in spec.shape[: spec.fan_in_dims]:
@@ -104,8 +102,10 @@ class Linear(nn.Module):
         dtype = x.dtype
         if self.lora.dropout > 0.0:
             x = nn.Dropout(self.lora.dropout)(x, deterministic=deterministic)
-        h = jax.lax.dot_general(x, a.value.astype(dtype), dims)
-        y = jax.lax.dot_general(h, b.value.astype(dtype), (((h.ndim - 1,), (0,)), ((), ())))
+        # 2-D matmuls like the base projection (see flat_matmul): the adapter gradients then need no
+        # transposed copies of the activations or of dy.
+        h = flat_matmul(x, a.value.astype(dtype), spec.fan_in_dims)
+        y = flat_matmul(h, b.value.astype(dtype), 1)
         return (self.lora.scale * y).astype(dtype)
 
 
