@@ -188,9 +188,9 @@ def test_sharded_generation_equals_unsharded(gqa, gqa_greedy):
     placed, _ = shard_params(cfg, P.unstack_layers(params, cfg.num_layers), mesh)
     text = decode_fn(spec, mesh).lower(placed, None, tokens, mask, jax.random.key(0), np.int32(-1),
                                        stop_ids, stop_lens).as_text()
-    cache_type = f"tensor<4x{16 + NEW}x2x{cfg.head_dim}xf32>"
+    cache_type = f"tensor<4x2x{16 + NEW}x{cfg.head_dim}xf32>"  # [B, KV, S, D]
     constrained = [line for line in text.splitlines() if "sharding_constraint" in line and cache_type in line]
-    batch_over_data_heads_over_tensor = re.compile(r'\[\{"data"[^}]*\}, \{\}, \{"tensor"\}, \{\}\]')
+    batch_over_data_heads_over_tensor = re.compile(r'\[\{"data"[^}]*\}, \{"tensor"\}, \{\}, \{\}\]')
     assert constrained and all(batch_over_data_heads_over_tensor.search(line) for line in constrained), constrained[:2]
 
 

@@ -51,17 +51,31 @@ def attention_mask(q_segment_ids, kv_segment_ids, q_offset) -> jax.Array:
     return causal[None] & same
 
 
-def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=0) -> jax.Array:
-    """Reference attention in plain XLA ops; runs everywhere, used for decoding on every platform."""
+def _grouped_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, kv_spec: str) -> jax.Array:
+    """Attention with query head h reading kv head h // G; k/v laid out as `kv_spec` ("bskd" or "bksd")."""
     B, T, H, D = q.shape
-    KV = k.shape[2]
+    KV = k.shape[kv_spec.index("k")]
     qg = q.reshape(B, T, KV, H // KV, D)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * (D ** -0.5)
+    scores = jnp.einsum(f"btkgd,{kv_spec}->bkgts", qg, k, preferred_element_type=jnp.float32) * (D ** -0.5)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_offset)
     scores = jnp.where(mask[:, None, None], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = jnp.einsum(f"bkgts,{kv_spec}->btkgd", probs, v)
     return out.reshape(B, T, H, D)
+
+
+def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=0) -> jax.Array:
+    """Reference attention in plain XLA ops (k, v [B, S, KV, D]); runs everywhere."""
+    return _grouped_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, "bskd")
+
+
+def cached_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset) -> jax.Array:
+    """The same function over a kv-head-major decode cache (k, v [B, KV, S, D], model.llama.init_cache).
+
+    With (batch, kv head) leading, both products are plain batched matmuls over contiguous [S, D] blocks;
+    the [B, S, KV, D] layout made XLA transpose the whole cache of every layer at every decode step.
+    """
+    return _grouped_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, "bksd")
 
 
 # name -> "module:function"; imported on first use.

@@ -20,7 +20,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from mellama_jax.config import ModelConfig
 from mellama_jax.model import params as P
-from mellama_jax.model.attention import apply_rotary, get_attention, rotary_tables, xla_attention
+from mellama_jax.model.attention import apply_rotary, cached_attention, get_attention, rotary_tables
 from mellama_jax.model.lora import LoraConfig, init_a, lora_spec
 from mellama_jax.model.remat import policy as remat_policy
 
@@ -131,12 +131,13 @@ class Attention(nn.Module):
             out = attend(q, k, v, segment_ids, segment_ids, 0)
             new_cache = None
         else:
-            # Decoding: write this step's k/v into the cache, attend over the whole cache.
+            # Decoding: write this step's k/v into the kv-head-major cache [B, KV, S, D], attend over all of it.
             ck, cv = cache
-            start = (0, cache_index, 0, 0)
-            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
-            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
-            out = xla_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), segment_ids, kv_segment_ids, cache_index)
+            start = (0, 0, cache_index, 0)
+            ck = jax.lax.dynamic_update_slice(ck, jnp.swapaxes(k, 1, 2).astype(ck.dtype), start)
+            cv = jax.lax.dynamic_update_slice(cv, jnp.swapaxes(v, 1, 2).astype(cv.dtype), start)
+            out = cached_attention(q, ck.astype(q.dtype), cv.astype(q.dtype), segment_ids, kv_segment_ids,
+                                   cache_index)
             new_cache = (ck, cv)
         out = checkpoint_name(constrain(out, BATCH_LENGTH_HEADS), "attention_out")
         out = proj("o_proj")(out, deterministic)
@@ -175,7 +176,7 @@ class Transformer(nn.Module):
     """LLaMA-2 causal LM.
 
     tokens, positions, segment_ids: int32 [B, T]. positions default to 0..T-1 and segment ids to 1.
-    cache: None (training / scoring) or the per-layer (k, v) [B, S, KV, D] pairs — stacked on a leading
+    cache: None (training / scoring) or the per-layer (k, v) [B, KV, S, D] pairs — stacked on a leading
     layer axis when scanned, a list when not — with `cache_index` (int32 scalar: where this call's tokens
     go) and `kv_segment_ids` [B, S] (segment ids of every cache slot, this call's included).
     Returns (float32 logits [B, T, V], new cache or None).
@@ -238,10 +239,12 @@ class _Embed(nn.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None, *, scanned: bool | None = None):
-    """An empty KV cache: only the kv heads are stored (GQA)."""
+    """An empty KV cache, (k, v) of [batch, kv_heads, max_len, head_dim] per layer: only the kv heads are
+    stored (GQA), kv-head-major so that every (row, kv head) reads one contiguous [length, head_dim] block —
+    the attention products over the cache then need no transposed copy of it at each decode step."""
     dtype = jnp.dtype(dtype or cfg.dtype)
     scanned = cfg.scan_layers if scanned is None else scanned
-    shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
     if scanned:
         z = jnp.zeros((cfg.num_layers,) + shape, dtype)
         return (z, z)

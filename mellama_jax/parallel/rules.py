@@ -43,8 +43,8 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("activation_vocab", ("tensor",)),
     # KV cache for decoding
     ("cache_batch", ("data", "fsdp")),
-    ("cache_length", ()),
     ("cache_kv_heads", ("tensor",)),
+    ("cache_length", ()),
     ("cache_head_dim", ()),
 )
 
@@ -52,7 +52,7 @@ _RULES = dict(LOGICAL_AXIS_RULES)
 
 # Logical axes of the data-loader batch and of the decode cache.
 BATCH_AXES = ("activation_batch", "activation_length")
-CACHE_AXES = ("cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
+CACHE_AXES = ("cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")  # kv-head-major, see init_cache
 
 
 def flax_rules() -> tuple[tuple[str, object], ...]:
@@ -120,6 +120,11 @@ def data_parallel_size(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in _RULES["activation_batch"])
 
 
+def _runtime_devices(mesh: Mesh) -> bool:
+    """Whether the mesh is made of this runtime's devices (all processes'), not ahead-of-time stand-ins."""
+    return set(mesh.devices.flat) <= set(jax.devices())
+
+
 @contextlib.contextmanager
 def activation_sharding(mesh: Mesh):
     """Context in which the model's `nn.with_logical_constraint` calls resolve against `mesh`."""
@@ -127,11 +132,17 @@ def activation_sharding(mesh: Mesh):
     # context is invisible to them and would silently turn every constraint into a no-op. The abstract mesh
     # (unlike jax.set_mesh) may be entered both around a jitted call and inside a traced function.
     # Outside a trace jax.set_mesh installs both the concrete and the abstract mesh (shard_map-based kernels
-    # need the concrete one); inside a traced function only the abstract mesh may be entered.
-    try:
-        ctx = jax.set_mesh(mesh)
-        ctx.__enter__()
-    except ValueError:
+    # need the concrete one); inside a traced function only the abstract mesh may be entered. A mesh of
+    # devices this runtime does not own (the planner's AOT topology devices) gets the abstract mesh only:
+    # under set_mesh, constants created while tracing would be placed on those devices.
+    ctx = None
+    if _runtime_devices(mesh):
+        try:
+            ctx = jax.set_mesh(mesh)
+            ctx.__enter__()
+        except ValueError:
+            ctx = None
+    if ctx is None:
         ctx = jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
         ctx.__enter__()
     try:
