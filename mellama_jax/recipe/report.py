@@ -176,7 +176,8 @@ def write_recipe_report(recipe) -> str:
                       "```", chk["prompt"] + chk["generated"], "```", ""]
         elif chk:
             lines += [f"transformers check: {chk.get('status')}", ""]
-    seconds = {s: v.get("seconds") for s, v in summaries.items()}
+    seconds = {s: f"{v['seconds']:.1f}" if isinstance(v.get("seconds"), (int, float)) else "–"
+               for s, v in summaries.items()}
     lines += ["## Stage times (s)", "", markdown_table(list(seconds), [list(seconds.values())]), ""]
     lines += ["## Reproduce", "", "```bash", recipe.command or "make demo",
               "# stage by stage, with the same tools:",
