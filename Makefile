@@ -8,7 +8,7 @@ DEMO_OUT ?= runs/demo
 # pytest workers: CI machines have 2 cores; each worker runs JAX on an 8-device fake CPU mesh.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test test-tpu test-fast venv clean bench lint
+.PHONY: demo test test-tpu test-beam test-fast venv clean bench lint
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: $(STAMP)
 test-tpu: $(STAMP)
 	$(PY) -m pip install -q -e ".[tpu]"
 	$(PY) -m pytest -q -m tpu tests
+
+# Corpus preparation as an Apache Beam pipeline (DirectRunner) against the local runner. apache-beam pins
+# protobuf < 7 and pyarrow < 26, so it gets a virtual environment of its own.
+test-beam:
+	test -x .venv-beam/bin/python || $(PYTHON) -m venv .venv-beam
+	.venv-beam/bin/python -m pip install -q -e ".[test,beam]"
+	.venv-beam/bin/python -m pytest -q tests/test_data_inputs.py -k beam
 
 bench: $(STAMP)
 	$(PY) bench/train_step.py

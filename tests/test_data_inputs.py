@@ -248,6 +248,20 @@ def test_prepare_with_apache_beam(env, tmp_path):
     beam = prepare_corpus(cfg, env["tok"], str(tmp_path / "beam"), runner="beam",
                           beam_options=["--runner=DirectRunner"], show_progress=False)
     assert beam["components"] == local["components"]
+    # The shards themselves: the same documents (order may differ between runners), read back through
+    # tfds.data_source as training reads them.
+    from mellama_jax.data.sources import PreparedSource
+    compared = 0
+    for comp, splits in local["components"].items():
+        for split in (s for s in ("train", "heldout") if splits.get(s, {}).get("documents")):
+            docs = lambda root: sorted(tuple(int(t) for t in ex["tokens"])
+                                       for ex, _ in (PreparedSource(root, comp, split)[i]
+                                                     for i in range(len(PreparedSource(root, comp, split)))))
+            local_docs = docs(str(tmp_path / "local"))
+            assert len(local_docs) == splits[split]["documents"]
+            assert docs(str(tmp_path / "beam")) == local_docs, (comp, split)
+            compared += 1
+    assert compared >= len(local["components"])
 
 
 def test_cli_demo_tokenizer_and_prepare(tmp_path):
