@@ -8,7 +8,9 @@ vocab 32000 (about 56M parameters) — fp32, AdamW, batch 4 x 256. In one proces
      CPU tensors, the single-tensor loop; and fused=True, torch's fused CPU kernel); the ratio is taken
      against the fastest of them,
   3. the peak: a jitted float32 2048^3 matmul, timed over a window of as many FLOPs as one train step,
-and prints tokens/s, MFU (model FLOPs per token x tokens/s / peak) and the ratio ours / torch.
+and prints tokens/s, MFU (model FLOPs per token x tokens/s / peak) and the ratio ours / torch. Last, what
+bounds the step: the step's projection matmuls (forward and both backward products) timed as bare
+matmuls in XLA and in torch.
 
 Measuring on a shared machine. The three are interleaved — every round runs one step of ours, one of
 torch and one peak window, in a rotating order — and each reports its best round, so all three are seen
@@ -136,6 +138,42 @@ def peak_window(step_flops: float) -> tuple[Callable[[], None], float]:
     return window, 2.0 * PEAK_N ** 3 * count
 
 
+def projection_shapes(cfg: TrainConfig) -> list[tuple[int, int, int, int]]:
+    """(rows, fan_in, fan_out, count per step) of every projection matmul of one train step."""
+    m, rows = cfg.model, BATCH * SEQ
+    E, F, L = m.hidden_size, m.intermediate_size, m.num_layers
+    q, kv = m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim
+    return [(rows, E, q, L), (rows, q, E, L), (rows, E, kv, 2 * L), (rows, E, F, 2 * L), (rows, F, E, L),
+            (rows, E, m.vocab_size, 1)]
+
+
+def projection_matmuls(cfg: TrainConfig, with_torch: bool) -> dict[str, float]:
+    """Seconds the step's projections take as bare matmuls (forward x @ W and both backward products,
+    dy @ W^T and x^T @ dy) in XLA and in torch: the floor each framework's GEMMs put under a train step."""
+    rng = np.random.default_rng(0)
+    out = {"jax": 0.0, "torch": 0.0, "flops": 0.0}
+    three = jax.jit(lambda x, w, dy: (x @ w, dy @ w.T, x.T @ dy))
+    for rows, fan_in, fan_out, count in projection_shapes(cfg):
+        x, w, dy = (rng.standard_normal(s, np.float32) for s in ((rows, fan_in), (fan_in, fan_out), (rows, fan_out)))
+        xs = [jnp.asarray(a) for a in (x, w, dy)]
+        jax.block_until_ready(three(*xs))
+        out["jax"] += count * min(_timed(lambda: jax.block_until_ready(three(*xs))) for _ in range(5))
+        if with_torch:
+            import torch
+            ts = [torch.from_numpy(a) for a in (x, w, dy)]
+            torch_three = lambda: (ts[0] @ ts[1], ts[2] @ ts[1].T, ts[0].T @ ts[2])
+            torch_three()
+            out["torch"] += count * min(_timed(torch_three) for _ in range(5))
+        out["flops"] += count * 3 * 2.0 * rows * fan_in * fan_out
+    return out
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timed rounds (best is reported)")
@@ -196,6 +234,13 @@ def main() -> None:
         cpu_ratio = min(timings[best].cpu) / min(timings["mellama_jax"].cpu)
         print(f"ratio mellama_jax / fastest torch ({best}): {tps['mellama_jax'] / tps[best]:.2f}x tokens/s "
               f"({cpu_ratio:.2f}x per CPU-second); targets: >= 1.5x torch, MFU >= 65% of the measured peak")
+    # What bounds the step: the same projections as bare matmuls, in each framework.
+    mm = projection_matmuls(cfg, with_torch=bool(torch_names))
+    line = (f"projection matmuls alone (fwd + both bwd products, {mm['flops'] / 1e9:.0f} GFLOP/step): XLA "
+            f"{mm['jax'] * 1e3:.0f} ms ({mm['flops'] / mm['jax'] / 1e9:.0f} GFLOP/s)")
+    if torch_names:
+        line += f", torch {mm['torch'] * 1e3:.0f} ms ({mm['flops'] / mm['torch'] / 1e9:.0f} GFLOP/s)"
+    print(line + f"; our whole step {min(timings['mellama_jax'].wall) * 1e3:.0f} ms")
     if not all(math.isfinite(x) for t in timings.values() for x in t.wall):
         raise SystemExit("non-finite timing")
 
