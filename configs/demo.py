@@ -7,21 +7,15 @@ Stages: prepare (demo corpus, tokenizer, ArrayRecord shards) → pretrain (conti
 15:1:4 mixture) → instruct (LoRA instruction tuning) → evaluate (base vs tuned on the demo MIBE tasks) →
 export (HF merged + PEFT) → report.
 """
-import importlib.util
-import os
-
 import ml_collections
 
+from mellama_jax.config import sibling_config
 from mellama_jax.train.config import default_config, model_fields
 
 
 def _demo_mix(root: str) -> ml_collections.ConfigDict:
     """configs/data/demo_mix.py, loaded by path so this file works from any working directory."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_mix.py")
-    spec = importlib.util.spec_from_file_location("demo_mix", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(root)
+    return sibling_config(__file__, "data/demo_mix.py").get_config(root)
 
 
 def _stage(steps: int, lr: float) -> ml_collections.ConfigDict:

@@ -2,16 +2,11 @@
 
     python -m mellama_jax.recipe --config configs/demo_smoke.py --workdir runs/smoke
 """
-import importlib.util
-import os
+from mellama_jax.config import sibling_config
 
 
 def _demo():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
-    spec = importlib.util.spec_from_file_location("demo_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return sibling_config(__file__, "demo.py").get_config()
 
 
 def get_config():

@@ -5,16 +5,11 @@
 
 Same data, model and schedule as configs/tiny_chat_lora.py, with train.lora.rank = 0 (no adapters).
 """
-import importlib.util
-import os
+from mellama_jax.config import sibling_config
 
 
 def _tiny_chat_lora():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_chat_lora.py")
-    spec = importlib.util.spec_from_file_location("tiny_chat_lora", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return sibling_config(__file__, "tiny_chat_lora.py")
 
 
 def get_config(root: str = "runs/demo/data"):

@@ -11,19 +11,15 @@ init_from the frozen base is a random model (reproducible from train.seed) — e
 learn the response format; point init_from at a pretrained tiny model (e.g. the demo recipe's
 pretrain/model) for a meaningful chat model. configs/tiny_chat_full.py is the same run training all weights.
 """
-import importlib.util
 import os
 
+from mellama_jax.config import sibling_config
 from mellama_jax.train.config import default_config, model_fields
 
 
 def demo_data(root: str):
     """configs/data/demo_mix.py (its `instruct` group reads the demo conversation + Alpaca files)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo_mix.py")
-    spec = importlib.util.spec_from_file_location("demo_mix", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(root)
+    return sibling_config(__file__, "data/demo_mix.py").get_config(root)
 
 
 def tiny_chat(root: str):

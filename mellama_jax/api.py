@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import logging
 import os
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mellama_jax.config import PRESETS, ConfigError, ModelConfig, preset
+from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
 from mellama_jax.convert import ckpt as ckpt_lib
 from mellama_jax.model import params as P
 
@@ -53,15 +52,7 @@ def load_model_config(spec: str | os.PathLike, **overrides) -> ModelConfig:
 
 def _config_file_values(path: str) -> dict:
     """Run an ml_collections config file's `get_config()` and return its values as a plain dict."""
-    module_spec = importlib.util.spec_from_file_location(f"_mellama_model_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - a broken config file: say which
-        raise ConfigError(f"{path}: failed to execute config file ({type(e).__name__}: {e})") from e
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path}: a model config file must define get_config()")
-    cfg = module.get_config()
+    cfg = config_module(path).get_config()
     return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
 
 

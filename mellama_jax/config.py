@@ -232,3 +232,30 @@ def preset(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def config_module(path: str | os.PathLike, *, requires: str = "get_config"):
+    """Execute a Python config file by path and return it as a module.
+
+    Config files (configs/**.py, ml_collections style) are files, not an importable package: launchers,
+    the planner, the recipe and other config files load them by path. A missing file, a file that fails to
+    run, or one without `requires` raises ConfigError naming the file.
+    """
+    import importlib.util
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such config file")
+    spec = importlib.util.spec_from_file_location(f"_mellama_config_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - a broken config file: say which
+        raise ConfigError(f"{path}: failed to execute config file ({type(e).__name__}: {e})") from e
+    if requires and not hasattr(module, requires):
+        raise ConfigError(f"{path}: a config file must define {requires}()")
+    return module
+
+
+def sibling_config(anchor_file: str, relative: str):
+    """`config_module` of a file next to `anchor_file` (a config file's own __file__)."""
+    return config_module(os.path.join(os.path.dirname(os.path.abspath(anchor_file)), relative))

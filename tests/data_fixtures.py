@@ -19,11 +19,8 @@ def make_demo(root: str, scale: float = 1.0):
 
 
 def demo_config(data_root: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("demo_mix", os.path.join(REPO, "configs/data/demo_mix.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(data_root)
+    from mellama_jax.config import config_module
+    return config_module(os.path.join(REPO, "configs/data/demo_mix.py")).get_config(data_root)
 
 
 WORDS = ("patient fever cough aspirin tumor cell protein gene therapy trial dose blood pressure heart lung "

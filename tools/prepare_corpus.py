@@ -11,7 +11,6 @@ Reads back with `tfds.data_source("mellama_corpus/<component>", data_dir=OUT_DIR
 bad-input report (also in OUT_DIR/corpus_report.json).
 """
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mellama_jax.config import ConfigError, config_module  # noqa: E402
 from mellama_jax.data.errors import DataError  # noqa: E402
 from mellama_jax.data.prepare import prepare_corpus  # noqa: E402
 from mellama_jax.data.tokenizer import Tokenizer  # noqa: E402
@@ -27,11 +27,10 @@ from mellama_jax.data.tokenizer import Tokenizer  # noqa: E402
 def load_config_file(spec: str):
     """`path.py[:arg]` → the module's get_config(arg) (the ml_collections config-file convention)."""
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such config file")
-    module_spec = importlib.util.spec_from_file_location("data_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module = config_module(path)
+    except ConfigError as e:
+        raise DataError(str(e)) from e
     return module.get_config(arg) if arg else module.get_config()
 
 

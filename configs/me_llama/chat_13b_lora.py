@@ -25,10 +25,9 @@ Run (base = Me-LLaMA-13B or LLaMA-2-13B converted with tools/convert_hf_to_jax.p
 Export: python tools/convert_jax_to_hf.py --ckpt_dir WORKDIR --out_dir hf/base --peft_dir hf/adapter
         (PEFT adapter + its base) or --out_dir hf/merged --merge_lora (one merged model).
 """
-import importlib.util
 import math
-import os
 
+from mellama_jax.config import sibling_config
 from mellama_jax.train.config import default_config, model_fields
 
 SAMPLES = 214_595
@@ -39,11 +38,7 @@ ALL_PROJECTIONS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 def me_llama_data(root: str):
     """configs/data/me_llama_mix.py (its `instruct` group names the instruction files), loaded by path."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "me_llama_mix.py")
-    spec = importlib.util.spec_from_file_location("me_llama_mix", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(root)
+    return sibling_config(__file__, "../data/me_llama_mix.py").get_config(root)
 
 
 def chat_config(preset: str, *, root: str, global_batch_size: int, remat_policy: str, checkpoint_every: int):

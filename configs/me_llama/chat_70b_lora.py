@@ -13,16 +13,11 @@ Check the fit: `python tools/plan.py --config configs/me_llama/chat_70b_lora.py 
         --workdir gs://BUCKET/me-llama-70b-chat --config.init_from=/ckpt/me-llama-70b \
         --config.data.tokenizer=/ckpt/me-llama-70b/tokenizer/tokenizer.model
 """
-import importlib.util
-import os
+from mellama_jax.config import sibling_config
 
 
 def _chat_13b():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat_13b_lora.py")
-    spec = importlib.util.spec_from_file_location("chat_13b_lora", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return sibling_config(__file__, "chat_13b_lora.py")
 
 
 def get_config(root: str = "/data/me_llama"):

@@ -6,33 +6,13 @@ chip — with full rematerialisation (per chip 2 sequences x 80 layers of 4096 x
 about 10.7 GiB). Across several slices set mesh.dcn_data to the slice count (data axis over DCN,
 only the gradient all-reduce crosses it) and mesh.data to a multiple of it. Verify with tools/plan.py.
 """
-from mellama_jax.train.config import default_config, model_fields
-
-TOTAL_TOKENS = 129_000_000_000
+from mellama_jax.config import sibling_config
+from mellama_jax.train.config import model_fields
 
 
 def get_config():
-    c = default_config()
+    c = sibling_config(__file__, "pretrain_13b.py").get_config()  # the recipe: optimizer, data, steps, logging
     c.model = model_fields("llama2_70b", dtype="bfloat16", param_dtype="float32", scan_layers=True,
                            remat_policy="full", attention="splash")
-    c.init_from = ""
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor, c.mesh.dcn_data = 1, -1, 1, 1
-    c.train.seq_len = 4096
-    c.train.global_batch_size = 512
-    c.train.micro_batches = 1
-    c.train.steps = TOTAL_TOKENS // (c.train.global_batch_size * c.train.seq_len)
-    c.optim.learning_rate = 8e-6
-    c.optim.schedule = "cosine"
-    c.optim.warmup_ratio = 0.05
-    c.optim.b1, c.optim.b2 = 0.9, 0.95
-    c.optim.weight_decay = 1e-5
-    c.optim.clip_norm = 1.0
-    c.checkpoint.every_steps = 250
-    c.checkpoint.keep = 3
-    c.eval.every_steps = 1000
-    c.eval.batches = 8
-    c.log.every_steps = 10
-    c.log.peak_flops_per_device = 459e12  # TPU v5p bf16 peak per chip
-    c.data.kind = "mixture"
-    c.data.tokenizer = ""
+    c.checkpoint.every_steps = 250  # a 70B step costs ~5x a 13B one: keep the work lost to a preemption alike
     return c

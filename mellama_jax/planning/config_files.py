@@ -7,24 +7,15 @@ and kept as text otherwise. The result is validated against the training schema 
 from __future__ import annotations
 
 import ast
-import importlib.util
-import os
 from typing import Optional, Sequence
 
 import ml_collections
 
-from mellama_jax.config import ConfigError
+from mellama_jax.config import ConfigError, config_module
 
 
 def _from_file(path: str) -> ml_collections.ConfigDict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such config file")
-    spec = importlib.util.spec_from_file_location(f"_plan_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path}: a config file must define get_config()")
-    return module.get_config()
+    return config_module(path).get_config()
 
 
 def _parse_value(text: str):
