@@ -17,7 +17,7 @@ import pytest
 
 from data_fixtures import make_demo
 from hf_fixtures import hf_logits, make_hf_model
-from mellama_jax.config import ConfigError, ModelConfig
+from mellama_jax.config import ConfigError, ModelConfig, config_module
 from mellama_jax.convert import ckpt
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
@@ -32,11 +32,7 @@ TOKENS = np.random.RandomState(0).randint(3, 1024, (2, 11))
 
 
 def _config_module(name):
-    sys.path.insert(0, os.path.join(ROOT, "configs"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return config_module(os.path.join(ROOT, "configs", f"{name}.py"))
 
 
 def _chat_config(name, data_root, tokenizer, model_cfg, **overrides) -> TrainConfig:
@@ -49,12 +45,7 @@ def _chat_config(name, data_root, tokenizer, model_cfg, **overrides) -> TrainCon
     c.checkpoint.every_steps, c.checkpoint.keep, c.checkpoint.async_save = 6, 3, False
     c.eval.every_steps = 0
     c.log.every_steps, c.log.progress_bar, c.log.tensorboard = 2, False, False
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)
     return TrainConfig.from_config_dict(c)
 
 

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from mellama_jax.config import ConfigError
+from mellama_jax.config import ConfigError, config_module
 from mellama_jax.model import params as P
 from mellama_jax.train.batches import SyntheticSource
 from mellama_jax.train.config import TrainConfig, default_config
@@ -25,19 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny(**overrides):
-    sys.path.insert(0, os.path.join(ROOT, "configs"))
-    try:
-        import tiny_pretrain
-    finally:
-        sys.path.pop(0)
-    c = tiny_pretrain.get_config()
+    c = config_module(os.path.join(ROOT, "configs", "tiny_pretrain.py")).get_config()
     c.log.progress_bar = False
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(overrides)
     return TrainConfig.from_config_dict(c)
 
 
