@@ -35,3 +35,14 @@ def hf_logits(model, tokens) -> np.ndarray:
     import torch
     with torch.no_grad():
         return model(torch.as_tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
+
+
+def train_small_sentencepiece(out_dir):
+    """A 100-piece BPE sentencepiece model written to out_dir/tokenizer.model (for tokenizer round trips)."""
+    import sentencepiece as spm
+    text = ["the patient was given aspirin for chest pain", "no acute cardiopulmonary process",
+            "metformin 500 mg twice daily", "follow up with cardiology in two weeks"] * 20
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_prefix=os.path.join(out_dir, "tokenizer"),
+                                   vocab_size=100, model_type="bpe", character_coverage=1.0, minloglevel=2)
+    os.remove(os.path.join(out_dir, "tokenizer.vocab"))
+    return spm.SentencePieceProcessor(model_file=os.path.join(out_dir, "tokenizer.model"))

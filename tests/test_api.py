@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mellama_jax
-from hf_fixtures import hf_logits, make_hf_model
+from hf_fixtures import hf_logits, make_hf_model, train_small_sentencepiece
 from mellama_jax.config import PRESETS, ConfigError, preset
 from mellama_jax.convert.ckpt import CheckpointError, load_model_checkpoint, save_model_checkpoint
 from mellama_jax.convert.hf import convert_checkpoint_to_hf, convert_hf_to_checkpoint, load_hf_params
@@ -188,23 +188,13 @@ def test_lora_checkpoint_round_trip_and_merged_export(tiny_hf, tmp_path):
     assert_trees_equal(exported, merge_lora(cfg, lora_cfg, base, adapters))
 
 
-def _train_sentencepiece(out_dir):
-    import sentencepiece as spm
-    text = ["the patient was given aspirin for chest pain", "no acute cardiopulmonary process",
-            "metformin 500 mg twice daily", "follow up with cardiology in two weeks"] * 20
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_prefix=os.path.join(out_dir, "tokenizer"),
-                                   vocab_size=100, model_type="bpe", character_coverage=1.0, minloglevel=2)
-    os.remove(os.path.join(out_dir, "tokenizer.vocab"))
-    return spm.SentencePieceProcessor(model_file=os.path.join(out_dir, "tokenizer.model"))
-
-
 def test_tokenizer_files_travel_through_conversion_both_ways(tiny_hf, tmp_path):
     import shutil
 
     import transformers
     src = str(tmp_path / "hf_with_tokenizer")
     shutil.copytree(tiny_hf[0], src)
-    sp = _train_sentencepiece(src)  # tokenizer.model only: the converter adds tokenizer_config.json
+    sp = train_small_sentencepiece(src)  # tokenizer.model only: the converter adds tokenizer_config.json
     text = "the patient was given metformin"
     expected = [sp.bos_id()] + sp.encode(text)
 

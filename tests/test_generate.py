@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_fixtures import make_hf_model
+from hf_fixtures import make_hf_model, train_small_sentencepiece
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert.mapping import params_from_hf
 from mellama_jax.generate import (DecodeSpec, SamplingParams, bucket_batch, bucket_prompt_length, decode_fn,
@@ -245,21 +245,11 @@ def test_buckets_padding_and_stop_packing():
     assert ids[0].tolist() == [-1, 4, 5, 6] and ids[1].tolist() == [-1, -1, -1, 7]
 
 
-def _train_sentencepiece(out_dir):
-    import sentencepiece as spm
-    text = ["the patient was given aspirin for chest pain", "no acute cardiopulmonary process",
-            "metformin 500 mg twice daily", "follow up with cardiology in two weeks"] * 20
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_prefix=os.path.join(out_dir, "tokenizer"),
-                                   vocab_size=100, model_type="bpe", character_coverage=1.0, minloglevel=2)
-    os.remove(os.path.join(out_dir, "tokenizer.vocab"))
-    return spm.SentencePieceProcessor(model_file=os.path.join(out_dir, "tokenizer.model"))
-
-
 def test_cli_generates_from_an_hf_directory(tmp_path):
     hf_dir = str(tmp_path / "hf")
     hf = make_hf_model(hf_dir, seed=3, vocab_size=100)  # the tokenizer's vocabulary
     hf.generation_config.eos_token_id = None
-    sp = _train_sentencepiece(hf_dir)
+    sp = train_small_sentencepiece(hf_dir)
     text = "the patient was given"
     ids = [sp.bos_id()] + sp.encode(text)
     cmd = [sys.executable, "-m", "mellama_jax.generate", "--model", hf_dir, "--prompt", text,
