@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mellama_jax.model.attention import get_attention, xla_attention
+from mellama_jax.model.attention import cached_attention, get_attention, xla_attention
 from mellama_jax.model.attention_gpu import cudnn_attention
 from mellama_jax.model.attention_tpu import splash_attention
 from mellama_jax.parallel import MeshConfig, activation_sharding, make_mesh
@@ -25,6 +25,19 @@ def _qkv(seed, B, T, S, H, KV, D):
     k = jnp.asarray(r.normal(size=(B, S, KV, D)), jnp.float32)
     v = jnp.asarray(r.normal(size=(B, S, KV, D)), jnp.float32)
     return q, k, v
+
+
+@pytest.mark.parametrize("B, T, S, H, KV, offset", [(2, 1, 20, 8, 4, 7), (3, 5, 12, 4, 2, 3), (1, 1, 9, 4, 4, 8)])
+def test_cached_attention_over_a_kv_major_cache_equals_the_reference(B, T, S, H, KV, offset):
+    """The decode path's attention (cache [B, KV, S, D], K as the left operand) is the reference function:
+    GQA and MHA, one and several queries, segment ids including padding (0)."""
+    q, k, v = _qkv(3, B, T, S, H, KV, 16)
+    r = np.random.default_rng(4)
+    q_seg = jnp.asarray(r.integers(0, 3, (B, T)), jnp.int32)
+    kv_seg = jnp.asarray(r.integers(0, 3, (B, S)), jnp.int32)
+    want = xla_attention(q, k, v, q_seg, kv_seg, offset)
+    got = cached_attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), q_seg, kv_seg, offset)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def _packed_segments(B, T, seed=0):

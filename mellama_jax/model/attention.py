@@ -72,10 +72,23 @@ def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=0) -> jax.Arr
 def cached_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset) -> jax.Array:
     """The same function over a kv-head-major decode cache (k, v [B, KV, S, D], model.llama.init_cache).
 
-    With (batch, kv head) leading, both products are plain batched matmuls over contiguous [S, D] blocks;
-    the [B, S, KV, D] layout made XLA transpose the whole cache of every layer at every decode step.
+    Both products read the cache in place as batched matmuls over (batch, kv head): the scores are computed
+    as K @ q^T ([S, D] @ [D, T*G], the cache block as the left operand in its stored layout), then
+    probs @ V. Written as q @ K^T, XLA:CPU would transpose every layer's K cache at every decode step.
     """
-    return _grouped_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, "bksd")
+    B, T, H, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    G = H // KV
+    # q^T per (batch, kv head): [B, KV, D, T*G] — tiny, unlike the cache.
+    qt = q.reshape(B, T, KV, G, D).transpose(0, 2, 4, 1, 3).reshape(B, KV, D, T * G)
+    scores = jax.lax.dot_general(k, qt, (((3,), (2,)), ((0, 1), (0, 1))),
+                                 preferred_element_type=jnp.float32) * (D ** -0.5)  # [B, KV, S, T*G]
+    mask = attention_mask(q_segment_ids, kv_segment_ids, q_offset)  # [B, T, S]
+    mask = jnp.repeat(jnp.swapaxes(mask, 1, 2), G, axis=2)[:, None]  # [B, 1, S, T*G], column t*G + g
+    scores = jnp.where(mask, scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=2).astype(v.dtype)
+    out = jax.lax.dot_general(probs, v, (((2,), (2,)), ((0, 1), (0, 1))))  # [B, KV, T*G, D]
+    return out.reshape(B, KV, T, G, D).transpose(0, 2, 1, 3, 4).reshape(B, T, H, D)
 
 
 # name -> "module:function"; imported on first use.
