@@ -51,22 +51,17 @@ def attention_mask(q_segment_ids, kv_segment_ids, q_offset) -> jax.Array:
     return causal[None] & same
 
 
-def _grouped_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, kv_spec: str) -> jax.Array:
-    """Attention with query head h reading kv head h // G; k/v laid out as `kv_spec` ("bskd" or "bksd")."""
+def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=0) -> jax.Array:
+    """Reference attention in plain XLA ops (k, v [B, S, KV, D]); runs everywhere."""
     B, T, H, D = q.shape
-    KV = k.shape[kv_spec.index("k")]
+    KV = k.shape[2]
     qg = q.reshape(B, T, KV, H // KV, D)
-    scores = jnp.einsum(f"btkgd,{kv_spec}->bkgts", qg, k, preferred_element_type=jnp.float32) * (D ** -0.5)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * (D ** -0.5)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_offset)
     scores = jnp.where(mask[:, None, None], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum(f"bkgts,{kv_spec}->btkgd", probs, v)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(B, T, H, D)
-
-
-def xla_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset=0) -> jax.Array:
-    """Reference attention in plain XLA ops (k, v [B, S, KV, D]); runs everywhere."""
-    return _grouped_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset, "bskd")
 
 
 def cached_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset) -> jax.Array:
@@ -77,7 +72,7 @@ def cached_attention(q, k, v, q_segment_ids, kv_segment_ids, q_offset) -> jax.Ar
     probs @ V. Written as q @ K^T, XLA:CPU would transpose every layer's K cache at every decode step.
     """
     B, T, H, D = q.shape
-    KV, S = k.shape[1], k.shape[2]
+    KV = k.shape[1]
     G = H // KV
     # q^T per (batch, kv head): [B, KV, D, T*G] — tiny, unlike the cache.
     qt = q.reshape(B, T, KV, G, D).transpose(0, 2, 4, 1, 3).reshape(B, KV, D, T * G)

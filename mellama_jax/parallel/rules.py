@@ -135,21 +135,18 @@ def activation_sharding(mesh: Mesh):
     # need the concrete one); inside a traced function only the abstract mesh may be entered. A mesh of
     # devices this runtime does not own (the planner's AOT topology devices) gets the abstract mesh only:
     # under set_mesh, constants created while tracing would be placed on those devices.
-    ctx = None
-    if _runtime_devices(mesh):
-        try:
-            ctx = jax.set_mesh(mesh)
-            ctx.__enter__()
-        except ValueError:
-            ctx = None
-    if ctx is None:
-        ctx = jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
-        ctx.__enter__()
-    try:
-        with nn.logical_axis_rules(flax_rules()):
-            yield
-    finally:
-        ctx.__exit__(None, None, None)
+    with contextlib.ExitStack() as stack:
+        concrete = False
+        if _runtime_devices(mesh):
+            try:
+                stack.enter_context(jax.set_mesh(mesh))
+                concrete = True
+            except ValueError:  # inside a trace
+                pass
+        if not concrete:
+            stack.enter_context(jax.sharding.use_abstract_mesh(mesh.abstract_mesh))
+        stack.enter_context(nn.logical_axis_rules(flax_rules()))
+        yield
 
 
 def explain_sharding(mesh: Mesh, axes_tree, shapes_tree) -> list[str]:
