@@ -121,7 +121,6 @@ def main(argv=None) -> int:
     a_rows, a_real, a_wall = _run(it, args.seconds)
 
     t = time.perf_counter()
-    t = time.perf_counter()
     it = make_pretrain_iterator(raw_cfg, tok, seq_len=args.seq_len, global_batch_size=args.batch,
                                 process_index=0, process_count=1)
     index_s = time.perf_counter() - t

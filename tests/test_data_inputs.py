@@ -254,9 +254,9 @@ def test_prepare_with_apache_beam(env, tmp_path):
     compared = 0
     for comp, splits in local["components"].items():
         for split in (s for s in ("train", "heldout") if splits.get(s, {}).get("documents")):
-            docs = lambda root: sorted(tuple(int(t) for t in ex["tokens"])
-                                       for ex, _ in (PreparedSource(root, comp, split)[i]
-                                                     for i in range(len(PreparedSource(root, comp, split)))))
+            def docs(root):
+                source = PreparedSource(root, comp, split)
+                return sorted(tuple(int(t) for t in source[i][0]["tokens"]) for i in range(len(source)))
             local_docs = docs(str(tmp_path / "local"))
             assert len(local_docs) == splits[split]["documents"]
             assert docs(str(tmp_path / "beam")) == local_docs, (comp, split)
