@@ -4,8 +4,11 @@
     per-host demand of LLaMA-2 7B on TPU v5p at 65% MFU: 4 chips x 459 TFLOP/s x 0.65 / (6 x 6.74e9 FLOP
     per token + attention) ≈ 27k tokens/s per 4-chip host. Target: >= 5x.
 (b) raw JSONL with on-the-fly tokenization (the same pipeline, from text), against bare sentencepiece
-    encoding of the same documents measured in the same run (one call per document, and — stricter —
-    one call per block of 16 documents, as the pipeline does), the three interleaved in --rounds short
+    encoding of the same text measured in the same run (one call per document, and — stricter — one call
+    per block of --block_size documents, as the pipeline does). "The same text": each component's documents are
+    encoded bare on their own, and the rates are combined with the token shares the pipeline delivered
+    (15:1:4), because encode speed differs by component (the demo's biomedical abstracts encode at half the
+    tokens/s of its clinical and general text: longer pieces). All are interleaved in --rounds short
     windows so that machine-speed drift on a shared host hits them alike. Target: >= 70%.
 
     python bench/input_pipeline.py [--seq_len 4096] [--batch 8] [--seconds 10] [--scale 4]
@@ -14,6 +17,7 @@ Everything runs in this process pinned to one core (no read threads, no worker p
 are per core; a host multiplies them with grain worker processes (data.worker_count).
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -31,7 +35,7 @@ def _demand_estimate() -> float:
     return 4 * 459e12 * 0.65 / cfg.flops_per_token(4096)
 
 
-def _config(root: str, fmt: str, prepared_dir=None, block_size: int = 16):
+def _config(root: str, fmt: str, prepared_dir=None, block_size: int = 32):
     ext = {"jsonl": "jsonl"}[fmt]
     comps = []
     for name, weight in (("biomedical", 15.0), ("clinical", 1.0), ("general", 4.0)):
@@ -48,7 +52,6 @@ def _write_jsonl_corpus(demo_root: str, out_root: str, concat: int = 1):
     """
     from mellama_jax.data.demo import demo_texts
     import json as _json
-    bounds = {}
     texts = list(demo_texts(demo_root))
     from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
     from mellama_jax.data.errors import DataReport
@@ -60,13 +63,12 @@ def _write_jsonl_corpus(demo_root: str, out_root: str, concat: int = 1):
     bounds = {"biomedical": texts[:n_bio], "clinical": texts[n_bio:n_bio + n_clin], "general": texts[n_bio + n_clin:]}
     if concat > 1:
         bounds = {k: ["\n\n".join(v[i:i + concat]) for i in range(0, len(v), concat)] for k, v in bounds.items()}
-        texts = [t for v in bounds.values() for t in v]
     for name, docs in bounds.items():
         os.makedirs(os.path.join(out_root, name), exist_ok=True)
         with open(os.path.join(out_root, name, "docs.jsonl"), "w") as f:
             for t in docs:
                 f.write(_json.dumps({"text": t}) + "\n")
-    return texts
+    return bounds
 
 
 def _run(it, seconds: float):
@@ -91,9 +93,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0, help="CPU seconds per measurement")
     p.add_argument("--rounds", type=int, default=10, help="(b): interleaved windows of raw pipeline / bare sentencepiece")
+    p.add_argument("--pack_unit_tokens", type=int, default=0, help="data.pack_unit_tokens (0: seq_len // 6; 1: per document)")
     p.add_argument("--scale", type=float, default=4.0, help="demo corpus size multiplier")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--block_size", type=int, default=16, help="data.block_size (documents per grain element)")
+    p.add_argument("--block_size", type=int, default=32, help="data.block_size (documents per grain element)")
     p.add_argument("--doc_concat", type=int, default=1, help="join N demo documents into one (longer docs)")
     args = p.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
@@ -108,8 +111,10 @@ def main(argv=None) -> int:
     demo_root = os.path.join(work, "demo")
     demo.write_demo_corpus(demo_root, scale=args.scale)
     tok = train_tokenizer(demo.demo_texts(demo_root), os.path.join(work, "tok"), vocab_size=1024)
-    texts = _write_jsonl_corpus(demo_root, os.path.join(work, "raw"), args.doc_concat)
-    raw_cfg = _config(os.path.join(work, "raw"), "jsonl", block_size=args.block_size)
+    by_component = _write_jsonl_corpus(demo_root, os.path.join(work, "raw"), args.doc_concat)
+    texts = [t for docs in by_component.values() for t in docs]
+    raw_cfg = dict(_config(os.path.join(work, "raw"), "jsonl", block_size=args.block_size),
+                   pack_unit_tokens=args.pack_unit_tokens)
 
     t = time.perf_counter()
     prepare_corpus(raw_cfg, tok, os.path.join(work, "prepared"), workers=1, overwrite=True, show_progress=False)
@@ -126,40 +131,48 @@ def main(argv=None) -> int:
     index_s = time.perf_counter() - t
     next(it)  # warm-up
 
-    # (b) The raw pipeline and bare sentencepiece on the same documents, interleaved in short windows so
-    # that a change of machine speed (shared host) hits both alike; CPU time of this process, one core.
-    cursor = {"doc": 0}
-
+    # (b) The raw pipeline and bare sentencepiece on each component's documents, interleaved in short windows
+    # so that a change of machine speed (shared host) hits all alike; CPU time of this process, one core.
     def pipeline_unit():
         b = next(it)
         return int((b["segment_ids"] != 0).sum())
 
-    def bare_unit():  # one call per document
-        i = cursor["doc"]
-        cursor["doc"] = i + 64
-        return sum(len(tok.encode(texts[(i + k) % len(texts)], bos=True, eos=True)) for k in range(64))
+    def bare_unit(docs, cursor):  # one call per document
+        i = cursor[0]
+        cursor[0] = i + 64
+        return sum(len(tok.encode(docs[(i + k) % len(docs)], bos=True, eos=True)) for k in range(64))
 
-    def bare_batched_unit():  # blocks of 16 documents per call, as the pipeline tokenizes
-        i = cursor["doc"]
-        cursor["doc"] = i + 64
-        return sum(len(x) for j in range(0, 64, 16) for x in tok.encode_batch(
-            [texts[(i + j + k) % len(texts)] for k in range(16)], bos=True, eos=True, as_numpy=True))
+    def bare_batched_unit(docs, cursor):  # a block of documents per call, as the pipeline tokenizes
+        i = cursor[0]
+        cursor[0] = i + args.block_size
+        return sum(len(x) for x in tok.encode_batch(
+            [docs[(i + k) % len(docs)] for k in range(args.block_size)], bos=True, eos=True, as_numpy=True))
 
-    units = {"raw": pipeline_unit, "bare": bare_unit, "bare_batched": bare_batched_unit}
+    units = {"raw": pipeline_unit}
+    for name, docs in by_component.items():
+        units[f"bare/{name}"] = functools.partial(bare_unit, docs, [0])
+        units[f"batched/{name}"] = functools.partial(bare_batched_unit, docs, [0])
     totals = {name: [0, 0.0] for name in units}  # tokens, CPU seconds
     window = args.seconds / args.rounds
+    order = list(units)
     for r in range(args.rounds):
-        for name in list(units)[r % 3:] + list(units)[:r % 3]:
+        for name in order[r % len(order):] + order[:r % len(order)]:
             start = time.process_time()
             while time.process_time() - start < window:
                 totals[name][0] += units[name]()
             totals[name][1] += time.process_time() - start
-    b_real, bare, bare_batched = (totals[n][0] / totals[n][1] for n in ("raw", "bare", "bare_batched"))
+    rate = {name: n / t for name, (n, t) in totals.items()}
+    b_real = rate["raw"]
+    # Bare encoding of the pipeline's text: the components' rates weighted by the token shares it delivered.
+    shares = {name.split("/")[-1]: v for name, v in it.stats().items() if name.startswith("data/share/")}
+    bare = 1.0 / sum(shares[c] / rate[f"bare/{c}"] for c in by_component)
+    bare_batched = 1.0 / sum(shares[c] / rate[f"batched/{c}"] for c in by_component)
 
     demand = DEMAND_7B_V5P_HOST
     result = {
         "seq_len": args.seq_len, "per_process_batch": args.batch, "documents": len(texts),
         "block_size": args.block_size, "doc_concat": args.doc_concat,
+        "pack_unit_tokens": args.pack_unit_tokens,
         "mean_doc_tokens": round(sum(len(tok.encode(x)) for x in texts[:500]) / 500, 1),
         "demand_7b_v5p_host_tokens_per_s": demand,
         "demand_recomputed_from_flops": round(_demand_estimate()),
@@ -171,6 +184,9 @@ def main(argv=None) -> int:
         "b_ratio_to_bare_sentencepiece": round(b_real / bare, 3), "b_target": ">= 0.70",
         "b_bare_sentencepiece_batched_tokens_per_s": round(bare_batched),
         "b_ratio_to_batched_sentencepiece": round(b_real / bare_batched, 3),
+        "b_token_shares_delivered": {c: round(v, 3) for c, v in shares.items()},
+        "b_bare_tokens_per_s_by_component": {c: round(rate[f"bare/{c}"]) for c in by_component},
+        "b_padding_fraction": round(it.stats()["data/padding_fraction"], 4),
         "load_average": os.getloadavg()[0],
         "prepare_seconds_one_worker": round(prepare_s, 2), "raw_index_seconds": round(index_s, 2),
     }

@@ -108,18 +108,21 @@ def test_processes_read_disjoint_shares(env):
     assert seen[0] and seen[1] and not (seen[0] & seen[1])
 
 
-def _pack_all(tok, texts, seq_len, bins=4):
+def _pack_all(tok, texts, seq_len, bins=4, unit_tokens=None):
     src = [({"text": t}, f"mem:{i + 1}", ("text",)) for i, t in enumerate(texts)]
-    ds = DocumentBlocks(grain.MapDataset.source(src), 5).map(TokenizeBlock(tok, 0))
-    chunked = grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(), BlockChunker(seq_len, "split"))
-    return list(pack(chunked, seq_len, num_bins=bins, seed=0, sft=False))
+    ds = DocumentBlocks(grain.MapDataset.range(len(src)), 5, src).map(TokenizeBlock(tok, 0))
+    chunked = grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(),
+                                                    BlockChunker(seq_len, "split", unit_tokens))
+    return list(pack(chunked, seq_len, num_bins=bins, seed=0))
 
 
-def test_packing_invariants(env):
+# unit_tokens 1: every document packed alone; 40 and 64: several short documents per packing unit.
+@pytest.mark.parametrize("unit_tokens", [1, 40, 64])
+def test_packing_invariants(env, unit_tokens):
     tok = env["tok"]
     seq = 64
     texts = unique_docs("doc", 150, seed=1, min_words=1, max_words=70)  # some longer than a row
-    rows = _pack_all(tok, texts, seq)
+    rows = _pack_all(tok, texts, seq, unit_tokens=unit_tokens)
     expected = []
     for t in texts:
         ids = tok.encode(t, bos=True, eos=True)
@@ -138,6 +141,7 @@ def test_packing_invariants(env):
             got.append(tuple(toks[seg == s].tolist()))
         overlong += int(np.count_nonzero(r["meta"] & OVERLONG_FLAG))
     assert sorted(got) == sorted(expected)  # every token exactly once, documents intact or split in order
+    assert max(r["segment_ids"].max() for r in rows) > 1  # rows do hold several documents
     assert overlong == sum(len(tok.encode(t, bos=True, eos=True)) > seq for t in texts) > 0
 
 
@@ -150,7 +154,7 @@ def test_packed_forward_equals_per_document_forward(env):
                       num_kv_heads=2, max_position_embeddings=256)
     # One jitted init (eager init_params compiles a small program per parameter: ~10x slower here).
     params = jax.jit(lambda key: init_params(cfg, key))(jax.random.key(0))
-    row = next(r for r in _pack_all(env["tok"], unique_docs("doc", 40, seed=2, max_words=30), 128)
+    row = next(r for r in _pack_all(env["tok"], unique_docs("doc", 40, seed=2, max_words=30), 128, unit_tokens=64)
                if r["segment_ids"].max() >= 3)
     # One compiled call: row 0 is the packed row; row s holds document s alone at the start of the row
     # (positions from 0, segment 1, padding after it — causal attention never looks at the padding).

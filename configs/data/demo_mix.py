@@ -28,6 +28,7 @@ def get_config(root: str = "runs/demo/data") -> ml_collections.ConfigDict:
     cfg.overlong = "auto"
     cfg.shuffle = True
     cfg.num_packing_bins = 0
+    cfg.pack_unit_tokens = 0  # short documents packed in groups of up to seq_len // 6 tokens
     cfg.read_threads = 0
     cfg.worker_count = 0
     cfg.instruct = dict(

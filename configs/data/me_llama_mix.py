@@ -41,6 +41,7 @@ def get_config(root: str = "/data/me_llama") -> ml_collections.ConfigDict:
     cfg.overlong = "split"
     cfg.shuffle = True
     cfg.num_packing_bins = 0
+    cfg.pack_unit_tokens = 0  # short documents packed in groups of up to seq_len // 6 tokens
     cfg.read_threads = 4
     cfg.prefetch_buffer_size = 256
     cfg.worker_count = 8

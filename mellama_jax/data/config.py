@@ -107,13 +107,16 @@ class DataConfig:
     strict: bool = False
     overlong: str = "auto"
     shuffle: bool = True
-    num_packing_bins: int = 0  # 0: max(2 x per-process batch, 16)
+    num_packing_bins: int = 0  # 0: max(2 x per-process batch, 256)
     read_threads: int = 0  # grain ReadOptions.num_threads per component (0: read in the calling thread)
     prefetch_buffer_size: int = 64
     worker_count: int = 0  # grain mp_prefetch worker processes (0: none)
     worker_buffer_size: int = 2
     mean_tokens_sample: int = 256  # documents tokenized to turn token weights into document weights
-    block_size: int = 16  # documents per grain element before packing (amortises per-element overhead)
+    block_size: int = 32  # documents per grain element before packing (amortises per-element overhead)
+    # Consecutive documents of a block are packed as one unit of up to this many tokens (documents stay
+    # separate segments); 0: seq_len // 6. 1 packs each document on its own. See data/packing.py.
+    pack_unit_tokens: int = 0
     instruct: InstructConfig | None = None
     # Components skipped for a non-positive weight (lenient mode); filled by from_config.
     skipped: tuple[str, ...] = ()
@@ -127,7 +130,8 @@ class DataConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise DataError(f"data.components: duplicate component name(s) {dupes}")
-        for field in ("num_packing_bins", "read_threads", "worker_count", "mean_tokens_sample"):
+        for field in ("num_packing_bins", "read_threads", "worker_count", "mean_tokens_sample",
+                      "pack_unit_tokens"):
             if getattr(self, field) < 0:
                 raise DataError(f"data.{field}={getattr(self, field)}: must be >= 0")
         if self.block_size < 1:
