@@ -40,12 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as e:  # bad input: the message names the file/tensor/field; no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from mellama_jax.convert import run_conversion
+    return run_conversion(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -68,12 +68,8 @@ def export_peft_dir(ckpt_dir: str, peft_dir: str, *, overwrite: bool, base_model
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as e:  # bad input: the message names the file/tensor/field; no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from mellama_jax.convert import run_conversion
+    return run_conversion(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
