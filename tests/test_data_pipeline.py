@@ -116,12 +116,13 @@ def _pack_all(tok, texts, seq_len, bins=4, unit_tokens=None):
     return list(pack(chunked, seq_len, num_bins=bins, seed=0))
 
 
-# unit_tokens 1: every document packed alone; 40 and 64: several short documents per packing unit.
-@pytest.mark.parametrize("unit_tokens", [1, 40, 64])
-def test_packing_invariants(env, unit_tokens):
+# unit_tokens 1: every document packed alone; 64 with short documents: several per packing unit (with
+# documents up to 70 words, some longer than a row, blocks are mostly too long to group).
+@pytest.mark.parametrize("unit_tokens,max_words", [(1, 70), (64, 70), (64, 4)])
+def test_packing_invariants(env, unit_tokens, max_words):
     tok = env["tok"]
     seq = 64
-    texts = unique_docs("doc", 150, seed=1, min_words=1, max_words=70)  # some longer than a row
+    texts = unique_docs("doc", 150, seed=1, min_words=1, max_words=max_words)
     rows = _pack_all(tok, texts, seq, unit_tokens=unit_tokens)
     expected = []
     for t in texts:
@@ -142,7 +143,26 @@ def test_packing_invariants(env, unit_tokens):
         overlong += int(np.count_nonzero(r["meta"] & OVERLONG_FLAG))
     assert sorted(got) == sorted(expected)  # every token exactly once, documents intact or split in order
     assert max(r["segment_ids"].max() for r in rows) > 1  # rows do hold several documents
-    assert overlong == sum(len(tok.encode(t, bos=True, eos=True)) > seq for t in texts) > 0
+    assert overlong == sum(len(tok.encode(t, bos=True, eos=True)) > seq for t in texts)
+    assert overlong > 0 or max_words < 70
+
+
+def test_chunker_groups_short_documents_into_units(env):
+    tok = env["tok"]
+    block = TokenizeBlock(tok, 2).map([({"text": t}, f"mem:{i}", ("text",))
+                                       for i, t in enumerate(unique_docs("doc", 12, seed=4, max_words=6))])
+    units = BlockChunker(256, "split", 128).flat_map(block)
+    assert len(units) < len(block)  # grouped
+    unit = np.concatenate([u["unit"] for u in units])
+    np.testing.assert_array_equal(unit[:, 0], np.concatenate([d["tokens"] for d in block]))  # order kept
+    starts = np.flatnonzero(unit[:, 1] == 0)
+    np.testing.assert_array_equal(np.diff(np.append(starts, len(unit))), [len(d["tokens"]) for d in block])
+    assert np.all(unit[starts, 2] == 3) and np.all(np.delete(unit[:, 2], starts) == 0)  # doc_meta on starts
+    assert all(len(u["unit"]) <= 128 for u in units)
+    # Long documents are not grouped: each is its own unit.
+    long_block = TokenizeBlock(tok, 0).map([({"text": t}, f"mem:{i}", ("text",))
+                                            for i, t in enumerate(unique_docs("doc", 6, seed=5, min_words=30))])
+    assert len(BlockChunker(256, "split", 128).flat_map(long_block)) == len(long_block)
 
 
 def test_packed_forward_equals_per_document_forward(env):
@@ -154,7 +174,7 @@ def test_packed_forward_equals_per_document_forward(env):
                       num_kv_heads=2, max_position_embeddings=256)
     # One jitted init (eager init_params compiles a small program per parameter: ~10x slower here).
     params = jax.jit(lambda key: init_params(cfg, key))(jax.random.key(0))
-    row = next(r for r in _pack_all(env["tok"], unique_docs("doc", 40, seed=2, max_words=30), 128, unit_tokens=64)
+    row = next(r for r in _pack_all(env["tok"], unique_docs("doc", 40, seed=2, max_words=15), 128, unit_tokens=128)
                if r["segment_ids"].max() >= 3)
     # One compiled call: row 0 is the packed row; row s holds document s alone at the start of the row
     # (positions from 0, segment 1, padding after it — causal attention never looks at the padding).

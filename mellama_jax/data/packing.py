@@ -11,7 +11,8 @@ per-element cost over many documents. A document is
 
 `BlockChunker` enforces the row length (split / truncate / error) and groups the block's consecutive
 documents into *packing units* of at most `unit_tokens` tokens (the block's last group is emitted one
-document per unit, so that small units remain to fill the ends of rows). A unit is one int32 array [n, C] whose
+document per unit, so that small units remain to fill the ends of rows; blocks of documents longer than a
+third of a unit are not grouped at all). A unit is one int32 array [n, C] whose
 columns hold, per token, the token id, its position in its document (0 where a document starts), the
 document's doc_meta on its first token (0 elsewhere) and, for SFT, the loss mask. grain's first-fit packer
 (`grain.experimental.FirstFitPackIterDataset`) then places whole units into rows: its cost is per element,
@@ -41,6 +42,8 @@ _MAX_LOGGED = 20
 # Columns of a packing unit.
 TOKEN, POSITION, META, LOSS = 0, 1, 2, 3
 UNIT_KEY = "unit"
+# Blocks whose mean document fills more than 1/MIN_DOCS_PER_UNIT of a unit are packed document by document.
+MIN_DOCS_PER_UNIT = 3
 
 
 def default_unit_tokens(seq_len: int) -> int:
@@ -85,6 +88,10 @@ class BlockChunker(grain.experimental.FlatMapTransform):
                 docs.extend(self._overlong(doc))
             elif n:  # an empty document (no BOS/EOS, no text) has nothing to pack
                 docs.append(doc)
+        if sum(len(d["tokens"]) for d in docs) * MIN_DOCS_PER_UNIT > self.unit_tokens * len(docs):
+            # Documents this long gain little from grouping, and grouping them would use up the short ones
+            # that fill the ends of rows (measured: padding 2.6% -> 4.8% at 524-token documents).
+            return [_unit([d]) for d in docs]
         units, group, size = [], [], 0
         for doc in docs:
             n = len(doc["tokens"])
