@@ -8,7 +8,7 @@
 
 Pipeline (grain), per component, over a source (prepared ArrayRecord via tfds.data_source, or indexed raw
 records):
-    record indices: range → [process_index::process_count] (each process reads only its disjoint share)
+    record indices (RecordIndices: this process's disjoint share, process_index::process_count)
       → shuffle(seed) → repeat() (reshuffled every epoch) → blocks of documents, each read from the source
       in one batched call → map(tokenize block) → to_iter_dataset(read threads)
 then IterDataset.mix(components, document weights for the token ratio) → BlockChunker (row length; a block's
@@ -188,9 +188,9 @@ def estimate_mean_tokens(source, transform, sample: int) -> float:
 class DocumentBlocks(grain.MapDataset):
     """Element i = the documents at positions [i*k, (i+1)*k) of `indices`, read with one batched call.
 
-    `indices` is a grain MapDataset of *record indices* (range → process share → shuffle → repeat), and
-    the records are read from `source` here, a block at a time (`source._getitems`: one ArrayRecord
-    batched read, or one pass over a raw file's records). Reading through grain's own source wrapper
+    `indices` is a grain MapDataset of *record indices* (RecordIndices → shuffle → repeat), and the
+    records are read from `source` here, a block at a time (`source._getitems`: one batched ArrayRecord
+    read for a prepared corpus, one call for raw records). Reading through grain's own source wrapper
     instead costs a metrics record and a byte-size walk of every document (about a tenth of tokenizing
     it); grain's per-element bookkeeping (stats, index mapping) is then paid once per block, and the
     tokenizer is called once per block. (grain's own MapDataset.batch reads items one by one.)

@@ -12,9 +12,9 @@ per-element cost over many documents. A document is
 `BlockChunker` enforces the row length (split / truncate / error) and groups the block's consecutive
 documents into *packing units* of at most `unit_tokens` tokens (the block's last group is emitted one
 document per unit, so that small units remain to fill the ends of rows; blocks of documents longer than a
-third of a unit are not grouped at all). A unit is one int32 array [n, C] whose
-columns hold, per token, the token id, its position in its document (0 where a document starts), the
-document's doc_meta on its first token (0 elsewhere) and, for SFT, the loss mask. grain's first-fit packer
+third of a unit are not grouped at all). A unit is one int32 array [n, C] whose columns hold, per token, the
+token id, its position in its document (0 where a document starts), the document's doc_meta on its first
+token (0 elsewhere) and, for SFT, the loss mask. grain's first-fit packer
 (`grain.experimental.FirstFitPackIterDataset`) then places whole units into rows: its cost is per element,
 and short documents (the demo's ~170 tokens, many PubMed abstracts) made it the input pipeline's largest
 cost after tokenization. Units keep every document contiguous and in order, so `finalize_row` recovers
@@ -48,7 +48,7 @@ MIN_DOCS_PER_UNIT = 3
 
 def default_unit_tokens(seq_len: int) -> int:
     """A sixth of the row. Measured at 4096-token rows and 170-token documents (bench/input_pipeline.py,
-    blocks of 32 documents, 256 packing bins): the raw-text pipeline runs ~25% faster than packing each
+    blocks of 32 documents, 256 packing bins): the raw-text pipeline runs ~20% faster than packing each
     document alone, at the same padding (0.8%); an eighth gains less, a quarter no more."""
     return max(1, seq_len // 6)
 
