@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from mellama_jax.config import preset  # noqa: E402
 from mellama_jax.convert.mapping import params_from_hf  # noqa: E402
+import mellama_jax.generate.decode as decode_module  # noqa: E402
 from mellama_jax.generate import generate  # noqa: E402
 
 TARGETS = {1: 2.0, 8: 3.0}  # issue 5: >= 2x transformers at batch 1, >= 3x at batch 8
@@ -68,15 +69,22 @@ def main(argv=None) -> int:
     ap.add_argument("--skip_torch", action="store_true")
     ap.add_argument("--torch_threads", type=int, default=0, help="0 = torch's default")
     ap.add_argument("--json_out", help="also write the results as JSON here")
+    ap.add_argument("--xla_default_dots", action="store_true",
+                    help="compile our decode with XLA's default CPU options (dots on YNNPACK) instead of "
+                         "generate.decode.CPU_DECODE_OPTIONS, to re-measure what those options buy")
     args = ap.parse_args(argv)
+    if args.xla_default_dots:
+        decode_module.CPU_DECODE_OPTIONS.clear()
 
     import torch
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     cfg, params, hf = build_models(args.seed, args.scanned)
+    options = decode_module.compiler_options() or "XLA defaults"
     print(f"bench_56m: {cfg.num_params() / 1e6:.1f}M params, fp32, prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, jax {jax.__version__} on {jax.devices()[0].platform}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), best of {args.repeats}", flush=True)
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), best of {args.repeats}; "
+          f"our decode compiled with {options}", flush=True)
     rng = np.random.default_rng(args.seed)
     results = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
