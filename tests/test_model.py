@@ -105,11 +105,14 @@ def test_remat_policies_give_identical_logits_and_gradients(gqa_case):
     results = every_policy(model.params)
     ref_logits, ref_grads = results["none"]
     np.testing.assert_allclose(ref_logits, model.logits(np.asarray(tokens)), rtol=0, atol=1e-6)
+    ref = P.flatten_tree(ref_grads)
     for name, (logits, grads) in results.items():
         np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-6, err_msg=name)
-        ref = P.flatten_tree(ref_grads)
         for path, g in P.flatten_tree(grads).items():
-            np.testing.assert_allclose(g, ref[path], rtol=1e-5, atol=1e-6, err_msg=f"{name}: {'/'.join(path)}")
+            # A recomputed forward is another XLA program, so fp32 sums may round differently: allow 4 ulps of
+            # the tensor's largest entry (the embedding gradient reaches ~30, where 1e-6 is below one ulp).
+            atol = max(1e-6, 4 * np.finfo(np.float32).eps * float(np.abs(ref[path]).max()))
+            np.testing.assert_allclose(g, ref[path], rtol=1e-5, atol=atol, err_msg=f"{name}: {'/'.join(path)}")
 
 
 def test_sharded_mesh_logits_equal_single_device(gqa_case):
