@@ -6,6 +6,7 @@ logits warpers for temperature / top-k / top-p.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from mellama_jax.config import ModelConfig
 from mellama_jax.convert.mapping import params_from_hf
 from mellama_jax.generate import (DecodeSpec, SamplingParams, bucket_batch, bucket_prompt_length, decode_fn,
                                   generate, left_pad, pack_stop_sequences, shard_params)
+from mellama_jax.generate.decode import decode
 from mellama_jax.generate.sampling import filter_logits, sample_next
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora, merge_lora
@@ -195,10 +197,8 @@ def test_sharded_generation_equals_unsharded(gqa, gqa_greedy):
 
 
 def test_cpu_decode_compiles_dots_without_ynnpack(gqa):
-    """decode_fn compiles with CPU_DECODE_OPTIONS (bench/decode.py: batch 8 ~1.4x faster on XLA:CPU's own
+    """decode_fn compiles with CPU_DECODE_OPTIONS (bench/decode.py: batch 8 1.1-1.4x faster on XLA:CPU's own
     dots); the same function compiled with XLA's defaults hands its dots to YNNPACK, so the marker is real."""
-    import functools
-    from mellama_jax.generate.decode import decode
     _, cfg, params, _ = gqa
     spec = DecodeSpec(cfg=cfg, batch=8, prompt_len=16, max_new_tokens=4)
     tokens, mask = left_pad(PROMPTS, 8, 16)

@@ -142,9 +142,9 @@ def decode(spec: DecodeSpec, params: dict, adapters: Optional[dict], tokens: jax
     return DecodeOutput(out[:, M - 1:], num, drop)
 
 
-# XLA:CPU hands dots to YNNPACK by default; for the decode loop's skinny products ([batch x embed] @
-# [embed x N] with batch <= 8 or so) its own Eigen path is faster: bench/decode.py at batch 8 went from
-# 253 to 358 tok/s (same run, same tokens), batch 1 unchanged (97 vs 102). The option only exists on CPU.
+# XLA:CPU hands dots to YNNPACK by default; for the decode loop's few-row products ([batch x embed] @
+# [embed x N], batch <= 8 or so) its own Eigen path is faster: bench/decode.py at batch 8 went from 253-301
+# to 340-409 tok/s (interleaved runs, same tokens), batch 1 unchanged. The option only exists on CPU.
 CPU_DECODE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
