@@ -52,23 +52,26 @@ def test_kernel_packed_once_and_reused_inside_a_loop():
     np.testing.assert_allclose(np.asarray(jax.jit(run)(x, w)), ref, atol=1e-5)
 
 
-def test_packed_kernels_cover_the_projections_and_lm_head():
+@pytest.fixture(scope="module")
+def tiny_gqa():
+    """A tiny random transformers model's config and scanned params."""
     hf = make_hf_model(seed=0, num_key_value_heads=2)
     cfg = ModelConfig.from_hf_config(hf.config)
-    params = params_from_hf(cfg, {k: v.detach().numpy() for k, v in hf.state_dict().items()}.__getitem__,
-                            scanned=False)
-    packed = P.flatten_tree(packed_kernels(cfg, params))
+    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    return cfg, params_from_hf(cfg, state.__getitem__, scanned=True)
+
+
+def test_packed_kernels_cover_the_projections_and_lm_head(tiny_gqa):
+    cfg, params = tiny_gqa
+    packed = P.flatten_tree(packed_kernels(cfg, P.unstack_layers(params, cfg.num_layers)))
     names = {path[-2] for path in packed}
     assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
     q = packed[("layers_0", "attn", "q_proj", "kernel")]
     assert q.shape == (cfg.num_heads * cfg.head_dim // F.PANEL, cfg.hidden_size, F.PANEL)
 
 
-def test_decode_uses_the_kernel_for_a_few_rows_only(monkeypatch):
-    hf = make_hf_model(seed=0, num_key_value_heads=2)
-    cfg = ModelConfig.from_hf_config(hf.config)
-    params = params_from_hf(cfg, {k: v.detach().numpy() for k, v in hf.state_dict().items()}.__getitem__,
-                            scanned=True)
+def test_decode_uses_the_kernel_for_a_few_rows_only(tiny_gqa, monkeypatch):
+    cfg, params = tiny_gqa
     stop_ids, stop_lens = pack_stop_sequences([])
 
     def custom_calls(batch):
