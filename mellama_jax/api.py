@@ -8,8 +8,8 @@
 The returned `Model` holds the config, the parameters (on one device, or sharded over `mesh`), the
 tokenizer when the directory carries one, and jitted entry points: `logits(token_ids)` and `generate(...)`.
 
-Model configs can also be named by file: `load_model_config` reads configs/model/*.py (ml_collections files
-with `get_config()`), a model_config.json, an HF config.json, or a preset name.
+Model configs can also be named: `load_model_config` takes a preset name (config.PRESETS), a model_config.json,
+an HF config.json, or a Python file whose `get_config()` returns a model group (train.config.model_fields).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- model configs by name or file
 def load_model_config(spec: str | os.PathLike, **overrides) -> ModelConfig:
-    """A ModelConfig from a preset name ("llama2_7b"), a configs/model/*.py file, a model_config.json, an HF
+    """A ModelConfig from a preset name ("llama2_7b"), a Python config file, a model_config.json, an HF
     config.json, or a directory holding one of those. Keyword overrides replace fields (e.g. scan_layers)."""
     spec = os.fspath(spec)
     if spec in PRESETS:

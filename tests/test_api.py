@@ -42,10 +42,13 @@ def assert_trees_equal(a, b):
 
 # ---------------------------------------------------------------- model configs
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_config_files_match_presets(name):
-    path = os.path.join(REPO, "configs", "model", f"{name}.py")
-    assert mellama_jax.load_model_config(path) == preset(name)
+def test_model_config_files_and_presets(name, tmp_path):
     assert mellama_jax.load_model_config(name) == preset(name)
+    # A model config file of the user's own: the training schema's `model` group of a preset.
+    path = tmp_path / "model.py"
+    path.write_text("from mellama_jax.train.config import model_fields\n\n"
+                    f"def get_config():\n    return model_fields({name!r}, scan_layers=False)\n")
+    assert mellama_jax.load_model_config(path) == preset(name, scan_layers=False)
 
 
 def test_load_model_config_from_json_files_and_overrides(tiny_hf, tmp_path):
@@ -99,7 +102,7 @@ def test_logits_rejects_bad_token_arrays(tiny_hf):
 def _write_training_workdir(workdir, cfg, steps: dict, *, lora_cfg=None):
     """A workdir as mellama_jax.train writes it: checkpoints/<step>/{state, data_iter, config} (orbax composite)."""
     import orbax.checkpoint as ocp
-    model = dict(cfg.to_dict(), pad_token_id=-1)  # the training config's "no pad token"
+    model = cfg.to_dict()
     lora = dict(rank=0, alpha=16.0, dropout=0.0, targets="q_proj,v_proj")
     if lora_cfg is not None:
         lora = dict(rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,

@@ -22,7 +22,7 @@ from mellama_jax.convert import ckpt
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.model.lora import LoraConfig, init_lora, merge_lora
-from mellama_jax.train.config import TrainConfig
+from mellama_jax.train.config import TrainConfig, model_fields
 from mellama_jax.train.lora import LoraTrainable
 from mellama_jax.train.loop import train
 
@@ -38,8 +38,7 @@ def _config_module(name):
 def _chat_config(name, data_root, tokenizer, model_cfg, **overrides) -> TrainConfig:
     """configs/<name>.py on the test's demo data, with the base model's architecture and a short schedule."""
     c = _config_module(name).get_config(data_root)
-    c.model = ml_collections.ConfigDict(dict(model_cfg.to_dict(), pad_token_id=-1, scan_layers=True,
-                                             param_dtype="float32"))
+    c.model = model_fields("tiny", **dict(model_cfg.to_dict(), scan_layers=True, param_dtype="float32"))
     c.data.tokenizer = tokenizer
     c.train.steps, c.train.seq_len = STEPS, 64
     c.checkpoint.every_steps, c.checkpoint.keep, c.checkpoint.async_save = 6, 3, False

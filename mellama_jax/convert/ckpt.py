@@ -347,9 +347,6 @@ def _load_adapters(ckpt_dir: str, cfg: ModelConfig, lora_path: str, scan_layers:
 # Model fields that must agree between a LoRA run and its base (execution choices such as dtype may differ).
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
                        "head_dim", "rms_norm_eps", "rope_theta")
-# LoraConfig fields inside a run config's `train.lora` group (other keys there, e.g. base_dtype, are
-# training options, not part of the adapter's definition).
-LORA_FIELDS = ("rank", "alpha", "dropout", "targets")
 # Folded into the run seed for a random LoRA base, so the base does not reuse the adapters' init stream.
 RANDOM_BASE_SALT = 0xBA5E
 
@@ -407,7 +404,7 @@ def _workdir_configs(workdir: str, manager, step: int):
     """(ModelConfig, LoraConfig or None, run config dict) of a training run.
 
     Read from the step's `config` item (the run's config: a "model" group of ModelConfig fields, where
-    pad_token_id -1 means none, and "train.lora" with rank 0 meaning full-parameter training), else from
+    and "train.lora" with rank 0 meaning full-parameter training), else from
     workdir/model_config.json (then the run config is {}).
     """
     import orbax.checkpoint as ocp
@@ -416,9 +413,6 @@ def _workdir_configs(workdir: str, manager, step: int):
         run_cfg = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
         model = run_cfg.get("model") if isinstance(run_cfg, dict) else None
         if isinstance(model, dict):
-            model = dict(model)
-            if model.get("pad_token_id") == -1:
-                model["pad_token_id"] = None
             cfg = ModelConfig.from_dict(model, source=f"{step_dir}/config['model']")
             return cfg, _lora_from_run_config(run_cfg, f"{step_dir}/config"), run_cfg
     fallback = os.path.join(workdir, WORKDIR_MODEL_CONFIG)
@@ -439,11 +433,8 @@ def _lora_from_run_config(run_cfg: dict, source: str):
     if lora is None or not lora.get("rank"):
         return None
     from mellama_jax.model.lora import LoraConfig
-    values = {k: lora[k] for k in LORA_FIELDS if k in lora}
-    if isinstance(values.get("targets"), str):
-        values["targets"] = tuple(t.strip() for t in values["targets"].split(",") if t.strip())
     try:
-        return LoraConfig(**values)
+        return LoraConfig.from_group(lora)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: train.lora is not a valid LoRA config ({e})") from e
 

@@ -16,16 +16,12 @@ per call before the loop; the copy lives only during the call. Serve with unscan
 (`mellama_jax.load(path, scan_layers=False)`) to skip it.
 
 Compiled functions are cached per `DecodeSpec` (model, shapes, sampling settings) and mesh. On CPU they are
-compiled with CPU_DECODE_OPTIONS (below), and single-device float32 decodes of 2-16 rows run their steps'
-products through the few-row kernel (model.few_row_matmul): every projection and the LM head are packed
-into its panel layout once per call, before the loop (a second copy of those weights while it runs).
+compiled with CPU_DECODE_OPTIONS (below); other platforms get XLA's defaults.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import os
 from typing import Callable, NamedTuple, Optional
 
 import flax.linen as nn
@@ -34,9 +30,8 @@ import jax.numpy as jnp
 
 from mellama_jax.config import ModelConfig
 from mellama_jax.model import params as P
-from mellama_jax.model import few_row_matmul
-from mellama_jax.model.llama import BATCH_LENGTH_EMBED, PACKED, Transformer, init_cache
-from mellama_jax.model.lora import LoraConfig
+from mellama_jax.model.llama import BATCH_LENGTH_EMBED, Transformer, init_cache
+from mellama_jax.model.lora import LoraConfig, lora_logical_axes
 from mellama_jax.generate.sampling import SamplingParams, sample_next
 from mellama_jax.generate.stops import NO_TOKEN, stop_trim
 from mellama_jax.parallel import rules
@@ -72,46 +67,12 @@ def is_scanned(params: dict) -> bool:
     return "layers" in params
 
 
-def _lm_head(cfg: ModelConfig, params: dict, hidden: jax.Array, packed: Optional[dict] = None) -> jax.Array:
+def _lm_head(cfg: ModelConfig, params: dict, hidden: jax.Array) -> jax.Array:
     """Logits for the last position only (the model's lm_head, without computing it for the whole prompt)."""
     dtype = jnp.dtype(cfg.dtype)
-    if packed is not None and "lm_head" in packed:
-        logits = few_row_matmul.matmul(hidden, packed["lm_head"]["kernel"])
-    else:
-        kernel = params["lm_head"]["kernel"].astype(dtype)
-        logits = jax.lax.dot_general(hidden.astype(dtype), kernel, (((hidden.ndim - 1,), (0,)), ((), ())))
+    kernel = params["lm_head"]["kernel"].astype(dtype)
+    logits = jax.lax.dot_general(hidden.astype(dtype), kernel, (((hidden.ndim - 1,), (0,)), ((), ())))
     return nn.with_logical_constraint(logits.astype(jnp.float32), BATCH_VOCAB)
-
-
-# Batches the few-row kernel is used for. One row is a matrix-vector product, which XLA:CPU already streams
-# at memory bandwidth (bench model, 128 steps: 108 vs 101 tok/s); from 2 rows on its GEMMs repack the
-# weights on every call (XLA -> kernel, one interleaved run each: 2 rows 149 -> 248, 4: 221 -> 331, 8: 395 ->
-# 570, 16: 577 -> 610 tok/s).
-FEW_ROW_BATCH = (2, 16)
-
-
-def uses_few_row_kernel(spec: DecodeSpec, mesh=None) -> bool:
-    """Decode steps go through model.few_row_matmul: single device on CPU, float32, a few rows, the kernel
-    built (see its module), and not switched off with MELLAMA_JAX_FEW_ROW_KERNEL=0."""
-    if os.environ.get("MELLAMA_JAX_FEW_ROW_KERNEL", "1") == "0":
-        return False
-    low, high = FEW_ROW_BATCH
-    return (mesh is None and jax.default_backend() == "cpu" and low <= spec.batch <= high
-            and jnp.dtype(spec.cfg.dtype) == jnp.float32 and few_row_matmul.available())
-
-
-def packed_kernels(cfg: ModelConfig, params: dict) -> dict:
-    """Few-row-kernel panels of every projection and the LM head whose output width allows it, in a tree
-    shaped like the (unscanned) params: the model's PACKED collection, plus "lm_head" for _lm_head."""
-    flat = P.flatten_tree(params)
-    packed = {}
-    for path, shape, _, spec in P.iter_params(cfg, scanned=False):
-        if spec.hf_layout != "linear":
-            continue
-        k, n = math.prod(shape[:spec.fan_in_dims]), math.prod(shape[spec.fan_in_dims:])
-        if few_row_matmul.packable((k, n)):
-            packed[path] = few_row_matmul.pack(flat[path].reshape(k, n))
-    return P.tree_from_paths(packed)
 
 
 def _empty_cache(cfg: ModelConfig, batch: int, length: int):
@@ -120,10 +81,8 @@ def _empty_cache(cfg: ModelConfig, batch: int, length: int):
 
 
 def decode(spec: DecodeSpec, params: dict, adapters: Optional[dict], tokens: jax.Array, prompt_mask: jax.Array,
-           key: jax.Array, eos_id: jax.Array, stop_ids: jax.Array, stop_lens: jax.Array, *,
-           few_row_kernel: bool = False) -> DecodeOutput:
-    """Traceable body of the compiled function (see module docstring). tokens/prompt_mask: int32 [B, P].
-    few_row_kernel: decode steps multiply through model.few_row_matmul (see uses_few_row_kernel)."""
+           key: jax.Array, eos_id: jax.Array, stop_ids: jax.Array, stop_lens: jax.Array) -> DecodeOutput:
+    """Traceable body of the compiled function (see module docstring). tokens/prompt_mask: int32 [B, P]."""
     cfg = spec.cfg.replace(scan_layers=False)
     B, Pl, N, M = spec.batch, spec.prompt_len, spec.max_new_tokens, spec.stop_len
     if spec.scanned_params:
@@ -136,13 +95,6 @@ def decode(spec: DecodeSpec, params: dict, adapters: Optional[dict], tokens: jax
     if adapters is not None:
         variables["lora"] = adapters
     model = Transformer(cfg, spec.lora)
-    packed = None
-    step_variables = variables
-    if few_row_kernel:
-        # Packed once per call, before the loop (the barrier keeps XLA from repacking at every step); the
-        # prompt's prefill has many rows and keeps XLA's GEMMs.
-        packed = jax.lax.optimization_barrier(packed_kernels(cfg, params))
-        step_variables = {**variables, PACKED: packed}
 
     segment_ids = prompt_mask.astype(jnp.int32)
     positions = jnp.maximum(jnp.cumsum(segment_ids, axis=1) - 1, 0)
@@ -177,11 +129,11 @@ def decode(spec: DecodeSpec, params: dict, adapters: Optional[dict], tokens: jax
 
     def body(state):
         i, cache, token, pos, done, out, num, drop = state
-        hidden, cache = model.apply(step_variables, token[:, None], pos[:, None], jnp.ones((B, 1), jnp.int32),
+        hidden, cache = model.apply(variables, token[:, None], pos[:, None], jnp.ones((B, 1), jnp.int32),
                                     cache=cache, cache_index=Pl + i - 1, kv_segment_ids=kv_segment_ids,
                                     return_hidden=True)
         hidden = nn.with_logical_constraint(hidden, BATCH_LENGTH_EMBED)
-        logits = _lm_head(cfg, params, hidden[:, 0], packed)
+        logits = _lm_head(cfg, params, hidden[:, 0])
         token, out, done, num, drop = emit(i, logits, out, done, num, drop)
         return i + 1, cache, token, pos + 1, done, out, num, drop
 
@@ -191,8 +143,8 @@ def decode(spec: DecodeSpec, params: dict, adapters: Optional[dict], tokens: jax
 
 
 # XLA:CPU hands dots to YNNPACK by default; for the decode loop's few-row products ([batch x embed] @
-# [embed x N], batch <= 8 or so) its own Eigen path is faster: bench/decode.py at batch 8 went from 253-301
-# to 340-409 tok/s (interleaved runs, same tokens), batch 1 unchanged. The option only exists on CPU.
+# [embed x N]) its own Eigen path is faster at batch > 1 and the same at batch 1 (docs/benchmarks.md).
+# The option only exists on CPU.
 CPU_DECODE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -212,7 +164,7 @@ def decode_fn(spec: DecodeSpec, mesh=None) -> Callable[..., DecodeOutput]:
     `jax.random.key`. With a mesh, the call runs inside the mesh's activation-sharding context so the
     model's logical constraints (and the cache's CACHE_AXES) shard batch over data and heads over tensor.
     """
-    jitted = jax.jit(functools.partial(decode, spec, few_row_kernel=uses_few_row_kernel(spec, mesh)),
+    jitted = jax.jit(functools.partial(decode, spec),
                      compiler_options=compiler_options(mesh))
     if mesh is None:
         return jitted
@@ -235,7 +187,6 @@ def shard_params(cfg: ModelConfig, params: dict, mesh, *, lora: Optional[LoraCon
     scanned = is_scanned(params)
     params = jax.device_put(params, rules.tree_shardings(mesh, P.logical_axes(cfg, scanned=scanned), params))
     if adapters is not None:
-        from mellama_jax.model.lora import lora_logical_axes
         axes = lora_logical_axes(cfg, lora, scanned=is_scanned(adapters))
         adapters = jax.device_put(adapters, rules.tree_shardings(mesh, axes, adapters))
     return params, adapters

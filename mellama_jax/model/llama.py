@@ -19,7 +19,6 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from mellama_jax.config import ModelConfig
-from mellama_jax.model import few_row_matmul
 from mellama_jax.model import params as P
 from mellama_jax.model.attention import apply_rotary, cached_attention, get_attention, rotary_tables
 from mellama_jax.model.lora import LoraConfig, init_a, lora_spec
@@ -76,19 +75,6 @@ def flat_matmul(x: jax.Array, kernel: jax.Array, fan_in_dims: int) -> jax.Array:
     return y.reshape(*lead, *fan_out)
 
 
-# Variable collection holding few-row-kernel panels of projection kernels (model.few_row_matmul.pack), tree
-# paths as in "params". Given only to decode steps on CPU (generate.decode); absent, Linear uses flat_matmul.
-PACKED = "decode_packed"
-
-
-def packed_matmul(x: jax.Array, packed: jax.Array, spec: P.ParamSpec) -> jax.Array:
-    """flat_matmul's product with the kernel given as few-row-kernel panels."""
-    lead = x.shape[:x.ndim - spec.fan_in_dims]
-    fan_out = spec.shape[spec.fan_in_dims:]
-    y = few_row_matmul.matmul(x.reshape(math.prod(lead), -1), packed)
-    return y.astype(x.dtype).reshape(*lead, *fan_out)
-
-
 class Linear(nn.Module):
     """A bias-free projection contracting the last `fan_in_dims` dims of x with the kernel's first ones."""
     cfg: ModelConfig
@@ -101,11 +87,7 @@ class Linear(nn.Module):
         dtype = jnp.dtype(self.cfg.dtype)
         kernel = declare(self, self.cfg, self.spec_path).astype(dtype)
         x = x.astype(dtype)
-        if self.has_variable(PACKED, "kernel"):
-            # Decode steps on CPU: the same product through the few-row kernel (model.few_row_matmul).
-            y = packed_matmul(x, self.get_variable(PACKED, "kernel"), spec)
-        else:
-            y = flat_matmul(x, kernel, spec.fan_in_dims)
+        y = flat_matmul(x, kernel, spec.fan_in_dims)
         if self.lora is not None and spec.lora_name in self.lora.targets:
             y = y + self._lora(x, spec, deterministic)
         return y

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,21 @@ class LoraConfig:
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+    @classmethod
+    def from_group(cls, group: Mapping[str, Any], *, source: str = "train.lora") -> "LoraConfig | None":
+        """From a run config's `train.lora` group: None for rank 0 (full-parameter training); `targets` may be
+        a comma-separated string; keys that are training options rather than adapter fields (base_dtype)
+        are ignored. Errors name `source`."""
+        if not group or group.get("rank", 0) == 0:
+            return None
+        values = {f.name: group[f.name] for f in dataclasses.fields(cls) if f.name in group}
+        if isinstance(values.get("targets"), str):
+            values["targets"] = tuple(t.strip() for t in values["targets"].split(",") if t.strip())
+        try:
+            return cls(**values)
+        except ConfigError as e:  # name the config group the value came from
+            raise ConfigError(f"{source.rsplit('.', 1)[0]}.{e}") from e
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,11 +16,12 @@ import os
 from typing import Sequence
 
 import jax
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
 from mellama_jax.config import ConfigError
-from mellama_jax.parallel.rules import MESH_AXES
+from mellama_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, Rules, rules_as_strings, rules_from_strings
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,28 @@ class MeshConfig:
     fsdp: int = -1
     tensor: int = 1
     dcn_data: int = 1  # number of slices; the data axis is split dcn_data x (data / dcn_data)
+    rules: Rules = LOGICAL_AXIS_RULES  # logical axis -> mesh axes (rules.py); made current by the training loop
 
     @classmethod
-    def from_dict(cls, d) -> "MeshConfig":
+    def from_dict(cls, d, source: str = "mesh") -> "MeshConfig":
+        """From the config group `mesh` (whose `rules` maps logical names to comma-separated mesh axes)."""
         d = dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"mesh: unknown field(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+        if "rules" in d:
+            try:
+                d["rules"] = rules_from_strings(d["rules"], f"{source}.rules")
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
         return cls(**d)
+
+    def to_config_dict(self) -> ml_collections.ConfigDict:
+        """The config group `mesh` with these values (the defaults of the training config's schema)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["rules"] = ml_collections.ConfigDict(rules_as_strings(self.rules))
+        return ml_collections.ConfigDict(values)
 
 
 def resolve_mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:

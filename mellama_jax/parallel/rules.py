@@ -7,12 +7,18 @@ The mesh has three axes (mesh.py): `data` (pure data parallelism; spans slices o
 A logical name may map to several mesh axes (batch over data x fsdp). A mesh axis is dropped from a
 dimension it does not divide (e.g. 2 kv heads on tensor=4), so tiny test models and GQA shapes still
 shard; `explain_sharding` says where that happened.
+
+LOGICAL_AXIS_RULES is the default table. A run can change single entries through its config
+(`mesh.rules.<logical name>="<mesh axes, comma-separated>"`, e.g. `mesh.rules.activation_length=tensor` for
+sequence sharding); `axis_rules(table)` makes a table current for everything below (as Flax's
+`nn.logical_axis_rules` does for the model's constraints), and every helper here reads the current one.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -48,34 +54,67 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cache_head_dim", ()),
 )
 
-_RULES = dict(LOGICAL_AXIS_RULES)
+Rules = tuple[tuple[str, tuple[str, ...]], ...]
+_CURRENT: contextvars.ContextVar[Rules] = contextvars.ContextVar("mellama_jax_axis_rules", default=LOGICAL_AXIS_RULES)
 
 # Logical axes of the data-loader batch and of the decode cache.
 BATCH_AXES = ("activation_batch", "activation_length")
 CACHE_AXES = ("cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")  # kv-head-major, see init_cache
 
 
+def rules_as_strings(table: Rules = LOGICAL_AXIS_RULES) -> dict[str, str]:
+    """{logical name: "mesh,axes"}: the form of the config group `mesh.rules`."""
+    return {name: ",".join(axes) for name, axes in table}
+
+
+def rules_from_strings(overrides: Mapping[str, str], source: str = "mesh.rules") -> Rules:
+    """The default table with the entries of `overrides` ({logical name: "mesh,axes"}, "" = replicated)."""
+    table = dict(LOGICAL_AXIS_RULES)
+    for name, text in overrides.items():
+        if name not in table:
+            raise ValueError(f"{source}.{name}: no such logical axis; known: {sorted(table)}")
+        axes = tuple(a.strip() for a in str(text).split(",") if a.strip())
+        bad = [a for a in axes if a not in MESH_AXES]
+        if bad or len(set(axes)) != len(axes):
+            raise ValueError(f"{source}.{name}={text!r}: expected distinct mesh axes from {MESH_AXES}, "
+                             f"comma-separated (\"\" = replicated)")
+        table[name] = axes
+    return tuple(table.items())
+
+
+def current_rules() -> Rules:
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def axis_rules(table: Rules):
+    """Make `table` the rules of every sharding helper here (and of the model's constraints) inside."""
+    token = _CURRENT.set(tuple((name, tuple(axes)) for name, axes in table))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
 def flax_rules() -> tuple[tuple[str, object], ...]:
-    """The table in the form `nn.logical_axis_rules` expects (one mesh axis, a tuple, or None)."""
-    out = []
-    for name, axes in LOGICAL_AXIS_RULES:
-        out.append((name, axes if len(axes) > 1 else (axes[0] if axes else None)))
-    return tuple(out)
+    """The current table in the form `nn.logical_axis_rules` expects (one mesh axis, a tuple, or None)."""
+    return tuple((name, axes if len(axes) > 1 else (axes[0] if axes else None)) for name, axes in current_rules())
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int] | None = None,
                     mesh: Mesh | None = None) -> PartitionSpec:
     """PartitionSpec for logical `axes`; with shape and mesh, mesh axes that do not divide are dropped."""
+    table = dict(current_rules())
     parts, used = [], set()
     for i, name in enumerate(axes):
         if name is None:
             parts.append(None)
             continue
-        if name not in _RULES:
+        if name not in table:
             raise KeyError(f"logical axis {name!r} has no rule in mellama_jax.parallel.rules")
         chosen = []
         size = 1
-        for mesh_axis in _RULES[name]:
+        for mesh_axis in table[name]:
             if mesh_axis in used:
                 continue
             if mesh is not None:
@@ -117,7 +156,7 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 
 def data_parallel_size(mesh: Mesh) -> int:
-    return math.prod(mesh.shape[a] for a in _RULES["activation_batch"])
+    return math.prod(mesh.shape[a] for a in dict(current_rules())["activation_batch"])
 
 
 def _runtime_devices(mesh: Mesh) -> bool:

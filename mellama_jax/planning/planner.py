@@ -29,6 +29,7 @@ from typing import Iterable, Optional, Sequence
 import ml_collections
 
 from mellama_jax.config import REMAT_POLICIES, ConfigError, ModelConfig
+from mellama_jax.parallel import axis_rules
 from mellama_jax.planning import compiled as C
 from mellama_jax.planning.flops import jaxpr_matmul_flops
 from mellama_jax.planning.topology import TpuTopology, fake_devices, parse_topology
@@ -137,7 +138,8 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
     topology = parse_topology(topology) if isinstance(topology, str) else topology
     cfg, shape = adapt_config(config, topology, remat=remat, micro_batch=micro_batch)
     devices = list(devices) if devices is not None else fake_devices(topology)
-    mesh = make_mesh(MeshConfig.from_dict(cfg.mesh.to_dict()), devices=devices)
+    mesh_cfg = MeshConfig.from_dict(cfg.mesh.to_dict())
+    mesh = make_mesh(mesh_cfg, devices=devices)
     fields = dict(topology=topology.name, remat_policy=str(cfg.model.remat_policy),
                   micro_batch_per_chip=shape.micro_batch_per_chip, micro_batches=shape.micro_batches,
                   hbm_bytes=topology.chip.hbm_bytes)
@@ -146,7 +148,8 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
                                       / topology.num_chips)
     start = time.perf_counter()
     try:
-        executable, step_flops = compile_step(cfg, mesh)
+        with axis_rules(mesh_cfg.rules):  # the config's logical-axis rules, as the training loop uses them
+            executable, step_flops = compile_step(cfg, mesh)
     except Exception as e:  # noqa: BLE001 - only out-of-memory is an answer; anything else propagates
         if not C.is_out_of_memory(e):
             raise
@@ -163,10 +166,7 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
 
 
 def _model_dict(cfg: ml_collections.ConfigDict) -> dict:
-    d = cfg.model.to_dict()
-    if d.get("pad_token_id") == -1:  # the training schema's stand-in for "no pad token"
-        d["pad_token_id"] = None
-    return d
+    return cfg.model.to_dict()
 
 
 def serialize_executable(executable, path: str) -> str:

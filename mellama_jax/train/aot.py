@@ -28,6 +28,11 @@ class CompiledStep:
 
 
 def lower_train_step(cfg: TrainConfig, devices: Sequence | None = None) -> CompiledStep:
+    with parallel.axis_rules(cfg.mesh.rules):
+        return _lower_train_step(cfg, devices)
+
+
+def _lower_train_step(cfg: TrainConfig, devices: Sequence | None) -> CompiledStep:
     mesh = parallel.make_mesh(cfg.mesh, devices)
     check_batch_divisibility(cfg, mesh)
     trainable = make_trainable(cfg)
@@ -43,6 +48,11 @@ def abstract_train_inputs(config, mesh) -> tuple[Any, tuple]:
     yet traced, so callers (the planner) can trace it, count its FLOPs and `.lower(*args).compile()` it.
     `config` is a training ConfigDict or a TrainConfig."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_config_dict(config)
+    with parallel.axis_rules(cfg.mesh.rules):
+        return _abstract_train_inputs(cfg, mesh)
+
+
+def _abstract_train_inputs(cfg: TrainConfig, mesh) -> tuple[Any, tuple]:
     check_batch_divisibility(cfg, mesh)
     trainable = make_trainable(cfg)
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps, trainable.abstract_trainable())

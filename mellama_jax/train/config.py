@@ -1,78 +1,42 @@
-"""The training configuration: an ml_collections schema for config files and frozen, typed views of it.
+"""The training configuration: one ml_collections schema for config files, and frozen typed views of it.
 
-Config files (`configs/*.py`) define `get_config()` that starts from `default_config()` and changes values;
-`--config.<key>=<value>` flags override single fields. `TrainConfig.from_config_dict` then checks the result
-against the schema — an unknown key anywhere (a typo in a config file) is an error naming its full path —
-and builds the frozen dataclasses the engine reads. The exception is `data.mixture`, which is handed as-is
-to the data package (mellama_jax.data), which owns and validates its schema.
+Each default is written once, on the typed views below (and ModelConfig / MeshConfig for the `model` and
+`mesh` groups); `default_config()` builds the locked ConfigDict that config files (`configs/*.py`, which
+define `get_config()`) start from, so a config file or a `--config.<key>=<value>` flag naming a key the
+schema lacks fails at once with the key's name. `apply_overrides` does the same for dotted overrides given
+as a dict. `TrainConfig.from_config_dict` then validates values and builds the frozen dataclasses the
+engine reads. `data.mixture` is the one group left open: it is handed as-is to the data package, which owns
+and validates its schema.
 
-Layout of the schema (see `default_config`):
-    model.*          ModelConfig fields (mellama_jax/config.py); param_dtype must stay float32 (master copy)
-    init_from        "" or a model checkpoint directory (params only) for continual pretraining
-    mesh.*           MeshConfig (data, fsdp, tensor, dcn_data)
-    train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora
+Layout of the schema:
+    model.*          ModelConfig fields (mellama_jax/config.py); param_dtype must stay float32 (master copy);
+                     pad_token_id is an optional int (ml_collections placeholder)
+    init_from        "" or a model checkpoint / Hugging Face directory (params only) for continual pretraining
+    mesh.*           MeshConfig (data, fsdp, tensor, dcn_data) and mesh.rules.<logical axis> (parallel/rules.py)
+    train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora.*
     optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, REFERENCE §2)
     checkpoint.*     every_steps, keep, async_save
     eval.*           held-out evaluation cadence and size
     log.*            logging cadence, TensorBoard, progress bar, device peak FLOP/s for MFU
-    data.*           kind ("synthetic" | "mixture" | "sft"), synthetic.*, mixture (opaque, for mellama_jax.data:
-                     the pretraining components, and for kind="sft" its `instruct` group)
+    data.*           kind ("synthetic" | "mixture" | "sft"), tokenizer, synthetic.*, mixture (opaque, for
+                     mellama_jax.data: the pretraining components, and for kind="sft" its `instruct` group)
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping
 
 import ml_collections
+from ml_collections import config_dict
 
 from mellama_jax.config import DTYPES, ConfigError, ModelConfig, preset
+from mellama_jax.model.lora import LoraConfig
 from mellama_jax.parallel import MeshConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
 DATA_KINDS = ("synthetic", "mixture", "sft")
-# Sub-trees whose keys are not checked here (owned by another package).
-OPAQUE_KEYS = ("data.mixture",)
-
-
-def model_fields(preset_name: str, **overrides) -> ml_collections.ConfigDict:
-    """ConfigDict of every ModelConfig field, from a preset (`config.preset`) plus overrides."""
-    cfg = preset(preset_name, **overrides)
-    d = cfg.to_dict()
-    if d["pad_token_id"] is None:
-        d["pad_token_id"] = -1  # ConfigDict fields need a type; -1 stands for "no pad token"
-    return ml_collections.ConfigDict(d)
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """The complete schema with defaults (the Me-LLaMA continual-pretraining optimizer recipe)."""
-    c = ml_collections.ConfigDict()
-    c.model = model_fields("tiny")
-    c.init_from = ""
-    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, dcn_data=1))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=1000, seq_len=4096, global_batch_size=8, micro_batches=1, seed=0,
-        # LoRA (train/lora.py): rank 0 trains every parameter; rank > 0 trains adapters on `targets`
-        # (comma-separated q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) over a frozen base
-        # loaded from init_from and kept in base_dtype.
-        lora=ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0, targets="q_proj,v_proj",
-                                            base_dtype="float32"))))
-    c.optim = ml_collections.ConfigDict(dict(
-        learning_rate=8e-6, schedule="cosine", warmup_ratio=0.05, min_lr_ratio=0.0,
-        b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-5, decay_norms=False, decay_embeddings=False,
-        clip_norm=1.0))
-    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
-    c.eval = ml_collections.ConfigDict(dict(every_steps=0, batches=2, batch_size=0))
-    c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True, progress_bar=True,
-                                           peak_flops_per_device=0.0))
-    c.data = ml_collections.ConfigDict(dict(
-        kind="synthetic",
-        tokenizer="",  # sentencepiece tokenizer.model (or a directory holding one) for kind="mixture"
-        synthetic=ml_collections.ConfigDict(dict(seed=1234, min_doc_len=8, max_doc_len=64, pad_fraction=0.05)),
-        mixture=ml_collections.ConfigDict()))
-    return c
-
-
 # ---------------------------------------------------------------- frozen typed views
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -105,22 +69,41 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoraTrainConfig:
+    """The `train.lora` group. rank 0 trains every parameter; rank > 0 trains adapters on `targets`
+    (comma-separated q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) over a frozen base loaded
+    from init_from and kept in base_dtype."""
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: str = "q_proj,v_proj"
+    base_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.base_dtype not in DTYPES:
+            raise ConfigError(f"train.lora.base_dtype={self.base_dtype!r}; expected one of {DTYPES}")
+
+
+@dataclasses.dataclass(frozen=True)
 class LoopConfig:
     steps: int = 1000
     seq_len: int = 4096
     global_batch_size: int = 8
     micro_batches: int = 1  # gradient accumulation inside the jitted step
     seed: int = 0
-    lora: Any = None  # mellama_jax.model.lora.LoraConfig or None (full-parameter training)
-    lora_base_dtype: str = "float32"  # storage dtype of the frozen base of a LoRA run
+    lora_settings: LoraTrainConfig = LoraTrainConfig()  # the config group `train.lora`
 
     def __post_init__(self):
         for name in ("steps", "seq_len", "global_batch_size", "micro_batches"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"train.{name} must be a positive integer, got {v!r}")
-        if self.lora_base_dtype not in DTYPES:
-            raise ConfigError(f"train.lora.base_dtype={self.lora_base_dtype!r}; expected one of {DTYPES}")
+        self.lora  # validate the adapter definition now
+
+    @functools.cached_property
+    def lora(self) -> LoraConfig | None:
+        """The adapter definition of `train.lora` (None: full-parameter training)."""
+        return LoraConfig.from_group(dataclasses.asdict(self.lora_settings), source="config.train.lora")
         if self.global_batch_size % self.micro_batches:
             raise ConfigError(f"train.global_batch_size={self.global_batch_size} is not divisible by "
                               f"train.micro_batches={self.micro_batches}")
@@ -128,6 +111,11 @@ class LoopConfig:
     @property
     def micro_batch_size(self) -> int:
         return self.global_batch_size // self.micro_batches
+
+    @property
+    def lora_base_dtype(self) -> str:
+        """Storage dtype of the frozen base of a LoRA run."""
+        return self.lora_settings.base_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,8 +171,8 @@ class SyntheticDataConfig:
 class DataConfig:
     kind: str = "synthetic"
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
-    mixture: Any = None  # ml_collections.ConfigDict for mellama_jax.data (kind="mixture")
-    tokenizer: str = ""
+    tokenizer: str = ""  # sentencepiece tokenizer.model (or a directory holding one) for kind="mixture"/"sft"
+    mixture: Any = None  # ml_collections.ConfigDict for mellama_jax.data (kind="mixture"/"sft")
 
     def __post_init__(self):
         if self.kind not in DATA_KINDS:
@@ -216,59 +204,89 @@ class TrainConfig:
 
     @classmethod
     def from_config_dict(cls, cd: ml_collections.ConfigDict | Mapping) -> "TrainConfig":
+        """Validate a training config (a ConfigDict from a config file, or the same as a plain dict, e.g.
+        a checkpoint's stored config) and build the typed views. Unknown keys and bad values raise
+        ConfigError naming their full path."""
         values = cd.to_dict() if isinstance(cd, ml_collections.ConfigDict) else dict(cd)
-        check_keys(values, default_config().to_dict())
-        model = dict(values["model"])
-        if model.get("pad_token_id", -1) == -1:
-            model["pad_token_id"] = None
-        train = dict(values["train"])
-        train["lora_base_dtype"] = train["lora"].get("base_dtype", "float32")
-        train["lora"] = _lora_from_dict(train["lora"])
-        data = dict(values["data"])
-        mixture = data.pop("mixture")
-        return cls(
-            model=ModelConfig.from_dict(model, source="config.model"),
-            mesh=MeshConfig.from_dict(values["mesh"]),
-            train=LoopConfig(**train),
-            optim=OptimConfig(**values["optim"]),
-            checkpoint=CheckpointConfig(**values["checkpoint"]),
-            eval=EvalConfig(**values["eval"]),
-            log=LogConfig(**values["log"]),
-            data=DataConfig(kind=data["kind"], tokenizer=data["tokenizer"], synthetic=SyntheticDataConfig(**data["synthetic"]),
-                            mixture=ml_collections.ConfigDict(mixture)),
-            init_from=values["init_from"],
-            raw=ml_collections.ConfigDict(values),
+        _check_fields("config", values, [f.name for f in dataclasses.fields(cls) if f.name != "raw"])
+        train = dict(values.get("train", {}))
+        train["lora_settings"] = _build(LoraTrainConfig, "config.train.lora", train.pop("lora", {}))
+        data = dict(values.get("data", {}))
+        mixture = data.pop("mixture", None)
+        data["synthetic"] = _build(SyntheticDataConfig, "config.data.synthetic", data.get("synthetic", {}))
+        cfg = cls(
+            model=ModelConfig.from_dict(values.get("model", {}), source="config.model"),
+            mesh=MeshConfig.from_dict(values.get("mesh", {}), source="config.mesh"),
+            train=_build(LoopConfig, "config.train", train),
+            optim=_build(OptimConfig, "config.optim", values.get("optim", {})),
+            checkpoint=_build(CheckpointConfig, "config.checkpoint", values.get("checkpoint", {})),
+            eval=_build(EvalConfig, "config.eval", values.get("eval", {})),
+            log=_build(LogConfig, "config.log", values.get("log", {})),
+            data=_build(DataConfig, "config.data", dict(data, mixture=ml_collections.ConfigDict(mixture or {}))),
+            init_from=values.get("init_from", ""),
         )
+        object.__setattr__(cfg, "raw", ml_collections.ConfigDict(values))
+        return cfg
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (stored as the checkpoint's `config` item)."""
         return self.raw.to_dict() if self.raw is not None else dataclasses.asdict(self)
 
 
-def _lora_from_dict(d: Mapping):
-    if not d or d.get("rank") == 0:
-        return None
-    from mellama_jax.model.lora import LoraConfig
-    targets = d["targets"]
-    if isinstance(targets, str):
-        targets = tuple(t.strip() for t in targets.split(",") if t.strip())
-    try:
-        return LoraConfig(rank=d["rank"], alpha=d["alpha"], dropout=d["dropout"], targets=targets)
-    except ConfigError as e:  # name the config group the value came from
-        raise ConfigError(f"config.train.{e}") from e
-
-
-def check_keys(values: Mapping, schema: Mapping, prefix: str = "config") -> None:
-    """Raise ConfigError naming every key of `values` missing from `schema` (recursively)."""
-    unknown = []
-    for key, value in values.items():
-        path = f"{prefix}.{key}"
-        if key not in schema:
-            unknown.append(path)
-        elif isinstance(schema[key], Mapping) and path.removeprefix("config.") not in OPAQUE_KEYS:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{path} must be a group of settings, got {value!r}")
-            check_keys(value, schema[key], path)
+def _check_fields(group: str, values: Mapping, known) -> None:
+    unknown = [f"{group}.{k}" for k in values if k not in known]
     if unknown:
-        known = ", ".join(sorted(schema))
-        raise ConfigError(f"unknown config key(s) {unknown}; known keys under {prefix}: {known}")
+        raise ConfigError(f"unknown config key(s) {unknown}; known keys under {group}: {', '.join(sorted(known))}")
+
+
+def _build(cls, group: str, values: Mapping):
+    """cls(**values) for the config group `group`, with unknown keys named by their full path."""
+    values = dict(values)
+    _check_fields(group, values, [f.name for f in dataclasses.fields(cls)])
+    return cls(**values)
+
+
+def _group(view) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dataclasses.asdict(view))
+
+
+def model_fields(preset_name: str, **overrides) -> ml_collections.ConfigDict:
+    """The locked config group `model`: every ModelConfig field of a preset (`config.preset`) plus overrides."""
+    values = preset(preset_name, **overrides).to_dict()
+    pad = values.pop("pad_token_id")
+    group = ml_collections.ConfigDict(values)
+    group.pad_token_id = config_dict.placeholder(int) if pad is None else pad
+    group.lock()
+    return group
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The complete schema with its defaults (the typed views' defaults), locked; `data.mixture` stays open."""
+    c = ml_collections.ConfigDict()
+    c.model = model_fields("tiny")
+    c.init_from = ""
+    c.mesh = MeshConfig().to_config_dict()
+    c.train = _group(LoopConfig())
+    del c.train["lora_settings"]
+    c.train.lora = _group(LoraTrainConfig())
+    c.optim = _group(OptimConfig())
+    c.checkpoint = _group(CheckpointConfig())
+    c.eval = _group(EvalConfig())
+    c.log = _group(LogConfig())
+    c.data = _group(DataConfig())
+    c.data.mixture = ml_collections.ConfigDict()
+    c.lock()
+    c.data.mixture.unlock()
+    return c
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+    """Set dotted keys ({"train.steps": 5}) on a locked config, as `--config.train.steps=5` would; a key
+    the schema lacks, or a value of the wrong type, raises ConfigError naming the key."""
+    for key, value in overrides.items():
+        try:
+            cfg.update_from_flattened_dict({key: value})
+        except (KeyError, AttributeError) as e:
+            raise ConfigError(f"config has no field {key!r}") from e
+        except TypeError as e:
+            raise ConfigError(f"config field {key!r}: {e}") from e

@@ -89,6 +89,11 @@ def make_trainable(cfg: TrainConfig) -> Trainable:
 
 
 def build_engine(cfg: TrainConfig, *, trainable: Optional[Trainable] = None, devices=None) -> Engine:
+    with parallel.axis_rules(cfg.mesh.rules):
+        return _build_engine(cfg, trainable=trainable, devices=devices)
+
+
+def _build_engine(cfg: TrainConfig, *, trainable: Optional[Trainable], devices) -> Engine:
     mesh = parallel.make_mesh(cfg.mesh, devices)
     check_batch_divisibility(cfg, mesh)
     trainable = trainable or make_trainable(cfg)
@@ -167,6 +172,11 @@ def evaluate(eval_step, state: TrainState, heldout: dict[str, list[dict]], mesh,
 def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = None, source=None,
           engine: Optional[Engine] = None) -> TrainResult:
     """Train (or resume) to cfg.train.steps, logging and checkpointing into `workdir`."""
+    with parallel.axis_rules(cfg.mesh.rules):  # the run's logical-axis rules for every sharding below
+        return _train(cfg, workdir, trainable=trainable, source=source, engine=engine)
+
+
+def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], source, engine: Optional[Engine]):
     workdir = os.path.abspath(workdir)
     engine = engine or build_engine(cfg, trainable=trainable)
     mesh, t = engine.mesh, cfg.train
