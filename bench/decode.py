@@ -33,6 +33,7 @@ from mellama_jax.config import preset  # noqa: E402
 from mellama_jax.convert.mapping import params_from_hf  # noqa: E402
 import mellama_jax.generate.decode as decode_module  # noqa: E402
 from mellama_jax.generate import generate  # noqa: E402
+from mellama_jax.model import params as P  # noqa: E402
 
 TARGETS = {1: 2.0}  # >= 2x transformers at batch 1 (docs/benchmarks.md); other batches are reported as measured
 
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.torch_threads)
     cfg, params, hf = build_models(args.seed, args.scanned)
     options = decode_module.compiler_options() or "XLA defaults"
-    print(f"bench_56m: {cfg.num_params() / 1e6:.1f}M params, fp32, prompt {args.prompt_len}, "
+    print(f"bench_56m: {P.count_params(cfg) / 1e6:.1f}M params, fp32, prompt {args.prompt_len}, "
           f"{args.new_tokens} new tokens, jax {jax.__version__} on {jax.devices()[0].platform}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), best of {args.repeats}; "
           f"our decode compiled with {options}", flush=True)

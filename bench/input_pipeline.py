@@ -31,8 +31,9 @@ DEMAND_7B_V5P_HOST = 27_000  # tokens/s per 4-chip host (see module doc)
 
 def _demand_estimate() -> float:
     from mellama_jax.config import preset
+    from mellama_jax.model import params as P
     cfg = preset("llama2_7b")
-    return 4 * 459e12 * 0.65 / cfg.flops_per_token(4096)
+    return 4 * 459e12 * 0.65 / P.flops_per_token(cfg, 4096)
 
 
 def _config(root: str, fmt: str, prepared_dir=None, block_size: int = 32):
@@ -50,7 +51,7 @@ def _write_jsonl_corpus(demo_root: str, out_root: str, concat: int = 1):
     concat > 1 joins that many consecutive demo documents into one (longer, more realistic documents:
     demo abstracts are ~170 tokens, real PubMed abstracts and clinical notes several hundred to thousands).
     """
-    from mellama_jax.data.demo import demo_texts
+    from mellama_jax.demo.corpus import demo_texts
     import json as _json
     texts = list(demo_texts(demo_root))
     from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
-    from mellama_jax.data import demo
+    from mellama_jax.demo import corpus as demo
     from mellama_jax.data.loader import make_pretrain_iterator
     from mellama_jax.data.prepare import prepare_corpus
     from mellama_jax.data.tokenizer import train_tokenizer

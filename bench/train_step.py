@@ -48,6 +48,7 @@ from mellama_jax.train.batches import SyntheticSource, global_batch  # noqa: E40
 from mellama_jax.train.config import TrainConfig, default_config, model_fields  # noqa: E402
 from mellama_jax.train.loop import build_engine  # noqa: E402
 from mellama_jax.train.state import init_state  # noqa: E402
+from mellama_jax.model import params as P  # noqa: E402
 
 BATCH, SEQ = 4, 256
 PEAK_N = 2048
@@ -187,7 +188,7 @@ def main() -> None:
 
     cfg = bench_config(scan=not args.no_scan, remat=args.remat)
     tokens = BATCH * SEQ
-    flops_per_token = cfg.model.flops_per_token(SEQ)
+    flops_per_token = P.flops_per_token(cfg.model, SEQ)
     step_flops = flops_per_token * tokens
     load_before = os.getloadavg()[0]
 
@@ -213,7 +214,7 @@ def main() -> None:
     peak_best, peak_cpu = peak_flops / min(peak.wall), peak_flops / min(peak.cpu)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, {os.cpu_count()} CPU cores, load average "
           f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}; {args.rounds} interleaved rounds, best (median)")
-    print(f"model {cfg.model.num_params() / 1e6:.1f}M params, batch {BATCH} x {SEQ}, fp32, AdamW, "
+    print(f"model {P.count_params(cfg.model) / 1e6:.1f}M params, batch {BATCH} x {SEQ}, fp32, AdamW, "
           f"scan_layers={cfg.model.scan_layers}, remat={cfg.model.remat_policy}; "
           f"model FLOPs/token {flops_per_token / 1e6:.1f}M; our compile {compile_s:.1f} s")
     if torch_desc:

@@ -114,7 +114,7 @@ class Model:
         return generate(self.config, self.params, prompt_ids, mesh=self.mesh, **kwargs)
 
     def num_params(self) -> int:
-        return self.config.num_params()
+        return P.count_params(self.config)
 
 
 def _as_int_batch(x, name: str, shape: tuple[int, int] | None = None) -> np.ndarray:

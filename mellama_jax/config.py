@@ -71,22 +71,6 @@ class ModelConfig:
     def q_per_kv(self) -> int:
         return self.num_heads // self.num_kv_heads
 
-    def num_params(self) -> int:
-        """Exact parameter count, computed from the parameter table (so it cannot drift from it)."""
-        from mellama_jax.model.params import count_params
-        return count_params(self)
-
-    def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward = 3 x forward), including attention scores.
-
-        6 * N for the matmuls against parameters (embedding lookup excluded, LM head included), plus
-        12 * L * T * H * D for QK^T and AV over a full (non-causal-skipped) sequence, the MaxText/PaLM
-        convention, so MFU numbers are comparable with theirs.
-        """
-        n_matmul = self.num_params() - self.vocab_size * self.hidden_size
-        attn = 12 * self.num_layers * seq_len * self.num_heads * self.head_dim
-        return 6.0 * n_matmul + attn
-
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 

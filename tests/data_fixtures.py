@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from mellama_jax.data import demo
+from mellama_jax.demo import corpus as demo
 from mellama_jax.data.tokenizer import train_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

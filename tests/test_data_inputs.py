@@ -241,6 +241,7 @@ def test_prepare_bad_input_lenient_report_and_strict_leaves_nothing_complete(env
                                process_index=0, process_count=1)
 
 
+@pytest.mark.beam
 def test_prepare_with_apache_beam(env, tmp_path):
     pytest.importorskip("apache_beam")
     cfg = _prep_config(env["data"])

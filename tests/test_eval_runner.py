@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mellama_jax.eval import synthetic
+from mellama_jax.demo import mibe as synthetic
 from mellama_jax.eval.records import RecordError
 from mellama_jax.eval.report import write_report
 from mellama_jax.eval.runner import EvalConfig, evaluate, load_tasks

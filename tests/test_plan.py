@@ -18,6 +18,7 @@ from mellama_jax.planning import config_files, planner
 from mellama_jax.planning.compiled import CompileReport, parse_out_of_memory
 from mellama_jax.planning.flops import jaxpr_matmul_flops
 from mellama_jax.planning.topology import libtpu_available, parse_topology
+from mellama_jax.model import params as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_70B = os.path.join(ROOT, "configs", "me_llama", "pretrain_70b.py")
@@ -85,7 +86,7 @@ def test_step_flops_count_scans_and_recompute():
     _, _, _, flops = _traced_flops(config, mesh)
     # The formula's 6N counts the RMSNorm scales (2 per layer + the final one) too; they are no matmul.
     norm_params = (2 * model.num_layers + 1) * model.hidden_size
-    expected = (model.flops_per_token(config.train.seq_len) - 6 * norm_params) * tokens
+    expected = (P.flops_per_token(model, config.train.seq_len) - 6 * norm_params) * tokens
     assert flops == pytest.approx(expected, rel=1e-9)
     config_full, _ = _cpu_plan_inputs(["train.micro_batches=2", "model.remat_policy=full"])
     _, _, _, flops_full = _traced_flops(config_full, mesh)

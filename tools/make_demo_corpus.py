@@ -2,7 +2,7 @@
 
     python tools/make_demo_corpus.py --out_dir runs/demo/data [--seed 0] [--scale 1.0] [--tokenizer_vocab 1024]
 
-Layout: see mellama_jax/data/demo.py. With --tokenizer_vocab, also trains `OUT_DIR/tokenizer/tokenizer.model`
+Layout: see mellama_jax/demo/corpus.py. With --tokenizer_vocab, also trains `OUT_DIR/tokenizer/tokenizer.model`
 on the corpus (LLaMA-2 sentencepiece options).
 """
 import argparse
@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mellama_jax.data import demo  # noqa: E402
+from mellama_jax.demo import corpus as demo  # noqa: E402
 from mellama_jax.data.tokenizer import train_tokenizer  # noqa: E402
 
 

@@ -10,5 +10,4 @@ Modules, in the order the data flows:
     instruct    instruction records -> masked token sequences
     loader      make_pretrain_iterator / make_heldout_batches / make_sft_iterator / global_batch
     config      typed data configuration from configs/data/*.py
-    demo        the synthetic demo corpus, instruction sets and MIBE eval files
 """

@@ -105,7 +105,19 @@ def iter_params(cfg: ModelConfig, *, scanned: bool | None = None) -> Iterator[tu
 
 
 def count_params(cfg: ModelConfig) -> int:
+    """Exact parameter count, from the table (so it cannot drift from it)."""
     return sum(math.prod(shape) for _, shape, _, _ in iter_params(cfg, scanned=True))
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward = 3 x forward), including attention scores.
+
+    6 * N for the matmuls against parameters (embedding lookup excluded, LM head included), plus
+    12 * L * T * H * D for QK^T and AV over a full (non-causal-skipped) sequence, the PaLM convention.
+    """
+    n_matmul = count_params(cfg) - cfg.vocab_size * cfg.hidden_size
+    attn = 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
+    return 6.0 * n_matmul + attn
 
 
 # ---------------------------------------------------------------- tree helpers

@@ -33,6 +33,7 @@ from mellama_jax.parallel import axis_rules
 from mellama_jax.planning import compiled as C
 from mellama_jax.planning.flops import jaxpr_matmul_flops
 from mellama_jax.planning.topology import TpuTopology, fake_devices, parse_topology
+from mellama_jax.model import params as P
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
                   micro_batch_per_chip=shape.micro_batch_per_chip, micro_batches=shape.micro_batches,
                   hbm_bytes=topology.chip.hbm_bytes)
     model_cfg = ModelConfig.from_dict(_model_dict(cfg))
-    fields["model_flops_per_chip"] = (model_cfg.flops_per_token(shape.seq_len) * shape.global_batch * shape.seq_len
+    fields["model_flops_per_chip"] = (P.flops_per_token(model_cfg, shape.seq_len) * shape.global_batch * shape.seq_len
                                       / topology.num_chips)
     start = time.perf_counter()
     try:

@@ -79,7 +79,7 @@ class Recipe:
 
     # ------------------------------------------------------------------ stages
     def prepare(self, d: str) -> dict:
-        from mellama_jax.data import demo
+        from mellama_jax.demo import corpus as demo
         from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
 
         # A rerun after an interruption starts the stage over: clear whatever it left half-written.

@@ -98,7 +98,7 @@ class LoopConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"train.{name} must be a positive integer, got {v!r}")
-        self.lora  # validate the adapter definition now
+        _ = self.lora  # validate the adapter definition now
 
     @functools.cached_property
     def lora(self) -> LoraConfig | None:

@@ -18,7 +18,6 @@ import time
 from typing import Any, Optional
 
 import jax
-import numpy as np
 
 from mellama_jax import parallel
 from mellama_jax.config import ConfigError
@@ -30,6 +29,7 @@ from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
 from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainState, init_state, state_layout
 from mellama_jax.train.step import compile_eval_step, compile_train_step
+from mellama_jax.model import params as P
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +206,14 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
 
     primary = jax.process_index() == 0
     peak, peak_how = system_peak(cfg.log.peak_flops_per_device)
-    flops_per_token = cfg.model.flops_per_token(t.seq_len)
+    flops_per_token = P.flops_per_token(cfg.model, t.seq_len)
     tokens_per_step = t.global_batch_size * t.seq_len
     writer = MetricsWriter(workdir, total_steps=t.steps, initial_step=start, enabled=primary,
                            tensorboard=cfg.log.tensorboard, progress_bar=cfg.log.progress_bar)
     if primary:
         trained = sum(int(x.size) for x in jax.tree.leaves(engine.layout.abstract.params))
         log.info("training %s of %s params on mesh %s from step %d to %d; peak %.3g FLOP/s (%s)",
-                 f"{trained:,}", f"{cfg.model.num_params():,}", dict(mesh.shape), start, t.steps, peak, peak_how)
+                 f"{trained:,}", f"{P.count_params(cfg.model):,}", dict(mesh.shape), start, t.steps, peak, peak_how)
     watch = PreemptionWatch(ckpt.manager)
 
     pending: list[tuple[int, dict]] = []  # dispatched steps whose metrics are not checked yet

@@ -5,7 +5,7 @@ right *shape* — every task, MIBE's fields, plausible prompts — so the whole 
 without them. `ideal_output(task, record)` is what a perfect model would answer, so a scripted model can
 check the scoring end to end.
 
-    python -m mellama_jax.eval.synthetic OUT_DIR [--per_task 4] [--seed 0]
+    python -m mellama_jax.demo.mibe OUT_DIR [--per_task 4] [--seed 0]
 """
 from __future__ import annotations
 
