@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hf_fixtures import make_hf_model
-from mellama_jax.eval import scoring, synthetic
+from mellama_jax.demo import mibe as synthetic
+from mellama_jax.eval import scoring
 from mellama_jax.eval.runner import fit_prompt
 
 VOCAB = 400
