@@ -4,7 +4,7 @@ Model checkpoint directory (written by tools/convert_hf_to_jax.py and by trainin
 
     model_config.json     ModelConfig.to_dict(); `scan_layers` and `param_dtype` describe the stored tree
     params/               orbax (StandardCheckpointer) parameter tree
-    tokenizer/            optional: tokenizer.model + tokenizer_config.json (+ any other HF tokenizer files)
+    tokenizer/            optional: the HF tokenizer files of data/hf_tokenizer.py (tokenizer.model, tokenizer.json, ...)
     lora_config.json      optional, LoRA runs: LoraConfig fields
     lora/                 optional, LoRA runs: orbax adapter tree (the "lora" collection)
 
@@ -31,6 +31,8 @@ import jax
 import numpy as np
 
 from mellama_jax.config import ModelConfig
+from mellama_jax.data.hf_tokenizer import TOKENIZER_JSON, export_tokenizer_dir
+from mellama_jax.data.tokenizer import MODEL_FILE
 from mellama_jax.model import params as P
 
 
@@ -41,15 +43,6 @@ LORA_CONFIG = "lora_config.json"
 LORA_DIR = "lora"
 CHECKPOINTS_DIR = "checkpoints"  # inside a training workdir
 WORKDIR_MODEL_CONFIG = MODEL_CONFIG  # fallback location of the model config inside a training workdir
-
-# Files that make up a Hugging Face LLaMA tokenizer; whichever exist are carried along.
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
-                   "added_tokens.json", "chat_template.jinja")
-# What transformers 5.x needs beside tokenizer.model for AutoTokenizer to load a sentencepiece LLaMA
-# tokenizer (transformers 5 builds an empty tokenizer without it); written when a directory carries tokenizer.model alone.
-DEFAULT_TOKENIZER_CONFIG = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
-                            "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}
-
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete or does not match its config (the message names it)."""
@@ -116,29 +109,14 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
 
 # ---------------------------------------------------------------- tokenizer files
 def copy_tokenizer_files(src: str | os.PathLike, dst_dir: str | os.PathLike) -> list[str]:
-    """Copy the HF tokenizer files found in `src` (a directory, or a path to tokenizer.model) into `dst_dir`.
-
-    Writes the LLaMA `tokenizer_config.json` when `src` holds tokenizer.model without one, so the copy loads
-    with `AutoTokenizer.from_pretrained`. Returns the names written ([] when `src` holds no tokenizer).
-    """
-    src = os.fspath(src)
-    src_dir = os.path.dirname(src) if os.path.isfile(src) else src
-    present = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(src_dir, n))]
-    if "tokenizer.model" not in present and "tokenizer.json" not in present:
-        return []
-    os.makedirs(dst_dir, exist_ok=True)
-    for name in present:
-        shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
-    if "tokenizer_config.json" not in present:
-        with open(os.path.join(dst_dir, "tokenizer_config.json"), "w") as f:
-            json.dump(DEFAULT_TOKENIZER_CONFIG, f, indent=2)
-        present.append("tokenizer_config.json")
-    return present
+    """The tokenizer found in `src` (a directory, or a path to tokenizer.model) as HF tokenizer files in
+    `dst_dir` that give sentencepiece's ids (`hf_tokenizer.export_tokenizer_dir`); [] when `src` holds none."""
+    return export_tokenizer_dir(src, os.fspath(dst_dir))
 
 
 def has_tokenizer(directory: str | os.PathLike) -> bool:
     directory = os.fspath(directory)
-    return any(os.path.isfile(os.path.join(directory, n)) for n in ("tokenizer.model", "tokenizer.json"))
+    return any(os.path.isfile(os.path.join(directory, n)) for n in (MODEL_FILE, TOKENIZER_JSON))
 
 
 # ---------------------------------------------------------------- orbax helpers

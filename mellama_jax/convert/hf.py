@@ -23,7 +23,8 @@ import numpy as np
 
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert import mapping
-from mellama_jax.convert.ckpt import atomic_output_dir, copy_tokenizer_files
+from mellama_jax.convert.ckpt import atomic_output_dir
+from mellama_jax.data.hf_tokenizer import export_tokenizer_dir
 from mellama_jax.model import params as P
 
 
@@ -33,6 +34,7 @@ PICKLE_SINGLE = "pytorch_model.bin"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
+MODEL_CARD = "README.md"
 
 # Buffers some older transformers versions saved with LLaMA weights; they are recomputed, never loaded.
 IGNORED_TENSORS = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
@@ -304,13 +306,16 @@ def generation_config(cfg: ModelConfig) -> dict:
 
 def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dict, *, dtype=None,
                        max_shard_size: int | str = "2GB", tokenizer_dir: str | os.PathLike | None = None,
-                       overwrite: bool = False, on_tensor: Callable[[str], None] | None = None) -> str:
+                       overwrite: bool = False, on_tensor: Callable[[str], None] | None = None,
+                       chat_template: str | None = None, model_card: str | None = None) -> str:
     """Write `params` as a transformers LLaMA directory; returns its absolute path.
 
     Shards of at most `max_shard_size` (a single tensor larger than that gets a shard of its own); one
     shard is written as `model.safetensors`, several as `model-0000i-of-0000n.safetensors` plus
     `model.safetensors.index.json`. `config.json` spells out every LLaMA-2 value, `generation_config.json`
-    asks for greedy decoding, and the tokenizer files of `tokenizer_dir` are copied when given.
+    asks for greedy decoding with LLaMA-2's BOS/EOS ids. With `tokenizer_dir`, the HF tokenizer files are
+    generated from its tokenizer.model so transformers gives our exact ids (data/hf_tokenizer.py), carrying
+    `chat_template` (Jinja, see templates.hf_chat_template) when given. `model_card` becomes README.md.
     dtype: tensor dtype in the files; None keeps the parameters' dtype.
     """
     import jax
@@ -355,8 +360,12 @@ def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dic
             hf_config.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": cfg.rope_theta})
             _write_json(os.path.join(tmp, CONFIG), hf_config)
             _write_json(os.path.join(tmp, GENERATION_CONFIG), generation_config(cfg))
-            if tokenizer_dir is not None and not copy_tokenizer_files(tokenizer_dir, tmp):
-                raise HFCheckpointError(f"{tokenizer_dir}: no tokenizer.model or tokenizer.json to copy")
+            if tokenizer_dir is not None and not export_tokenizer_dir(
+                    tokenizer_dir, tmp, chat_template=chat_template, model_max_length=cfg.max_position_embeddings):
+                raise HFCheckpointError(f"{tokenizer_dir}: no tokenizer.model or tokenizer.json to export")
+            if model_card is not None:
+                with open(os.path.join(tmp, MODEL_CARD), "w") as f:
+                    f.write(model_card)
     return os.path.abspath(os.fspath(out_dir))
 
 

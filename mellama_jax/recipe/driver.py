@@ -80,6 +80,7 @@ class Recipe:
     # ------------------------------------------------------------------ stages
     def prepare(self, d: str) -> dict:
         from mellama_jax.data import demo
+        from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
         from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
 
         # A rerun after an interruption starts the stage over: clear whatever it left half-written.
@@ -87,11 +88,11 @@ class Recipe:
             shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
         paths = demo.write_demo_data(self.data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
         if self.c.data.tokenizer:
-            tok = Tokenizer(self.c.data.tokenizer)
+            tok = Tokenizer.load(self.c.data.tokenizer)
         else:
             tok = train_tokenizer(demo.demo_texts(self.data_root), self.tokenizer_dir,
                                   vocab_size=self.c.data.vocab_size)
-        tok.save_hf_files(self.tokenizer_dir)
+        save_hf_tokenizer(tok, self.tokenizer_dir)
         summary: dict = {"data_root": self.data_root, "tokenizer": self.tokenizer_dir,
                          "vocab_size": tok.vocab_size, "files": sorted(paths)}
         if self.c.data.prepare_shards:

@@ -1,0 +1,248 @@
+"""Hugging Face tokenizer files that give exactly the ids our sentencepiece `Tokenizer` trains with.
+
+`save_hf_tokenizer(tok, out_dir)` writes tokenizer.model, tokenizer.json, tokenizer_config.json and
+special_tokens_map.json, so `transformers.AutoTokenizer.from_pretrained(out_dir)` (and every tool that
+reads tokenizer.json: vLLM, TGI, llama.cpp's converter) encodes text to sentencepiece's ids.
+
+Why our own tokenizer.json instead of transformers' converter. Measured on Meta's LLaMA-2 tokenizer.model
+with transformers 5.25 / tokenizers 0.23 (tests/test_tokenizer_llama2.py):
+* LLaMA-2 has 15 whitespace-only pieces ("▁▁" … 16 × "▁", allow_whitespace_only_pieces) stored at low ids
+  (259, 268, …) with score -1e9, so sentencepiece merges them *last*. transformers' converted tokenizer
+  ranks those merges by id, i.e. almost *first*: "stable.  Will" becomes `▁▁`,`Will` [259, 12984] instead
+  of sentencepiece's `▁`,`▁Will` [29871, 2811]; likewise "12.3  (H)", "\\n  - CXR" and any interior run
+  of 2+ spaces. Here BPE merges are ranked by sentencepiece's score of the merged piece, as sentencepiece
+  applies them; equal scores (only the whitespace pieces) rank the longer piece first, which reproduces
+  sentencepiece's leftmost-first growth of a whitespace run.
+* sentencepiece's add_dummy_prefix puts "▁" before every encoded text, also one that starts with a space;
+  the Metaspace pre-tokenizer transformers 5's `LlamaTokenizer` class rebuilds on load skips that "▁"
+  ("  lead": `▁`,`▁lead` instead of `▁▁`,`▁lead`). So tokenizer.json uses a normalizer (Prepend "▁",
+  Replace " " → "▁") applied to each text segment, and tokenizer_config.json names
+  `PreTrainedTokenizerFast`, the class that loads tokenizer.json as written (transformers 4 and 5).
+  Each segment between special tokens gets its own "▁", as each turn of our SFT data is encoded
+  separately (`<s>` + turn + `</s>` per turn), so chat templates tokenize like our SFT pipeline.
+* transformers 5 has no sentencepiece-backed LLaMA tokenizer any more: `AutoTokenizer(..., use_fast=False)`
+  ignores the flag and returns the same tokenizers-backed class.
+
+One difference stays, by transformers' design: `tokenizer(text)` treats a literal "<s>" / "</s>" / "<unk>"
+in the text as the control token (our `Tokenizer`, like Meta's code, keeps it as text). Pass
+`split_special_tokens=True` (or `apply_chat_template(..., sanitize_control_tokens=True)` for user messages)
+to get our ids; it cannot be the default, because chat templates emit "<s>" as text to get the BOS id.
+
+`check_hf_backend` encodes probe texts with both and lists the differences; the export warns with them
+(e.g. a tokenizer.model with a non-identity normalizer, which this tokenizer.json does not reproduce).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Iterable
+
+from sentencepiece import sentencepiece_model_pb2 as sp_pb
+
+from mellama_jax.data.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_JSON = "tokenizer.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+# The files `save_hf_tokenizer` writes (an HF export carries exactly these).
+HF_TOKENIZER_FILES = (MODEL_FILE, TOKENIZER_JSON, CONFIG_FILE, SPECIAL_TOKENS_MAP)
+# The class whose loader uses tokenizer.json as written (see the module docstring).
+HF_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+SPACE = "▁"  # sentencepiece's whitespace symbol (U+2581)
+
+# Texts the export encodes with both tokenizers before writing (cheap: a few ms); a difference is a warning.
+PROBE_TEXTS = (
+    "Pt is stable.  Will discharge home.", "WBC 12.3  (H)\tHgb  9.1 (L)", "Plan:\n  - CXR\n  - CBC",
+    "  leading spaces", "trailing spaces   ", "[** Hospital 1234 **]   f/u", "a" + " " * 40 + "b",
+    "Café naïve — 患者は発熱。 🧬\x07\x00", "HbA1c 6.5% on 2023-11-05", "\n\n\n", "",
+)
+
+_NORMAL = sp_pb.ModelProto.SentencePiece.NORMAL
+
+
+class HFTokenizerError(ValueError):
+    """The sentencepiece model cannot be written as HF tokenizer files (names the field)."""
+
+
+def _proto(tok: Tokenizer) -> sp_pb.ModelProto:
+    proto = sp_pb.ModelProto()
+    proto.ParseFromString(tok.serialized_proto)
+    return proto
+
+
+def unsupported_features(proto: sp_pb.ModelProto) -> list[str]:
+    """sentencepiece settings this tokenizer.json does not reproduce (empty for LLaMA-2's tokenizer)."""
+    norm, spec = proto.normalizer_spec, proto.trainer_spec
+    problems = []
+    if norm.precompiled_charsmap or norm.name not in ("identity", ""):
+        problems.append(f"normalizer_spec.name={norm.name!r} (a Unicode normalization; only 'identity' is exact)")
+    if norm.remove_extra_whitespaces:
+        problems.append("normalizer_spec.remove_extra_whitespaces=true")
+    if spec.treat_whitespace_as_suffix:
+        problems.append("trainer_spec.treat_whitespace_as_suffix=true")
+    kinds = {p.type for p in proto.pieces}
+    if sp_pb.ModelProto.SentencePiece.USER_DEFINED in kinds or sp_pb.ModelProto.SentencePiece.UNUSED in kinds:
+        problems.append("user-defined or unused pieces")
+    return problems
+
+
+def sentencepiece_merges(proto: sp_pb.ModelProto) -> list[tuple[str, str]]:
+    """BPE merges in the order sentencepiece applies them: by the merged piece's score, highest first.
+
+    Every split of a normal piece into two pieces of the vocabulary is a merge (sentencepiece's BPE merges
+    any adjacent pair whose concatenation is a piece). Ties (LLaMA-2: only its whitespace-only pieces, all
+    scored -1e9) rank the longer result first, then by the ids of the two halves.
+    """
+    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    ranked = []
+    for p in proto.pieces:
+        if p.type != _NORMAL:
+            continue
+        piece = p.piece
+        for k in range(1, len(piece)):
+            left, right = piece[:k], piece[k:]
+            if left in vocab and right in vocab:
+                ranked.append((-p.score, -len(piece), vocab[left], vocab[right], left, right))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
+
+
+def hf_backend(tok: Tokenizer):
+    """The `tokenizers.Tokenizer` equivalent of `tok` (what tokenizer.json holds)."""
+    # Optional dependency: `tokenizers` ships with transformers; only HF exports need it.
+    from tokenizers import AddedToken, decoders, models, normalizers, processors
+    from tokenizers import Tokenizer as HFTokenizer
+
+    proto = _proto(tok)
+    if proto.trainer_spec.model_type != sp_pb.TrainerSpec.BPE:
+        raise HFTokenizerError(f"{tok.model_path}: trainer_spec.model_type is not BPE; only BPE "
+                               f"(LLaMA-2's) tokenizers can be exported")
+    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+    unk = tok.id_to_piece(tok.unk_id)
+    backend = HFTokenizer(models.BPE(vocab=vocab, merges=sentencepiece_merges(proto), unk_token=unk,
+                                     fuse_unk=True, byte_fallback=proto.trainer_spec.byte_fallback))
+    steps = [normalizers.Prepend(SPACE)] if proto.normalizer_spec.add_dummy_prefix else []
+    backend.normalizer = normalizers.Sequence(steps + [normalizers.Replace(" ", SPACE)])
+    backend.pre_tokenizer = None  # sentencepiece's BPE runs over the whole text; no piece crosses a "▁" boundary
+    strip = [decoders.Strip(" ", 1, 0)] if proto.normalizer_spec.add_dummy_prefix else []
+    backend.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+                                        + strip)
+    specials = [p.piece for p in proto.pieces if p.type in (sp_pb.ModelProto.SentencePiece.CONTROL,
+                                                            sp_pb.ModelProto.SentencePiece.UNKNOWN)]
+    backend.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    bos = tok.id_to_piece(tok.bos_id)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, tok.bos_id)])
+    return backend
+
+
+def hf_tokenizer_config(tok: Tokenizer, *, chat_template: str | None = None,
+                        model_max_length: int | None = None) -> dict:
+    config = {
+        "tokenizer_class": HF_TOKENIZER_CLASS,
+        "bos_token": tok.id_to_piece(tok.bos_id),
+        "eos_token": tok.id_to_piece(tok.eos_id),
+        "unk_token": tok.id_to_piece(tok.unk_id),
+        "pad_token": None,  # LLaMA-2 has none
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "padding_side": "left",  # batched generation
+    }
+    if model_max_length:
+        config["model_max_length"] = int(model_max_length)
+    if chat_template:
+        config["chat_template"] = chat_template
+    return config
+
+
+def check_hf_backend(tok: Tokenizer, backend, texts: Iterable[str] = PROBE_TEXTS) -> list[str]:
+    """The texts on which `backend` (a tokenizers.Tokenizer) gives other ids than `tok`."""
+    return [t for t in texts if backend.encode(t, add_special_tokens=False).ids != tok.encode(t, bos=False)]
+
+
+def save_hf_tokenizer(tok: Tokenizer, out_dir: str, *, chat_template: str | None = None,
+                      model_max_length: int | None = None) -> list[str]:
+    """Write the HF tokenizer files of `tok` into `out_dir`; returns their names.
+
+    Warns (log) when the written tokenizer.json encodes a probe text differently from sentencepiece, naming
+    the sentencepiece settings it does not reproduce. Each file is written to a temporary name first.
+    """
+    proto = _proto(tok)
+    backend = hf_backend(tok)
+    problems = unsupported_features(proto)
+    mismatches = check_hf_backend(tok, backend)
+    if problems or mismatches:
+        log.warning("%s: the exported tokenizer.json may give other ids than sentencepiece (%s)%s",
+                    tok.model_path, "; ".join(problems) or "unexpected",
+                    f"; differs on {mismatches[:3]!r}" if mismatches else "")
+    os.makedirs(out_dir, exist_ok=True)
+    bos, eos, unk = (tok.id_to_piece(i) for i in (tok.bos_id, tok.eos_id, tok.unk_id))
+    contents = {
+        MODEL_FILE: tok.serialized_proto,
+        TOKENIZER_JSON: backend.to_str(pretty=True),
+        CONFIG_FILE: _json(hf_tokenizer_config(tok, chat_template=chat_template,
+                                               model_max_length=model_max_length)),
+        SPECIAL_TOKENS_MAP: _json({"bos_token": bos, "eos_token": eos, "unk_token": unk}),
+    }
+    for name, data in contents.items():
+        path = os.path.join(out_dir, name)
+        with open(path + ".tmp", "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+    return list(contents)
+
+
+def export_tokenizer_dir(src: str | os.PathLike, out_dir: str, *, chat_template: str | None = None,
+                         model_max_length: int | None = None) -> list[str]:
+    """The tokenizer of `src` (a tokenizer.model, or a directory: a checkpoint's tokenizer/, an HF export)
+    as HF files in `out_dir`; returns the names written ([] when `src` holds no tokenizer).
+
+    With a tokenizer.model, all four files are (re)generated from it, so a tokenizer.json converted
+    elsewhere (e.g. Meta's, with the whitespace-merge order above) is replaced by an exact one. A directory
+    with only a tokenizer.json is copied as it is, with a warning: its ids cannot be checked here.
+    An existing chat_template in src's tokenizer_config.json is kept unless `chat_template` is given.
+    """
+    src = os.fspath(src)
+    src_dir = os.path.dirname(src) if os.path.isfile(src) else src
+    if os.path.isfile(src) or os.path.isfile(os.path.join(src_dir, MODEL_FILE)):
+        if chat_template is None:
+            chat_template = _existing_chat_template(src_dir)
+        return save_hf_tokenizer(Tokenizer.load(src), out_dir, chat_template=chat_template,
+                                 model_max_length=model_max_length)
+    if not os.path.isfile(os.path.join(src_dir, TOKENIZER_JSON)):
+        return []
+    log.warning("%s: no %s; copying %s as it is (its ids cannot be checked against sentencepiece)",
+                src_dir, MODEL_FILE, TOKENIZER_JSON)
+    os.makedirs(out_dir, exist_ok=True)
+    names = [n for n in HF_TOKENIZER_FILES if os.path.isfile(os.path.join(src_dir, n))]
+    for name in names:
+        shutil.copyfile(os.path.join(src_dir, name), os.path.join(out_dir, name))
+    if chat_template is not None:
+        path = os.path.join(out_dir, CONFIG_FILE)
+        config = {}
+        if os.path.isfile(path):
+            with open(path) as f:
+                config = json.load(f)
+        with open(path, "w") as f:
+            f.write(_json({**config, "chat_template": chat_template}))
+        names = sorted(set(names) | {CONFIG_FILE})
+    return names
+
+
+def _existing_chat_template(src_dir: str) -> str | None:
+    path = os.path.join(src_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _json(value: dict) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
