@@ -258,9 +258,7 @@ def _limitations(kind: str) -> list[str]:
 
 
 def _license(llama2_vocab: bool) -> list[str]:
-    out = ["The base model is Meta's LLaMA-2" if llama2_vocab else
-           "If the base model is Meta's LLaMA-2 (or derived from it)",
-           ": use and redistribution are subject to the Llama 2 Community License Agreement and Meta's "
-           "Acceptable Use Policy (https://ai.meta.com/llama/license/).", "", f"> {LLAMA2_NOTICE}", "",
-           "Training data keep their own licenses and data use agreements."]
-    return [out[0] + out[1]] + out[2:]
+    who = "The base model is Meta's LLaMA-2" if llama2_vocab else "If the base model is Meta's LLaMA-2 (or derived from it)"
+    return [f"{who}: use and redistribution are subject to the Llama 2 Community License Agreement and Meta's "
+            f"Acceptable Use Policy (https://ai.meta.com/llama/license/).", "", f"> {LLAMA2_NOTICE}", "",
+            "Training data keep their own licenses and data use agreements."]
