@@ -59,7 +59,8 @@ def test_recipe_killed_then_rerun_finishes_every_stage(tmp_path):
     for sub in ("hf_merged", "hf_base", "peft"):
         assert os.path.isdir(export[sub])
     # The exports' model cards carry the runs' own numbers (metrics.jsonl, the evaluate stage's summaries).
-    for sub, stage, kind in (("hf_merged", "instruct", "instruction-tuned"), ("hf_base", "pretrain", "continually pretrained")):
+    for sub, stage, kind in (("hf_merged", "instruct", "instruction-tuned"),
+                             ("hf_base", "pretrain", "continually pretrained")):
         card = open(os.path.join(export[sub], "README.md")).read()
         rows = [json.loads(line) for line in open(wd / stage / "run" / "metrics.jsonl")]
         last = [r for r in rows if r["kind"] == "train"][-1]

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--out_dir", required=True)
     p.add_argument("--input_sentence_size", type=int, default=0, help="sample this many sentences (0 = all)")
     p.add_argument("--strict", action="store_true", help="fail on the first bad record")
-    p.add_argument("--hf", action="store_true", help="also write the Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
+    p.add_argument("--hf", action="store_true",
+                   help="also write the Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
     args = p.parse_args(argv)
     fields = tuple(f.strip() for f in args.text_fields.split(",") if f.strip())
     tok = train_tokenizer(iter_texts(args.input, fields, args.strict), args.out_dir, vocab_size=args.vocab_size,

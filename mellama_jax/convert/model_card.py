@@ -147,8 +147,9 @@ def _training_section(config: dict, run: dict | None, lora: str) -> list[str]:
     if lora_cfg.get("rank"):
         how = {"merged": "merged into these weights", "base": "NOT in these weights (this is the frozen base; "
                "the adapter is exported separately in PEFT format)"}.get(lora, "")
-        rows.append(("fine-tuning", f"LoRA rank {lora_cfg['rank']}, alpha {lora_cfg.get('alpha')}, dropout "
-                                    f"{lora_cfg.get('dropout')}, targets {lora_cfg.get('targets')}; {how}".rstrip("; ")))
+        desc = (f"LoRA rank {lora_cfg['rank']}, alpha {lora_cfg.get('alpha')}, dropout {lora_cfg.get('dropout')}, "
+                f"targets {lora_cfg.get('targets')}")
+        rows.append(("fine-tuning", f"{desc}; {how}" if how else desc))
     else:
         rows.append(("fine-tuning", "all parameters"))
     first, last = metrics.get("first_train") or {}, metrics.get("train") or {}
@@ -171,8 +172,8 @@ def _mixture_section(data: dict, stats: dict) -> list[str]:
         sources = [s.get("path") or s.get("name") or str(s) for s in instruct.get("sources") or []
                    if isinstance(s, dict)]
         seen = sum(v for k, v in stats.items() if k.startswith("tokens/"))
-        return [f"Instruction data: {len(sources)} source(s) ({', '.join(f'`{os.path.basename(s)}`' for s in sources)}), "
-                f"template `{instruct.get('template', 'me_llama')}`"
+        names = ", ".join(f"`{os.path.basename(s)}`" for s in sources)
+        return [f"Instruction data: {len(sources)} source(s) ({names}), template `{instruct.get('template', 'me_llama')}`"
                 + (f"; {int(seen):,} tokens seen (from metrics.jsonl)." if seen else ".")]
     components = mixture.get("components") or []
     if not components:
@@ -258,7 +259,8 @@ def _limitations(kind: str) -> list[str]:
 
 
 def _license(llama2_vocab: bool) -> list[str]:
-    who = "The base model is Meta's LLaMA-2" if llama2_vocab else "If the base model is Meta's LLaMA-2 (or derived from it)"
+    who = ("The base model is Meta's LLaMA-2" if llama2_vocab
+           else "If the base model is Meta's LLaMA-2 (or derived from it)")
     return [f"{who}: use and redistribution are subject to the Llama 2 Community License Agreement and Meta's "
             f"Acceptable Use Policy (https://ai.meta.com/llama/license/).", "", f"> {LLAMA2_NOTICE}", "",
             "Training data keep their own licenses and data use agreements."]

@@ -142,10 +142,11 @@ def conversation_from_messages(messages: list[dict]) -> tuple[Conversation, str 
     pairs, pending, first_input = [], None, None
     for i, m in enumerate(messages):
         role, content = m.get("role"), m.get("content")
-        if role != ("user" if i % 2 == 0 else "assistant") or not isinstance(content, str):
-            raise E.DataError(f"messages[{i + (system is not None)}]: expected a {'user' if i % 2 == 0 else 'assistant'} "
-                              f"message with string content after {'a system message and ' if system else ''}"
-                              f"alternating user/assistant turns, got role {role!r}")
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected or not isinstance(content, str):
+            raise E.DataError(f"messages[{i + (system is not None)}]: expected a {expected} message with string "
+                              f"content (roles: an optional system message, then user/assistant alternating), "
+                              f"got role {role!r}")
         if m.get("input") and i > 0:
             raise E.DataError(f"messages[{i + (system is not None)}]: only the first user message can carry an input")
         if role == "user":
