@@ -183,3 +183,26 @@ def test_export_warns_when_it_cannot_be_exact(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=H.__name__):
         H.save_hf_tokenizer(Tokenizer.load(ASSET), str(tmp_path / "llama"))
     assert caplog.text == ""
+
+
+def test_reexport_keeps_added_tokens_pad_and_chat_template(hf, tmp_path, sp):
+    """A source whose tokenizer.json adds a "<pad>" (id 32000, as many fine-tunes do) and whose config has a
+    chat template: regenerating the files from tokenizer.model keeps both, and the exact ids."""
+    import shutil
+
+    import transformers
+    src = tmp_path / "src"
+    hf.add_special_tokens({"pad_token": "<pad>"})
+    hf.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    try:
+        hf.save_pretrained(str(src))
+    finally:
+        hf.pad_token = None  # the module fixture is shared
+    shutil.copy(MODEL, src / "tokenizer.model")
+    out = str(tmp_path / "out")
+    H.export_tokenizer_dir(str(src), out)
+    again = transformers.AutoTokenizer.from_pretrained(out)
+    assert again.pad_token == "<pad>" and again.pad_token_id == 32000 and len(again) == 32001
+    assert again.chat_template == "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    for text in CLINICAL + WHITESPACE:
+        assert again(text)["input_ids"] == [1] + sp.encode(text)

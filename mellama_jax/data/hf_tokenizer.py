@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_JSON = "tokenizer.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers 5's save_pretrained puts a chat template
 # The files `save_hf_tokenizer` writes (an HF export carries exactly these).
 HF_TOKENIZER_FILES = (MODEL_FILE, TOKENIZER_JSON, CONFIG_FILE, SPECIAL_TOKENS_MAP)
 # The class whose loader uses tokenizer.json as written (see the module docstring).
@@ -165,14 +166,18 @@ def check_hf_backend(tok: Tokenizer, backend, texts: Iterable[str] = PROBE_TEXTS
 
 
 def save_hf_tokenizer(tok: Tokenizer, out_dir: str, *, chat_template: str | None = None,
-                      model_max_length: int | None = None) -> list[str]:
+                      model_max_length: int | None = None, added_tokens: Iterable[dict] = (),
+                      pad_token: str | None = None) -> list[str]:
     """Write the HF tokenizer files of `tok` into `out_dir`; returns their names.
 
     Warns (log) when the written tokenizer.json encodes a probe text differently from sentencepiece, naming
     the sentencepiece settings it does not reproduce. Each file is written to a temporary name first.
+    added_tokens: tokens beyond the sentencepiece vocabulary ({"id", "content", "special"}, as in an HF
+    tokenizer.json, e.g. a "<pad>" a fine-tune added), kept at their ids; pad_token names one of them.
     """
     proto = _proto(tok)
     backend = hf_backend(tok)
+    _add_tokens(backend, added_tokens, tok.model_path)
     problems = unsupported_features(proto)
     mismatches = check_hf_backend(tok, backend)
     if problems or mismatches:
@@ -184,9 +189,10 @@ def save_hf_tokenizer(tok: Tokenizer, out_dir: str, *, chat_template: str | None
     contents = {
         MODEL_FILE: tok.serialized_proto,
         TOKENIZER_JSON: backend.to_str(pretty=True),
-        CONFIG_FILE: _json(hf_tokenizer_config(tok, chat_template=chat_template,
-                                               model_max_length=model_max_length)),
-        SPECIAL_TOKENS_MAP: _json({"bos_token": bos, "eos_token": eos, "unk_token": unk}),
+        CONFIG_FILE: _json({**hf_tokenizer_config(tok, chat_template=chat_template, model_max_length=model_max_length),
+                            **({"pad_token": pad_token} if pad_token else {})}),
+        SPECIAL_TOKENS_MAP: _json({"bos_token": bos, "eos_token": eos, "unk_token": unk,
+                                   **({"pad_token": pad_token} if pad_token else {})}),
     }
     for name, data in contents.items():
         path = os.path.join(out_dir, name)
@@ -204,44 +210,68 @@ def export_tokenizer_dir(src: str | os.PathLike, out_dir: str, *, chat_template:
     With a tokenizer.model, all four files are (re)generated from it, so a tokenizer.json converted
     elsewhere (e.g. Meta's, with the whitespace-merge order above) is replaced by an exact one. A directory
     with only a tokenizer.json is copied as it is, with a warning: its ids cannot be checked here.
-    An existing chat_template in src's tokenizer_config.json is kept unless `chat_template` is given.
+    Kept from `src`: its chat template (chat_template.jinja or tokenizer_config.json's; `chat_template`
+    replaces it), tokens added beyond the sentencepiece vocabulary, and a pad token among them.
     """
     src = os.fspath(src)
     src_dir = os.path.dirname(src) if os.path.isfile(src) else src
     if os.path.isfile(src) or os.path.isfile(os.path.join(src_dir, MODEL_FILE)):
+        tok = Tokenizer.load(src)
+        config = _read_json(os.path.join(src_dir, CONFIG_FILE))
+        extra = [t for t in _read_json(os.path.join(src_dir, TOKENIZER_JSON)).get("added_tokens") or []
+                 if isinstance(t, dict) and t.get("id", -1) >= tok.vocab_size]
+        pad = config.get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
         if chat_template is None:
-            chat_template = _existing_chat_template(src_dir)
-        return save_hf_tokenizer(Tokenizer.load(src), out_dir, chat_template=chat_template,
-                                 model_max_length=model_max_length)
+            chat_template = _read_text(os.path.join(src_dir, CHAT_TEMPLATE_FILE)) or config.get("chat_template")
+        return save_hf_tokenizer(tok, out_dir, model_max_length=model_max_length, added_tokens=extra,
+                                 chat_template=chat_template,
+                                 pad_token=pad if pad in {t.get("content") for t in extra} else None)
     if not os.path.isfile(os.path.join(src_dir, TOKENIZER_JSON)):
         return []
     log.warning("%s: no %s; copying %s as it is (its ids cannot be checked against sentencepiece)",
                 src_dir, MODEL_FILE, TOKENIZER_JSON)
     os.makedirs(out_dir, exist_ok=True)
-    names = [n for n in HF_TOKENIZER_FILES if os.path.isfile(os.path.join(src_dir, n))]
+    names = [n for n in HF_TOKENIZER_FILES + (CHAT_TEMPLATE_FILE,) if os.path.isfile(os.path.join(src_dir, n))]
     for name in names:
         shutil.copyfile(os.path.join(src_dir, name), os.path.join(out_dir, name))
-    if chat_template is not None:
+    if chat_template is not None:  # replaces the source's template, wherever it was stored
+        if CHAT_TEMPLATE_FILE in names:
+            os.remove(os.path.join(out_dir, CHAT_TEMPLATE_FILE))
         path = os.path.join(out_dir, CONFIG_FILE)
-        config = {}
-        if os.path.isfile(path):
-            with open(path) as f:
-                config = json.load(f)
         with open(path, "w") as f:
-            f.write(_json({**config, "chat_template": chat_template}))
-        names = sorted(set(names) | {CONFIG_FILE})
+            f.write(_json({**_read_json(path), "chat_template": chat_template}))
+        names = sorted((set(names) - {CHAT_TEMPLATE_FILE}) | {CONFIG_FILE})
     return names
 
 
-def _existing_chat_template(src_dir: str) -> str | None:
-    path = os.path.join(src_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        return None
+def _add_tokens(backend, added: Iterable[dict], source: str) -> None:
+    from tokenizers import AddedToken  # optional dependency, as in hf_backend
+    for t in sorted(added, key=lambda t: t["id"]):
+        token = AddedToken(t["content"], special=bool(t.get("special", True)), normalized=False)
+        (backend.add_special_tokens if token.special else backend.add_tokens)([token])
+        if backend.token_to_id(t["content"]) != t["id"]:
+            log.warning("%s: added token %r lands at id %s instead of %s (ids beyond the sentencepiece "
+                        "vocabulary are not contiguous)", source, t["content"], backend.token_to_id(t["content"]),
+                        t["id"])
+
+
+def _read_text(path: str) -> str | None:
     try:
         with open(path) as f:
-            return json.load(f).get("chat_template")
-    except (OSError, ValueError, AttributeError):
+            return f.read()
+    except OSError:
         return None
+
+
+def _read_json(path: str) -> dict:
+    """The JSON object in `path`, or {} when it is missing or unreadable (optional HF files)."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _json(value: dict) -> str:
