@@ -1,8 +1,8 @@
 """Hugging Face tokenizer files that give exactly the ids our sentencepiece `Tokenizer` trains with.
 
 `save_hf_tokenizer(tok, out_dir)` writes tokenizer.model, tokenizer.json, tokenizer_config.json and
-special_tokens_map.json, so `transformers.AutoTokenizer.from_pretrained(out_dir)` (and every tool that
-reads tokenizer.json: vLLM, TGI, llama.cpp's converter) encodes text to sentencepiece's ids.
+special_tokens_map.json, so `transformers.AutoTokenizer.from_pretrained(out_dir)` (and any tool that builds
+its tokenizer from tokenizer.json with the `tokenizers` library) encodes text to sentencepiece's ids.
 
 Why our own tokenizer.json instead of transformers' converter. Measured on Meta's LLaMA-2 tokenizer.model
 with transformers 5.25 / tokenizers 0.23 (tests/test_tokenizer_llama2.py):
