@@ -222,9 +222,7 @@ def _load_tokenizer(tokenizer_dir: str | None):
     except ImportError as e:
         log.warning("tokenizer files in %s not loaded: mellama_jax.data.tokenizer unavailable (%s)", tokenizer_dir, e)
         return None
-    if hasattr(Tokenizer, "from_dir"):
-        return Tokenizer.from_dir(tokenizer_dir)
-    return Tokenizer(os.path.join(tokenizer_dir, "tokenizer.model"))
+    return Tokenizer.load(tokenizer_dir)
 
 
 __all__ = ["Model", "load", "load_model_config", "param_shardings"]

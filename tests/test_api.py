@@ -14,6 +14,7 @@ from hf_fixtures import hf_logits, make_hf_model, train_small_sentencepiece
 from mellama_jax.config import PRESETS, ConfigError, preset
 from mellama_jax.convert.ckpt import CheckpointError, load_model_checkpoint, save_model_checkpoint
 from mellama_jax.convert.hf import convert_checkpoint_to_hf, convert_hf_to_checkpoint, load_hf_params
+from mellama_jax.data.hf_tokenizer import HF_TOKENIZER_FILES
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, init_lora, merge_lora
 from mellama_jax.parallel import MeshConfig, make_mesh
@@ -197,12 +198,12 @@ def test_tokenizer_files_travel_through_conversion_both_ways(tiny_hf, tmp_path):
     import transformers
     src = str(tmp_path / "hf_with_tokenizer")
     shutil.copytree(tiny_hf[0], src)
-    sp = train_small_sentencepiece(src)  # tokenizer.model only: the converter adds tokenizer_config.json
+    sp = train_small_sentencepiece(src)  # tokenizer.model only: the converter writes the HF tokenizer files
     text = "the patient was given metformin"
     expected = [sp.bos_id()] + sp.encode(text)
 
     ckpt = convert_hf_to_checkpoint(src, tmp_path / "ckpt", progress=False)
-    assert sorted(os.listdir(os.path.join(ckpt, "tokenizer"))) == ["tokenizer.model", "tokenizer_config.json"]
+    assert sorted(os.listdir(os.path.join(ckpt, "tokenizer"))) == sorted(HF_TOKENIZER_FILES)
     model = mellama_jax.load(ckpt)
     assert model.tokenizer is not None and model.tokenizer.encode(text) == expected
     assert mellama_jax.load(src).tokenizer.encode(text) == expected

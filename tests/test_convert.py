@@ -339,3 +339,32 @@ def test_conversion_streams_one_tensor_at_a_time(tmp_path):
     assert read_peak <= model_bytes + largest + slack, (read_peak, model_bytes, largest)
     assert write_peak <= 1_000_000 + largest + slack, (write_peak, largest)
     assert write_peak < model_bytes / 2
+
+
+def test_export_with_the_real_llama2_tokenizer_and_a_chosen_template(tmp_path):
+    """A checkpoint with Meta's tokenizer and no recorded training run: exact tokenizer files, the chosen
+    chat template, LLaMA-2's generation ids, and a card that says what is not known."""
+    import sentencepiece as spm
+    import transformers
+
+    from mellama_jax.data import templates as T
+    asset = os.path.join(os.path.dirname(__file__), "assets", "llama2-tokenizer", "tokenizer.model")
+    src = str(tmp_path / "hf_src")
+    make_hf_model(src, vocab_size=32000)
+    shutil.copy(asset, src)
+    ckpt = convert_hf_to_checkpoint(src, tmp_path / "ckpt", progress=False)
+    out = convert_checkpoint_to_hf(ckpt, tmp_path / "hf", chat_template="llama2_chat", progress=False)
+
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    sp = spm.SentencePieceProcessor(model_file=asset)
+    text = "Pt is stable.  Will discharge.\n  - CXR: WBC 12.3  (H)"
+    assert tok(text)["input_ids"] == [1] + sp.encode(text)
+    assert tok.chat_template == T.hf_chat_template("llama2_chat")
+    generation = transformers.GenerationConfig.from_pretrained(out)
+    assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (1, 2, None)
+    card = open(os.path.join(out, "README.md")).read()
+    assert "license: llama2" in card and "The base model is Meta's LLaMA-2" in card
+    assert "No training run is recorded" in card and "Not evaluated" in card and "`llama2_chat`" in card
+    with pytest.raises(Exception, match="unknown template"):
+        convert_checkpoint_to_hf(ckpt, tmp_path / "hf2", chat_template="vicuna", progress=False)
+    assert not os.path.exists(tmp_path / "hf2")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hf_fixtures import make_hf_model
+from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.demo import mibe as synthetic
 from mellama_jax.eval import scoring
 from mellama_jax.eval.runner import fit_prompt
@@ -33,7 +34,7 @@ def tiny(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("tiny_hf"))
     hf = make_hf_model(d, vocab_size=VOCAB, max_position_embeddings=160)
     tok = train_tokenizer(_corpus(), d, vocab_size=VOCAB, character_coverage=1.0)
-    tok.save_hf_files(d)
+    save_hf_tokenizer(tok, d)
     return d, hf, load(d)
 
 

@@ -229,3 +229,62 @@ def test_adapters_do_not_merge_into_a_base_of_other_shapes(env, tmp_path):
     with pytest.raises(ConfigError, match=r"another architecture than the run's model config \(field: \(base, run\)\) "
                                           r"\{'intermediate_size': \(96, 192\)\}"):
         trainable.load_frozen(None)
+
+
+def test_export_carries_model_card_chat_template_and_generates(env, lora_run, tmp_path):
+    """An SFT workdir exported to HF: README.md with the run's own numbers (metrics.jsonl, evaluation
+    summaries under both matching rules), the SFT template as chat_template giving our ids, and
+    transformers' greedy generate = ours from the same ids."""
+    import torch
+    import transformers
+
+    import mellama_jax
+    from mellama_jax.convert.hf import convert_checkpoint_to_hf
+    from mellama_jax.data import templates as T
+    from mellama_jax.data.instruct import render_chat
+    from mellama_jax.eval.report import write_report
+    from mellama_jax.eval.runner import EvalConfig, evaluate
+
+    cfg, workdir, _ = lora_run
+    model = mellama_jax.load(workdir)
+    summaries = {}
+    for matching in ("mibe", "strict"):  # what `mellama-evaluate --out_dir <workdir>/eval_<rule>` writes
+        ecfg = EvalConfig(tasks=("pubmedqa", "mednli"), data_dir=os.path.join(env["data"], "eval"),
+                          template="me_llama", matching=matching, limit=3, max_new_tokens=4, progress=False)
+        summaries[matching] = write_report(os.path.join(workdir, f"eval_{matching}"), evaluate(model, ecfg), ecfg,
+                                           model_name=workdir, overwrite=True)
+    out = convert_checkpoint_to_hf(workdir, tmp_path / "hf", merge_lora=True, progress=False)
+
+    with open(os.path.join(out, "README.md")) as f:
+        card = f.read()
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert f"{train_rows[0]['loss']:.4f} (step {train_rows[0]['step']})" in card
+    assert f"{train_rows[-1]['loss']:.4f} (step {STEPS})" in card
+    assert f"{STEPS:,} of {STEPS:,} planned" in card and "LoRA rank 8" in card and "merged into these weights" in card
+    data_rows = [r for r in rows if r["kind"] == "data"]
+    tokens = sum(v for k, v in data_rows[-1].items() if k.startswith("tokens/"))
+    assert tokens > 0 and f"{int(tokens):,} tokens seen" in card
+    assert f"{cfg.train.global_batch_size * cfg.train.seq_len * STEPS:,}" in card
+    assert "score (mibe) | score (strict)" in card
+    for task, t in summaries["mibe"]["tasks"].items():
+        metric, strict = t["primary_metric"], summaries["strict"]["tasks"][task]
+        assert (f"| {task} | {metric} | {t['metrics'][metric]:.4f} | {strict['metrics'][metric]:.4f} | "
+                f"{t['num_examples']} |") in card
+    assert "Llama 2 is licensed under the LLAMA 2 Community License" in card and "medical device" in card
+
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert hf_tok.chat_template == T.hf_chat_template("me_llama")
+    messages = [{"role": "user", "content": "What is the first-line therapy for asthma?"}]
+    ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = render_chat(messages, "me_llama", model.tokenizer)
+    assert ids["input_ids"][0].tolist() == prompt
+
+    generation = transformers.GenerationConfig.from_pretrained(out)
+    assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (1, 2, None)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = hf_model.generate(**ids, max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
+    ours = model.generate([prompt], max_new_tokens=8)[0]
+    assert theirs[:len(ours)] == ours and len(theirs) >= 1

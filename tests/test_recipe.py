@@ -58,6 +58,22 @@ def test_recipe_killed_then_rerun_finishes_every_stage(tmp_path):
     assert export["transformers_check"]["status"] == "ok"  # the merged export loads in transformers, generates
     for sub in ("hf_merged", "hf_base", "peft"):
         assert os.path.isdir(export[sub])
+    # The exports' model cards carry the runs' own numbers (metrics.jsonl, the evaluate stage's summaries).
+    for sub, stage, kind in (("hf_merged", "instruct", "instruction-tuned"),
+                             ("hf_base", "pretrain", "continually pretrained")):
+        card = open(os.path.join(export[sub], "README.md")).read()
+        rows = [json.loads(line) for line in open(wd / stage / "run" / "metrics.jsonl")]
+        last = [r for r in rows if r["kind"] == "train"][-1]
+        assert kind in card and f"{last['loss']:.4f} (step {last['step']})" in card, sub
+        summary = json.load(open(wd / "evaluate" / ("tuned" if stage == "instruct" else "base") / "summary.json"))
+        for task, t in summary["tasks"].items():
+            assert f"| {task} | {t['primary_metric']} | {t['metrics'][t['primary_metric']]:.4f} |" in card, task
+    base_card = open(os.path.join(export["hf_base"], "README.md")).read()
+    pretrain_rows = [json.loads(line) for line in open(wd / "pretrain" / "run" / "metrics.jsonl")]
+    data = [r for r in pretrain_rows if r["kind"] == "data"][-1]
+    components = [k.removeprefix("tokens/") for k in data if k.startswith("tokens/")]
+    assert components and all(f"| {c} | " in base_card and f"{int(data['tokens/' + c]):,}" in base_card
+                              for c in components)
     report = open(wd / "report.md").read()
     for heading in ("Loss curves", "Data mixture", "Evaluation", "Export", "Reproduce"):
         assert heading in report

@@ -5,8 +5,10 @@
         [--dtype bfloat16] [--max_shard_size 5GB] [--overwrite] [--merge_lora] [--peft_dir DIR]
 
 Writes model-0000i-of-0000n.safetensors + model.safetensors.index.json (or one model.safetensors),
-config.json with every LLaMA-2 value explicit, generation_config.json (greedy) and the tokenizer files the
-checkpoint carries, into a temporary directory renamed into place at the end. The result loads with
+config.json with every LLaMA-2 value explicit, generation_config.json (greedy; BOS 1, EOS 2, no pad), the
+tokenizer files (tokenizer.json giving sentencepiece's exact ids; an instruction-tuned run's prompt
+template as chat_template) and a model card README.md (base model, data mixture and tokens, recipe,
+evaluation table, license, intended use) into a temporary directory renamed into place at the end. The result loads with
 `transformers.AutoModelForCausalLM.from_pretrained(out_dir)` and `AutoTokenizer.from_pretrained(out_dir)`.
 
 --ckpt_dir is a model checkpoint directory or a training workdir (its latest complete step, or --step).
@@ -39,6 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--merge_lora", action="store_true",
                    help="fold the checkpoint's LoRA adapters into the exported base weights")
     p.add_argument("--peft_dir", default=None, help="also/only write the LoRA adapters as a PEFT directory")
+    p.add_argument("--chat_template", default=None, choices=("none", "me_llama", "llama2_chat", "alpaca"),
+                   help="prompt template stored as the tokenizer's chat_template (default: the SFT run's "
+                        "template; none for base models)")
+    p.add_argument("--eval_dir", action="append", default=None,
+                   help="evaluation output directory (summary.json) for the model card's table; repeatable, "
+                        "e.g. one per matching rule (default: the run workdir's eval*/ directories)")
     p.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
     args = p.parse_args(argv)
     if args.out_dir is None and args.peft_dir is None:
@@ -81,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         out = convert_checkpoint_to_hf(args.ckpt_dir, args.out_dir, dtype=args.dtype,
                                        max_shard_size=args.max_shard_size, overwrite=args.overwrite,
                                        merge_lora=args.merge_lora, base_only=base_only, step=args.step,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, eval_dirs=args.eval_dir,
+                                       chat_template="" if args.chat_template == "none" else args.chat_template)
         print(f"wrote {out}")
         if base_only:
             base_model = os.path.abspath(out)

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     cfg = load_config_file(args.data_config)
     if args.strict:
         cfg.strict = True
-    tok = Tokenizer.from_dir(args.tokenizer) if os.path.isdir(args.tokenizer) else Tokenizer(args.tokenizer)
+    tok = Tokenizer.load(args.tokenizer)
     options = [o for o in args.beam_options.split(",") if o]
     report = prepare_corpus(cfg, tok, args.out_dir, workers=args.workers, runner=args.runner,
                             beam_options=options, overwrite=args.overwrite)

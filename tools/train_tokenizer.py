@@ -4,7 +4,7 @@
         --vocab_size 1024 --out_dir runs/demo/tokenizer
 
 Inputs are JSONL (.gz/.zst), Parquet or plain-text files (.txt: one sentence per line). The output directory
-gets `tokenizer.model` and, with --hf, the `tokenizer_config.json` transformers needs.
+gets `tokenizer.model` and, with --hf, the Hugging Face tokenizer files (data/hf_tokenizer.py).
 """
 import argparse
 import glob
@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mellama_jax.data.errors import DataError, DataReport  # noqa: E402
 from mellama_jax.data.sources import RecordSource, SourceConfig, text_check, text_of  # noqa: E402
+from mellama_jax.data.hf_tokenizer import save_hf_tokenizer  # noqa: E402
 from mellama_jax.data.tokenizer import train_tokenizer  # noqa: E402
 
 
@@ -47,13 +48,14 @@ def main(argv=None) -> int:
     p.add_argument("--out_dir", required=True)
     p.add_argument("--input_sentence_size", type=int, default=0, help="sample this many sentences (0 = all)")
     p.add_argument("--strict", action="store_true", help="fail on the first bad record")
-    p.add_argument("--hf", action="store_true", help="also write tokenizer_config.json for transformers")
+    p.add_argument("--hf", action="store_true",
+                   help="also write the Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json, ...)")
     args = p.parse_args(argv)
     fields = tuple(f.strip() for f in args.text_fields.split(",") if f.strip())
     tok = train_tokenizer(iter_texts(args.input, fields, args.strict), args.out_dir, vocab_size=args.vocab_size,
                           input_sentence_size=args.input_sentence_size)
     if args.hf:
-        tok.save_hf_files(args.out_dir)
+        save_hf_tokenizer(tok, args.out_dir)
     print(f"wrote {tok.model_path} (vocab {tok.vocab_size}, sha256 {tok.sha256[:12]})")
     return 0
 

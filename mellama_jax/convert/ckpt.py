@@ -4,9 +4,10 @@ Model checkpoint directory (written by tools/convert_hf_to_jax.py and by trainin
 
     model_config.json     ModelConfig.to_dict(); `scan_layers` and `param_dtype` describe the stored tree
     params/               orbax (StandardCheckpointer) parameter tree
-    tokenizer/            optional: tokenizer.model + tokenizer_config.json (+ any other HF tokenizer files)
+    tokenizer/            optional: the HF tokenizer files of data/hf_tokenizer.py (tokenizer.model, tokenizer.json, ...)
     lora_config.json      optional, LoRA runs: LoraConfig fields
     lora/                 optional, LoRA runs: orbax adapter tree (the "lora" collection)
+    training_run.json     optional: the run it was exported from (config, step, metrics summary; model_card.py)
 
 Training workdir (written by mellama_jax.train): `checkpoints/<step>/` is an orbax CheckpointManager step
 with items `state` = {"params", "opt_state", "step"} and `config` (JSON). Only `state/params` is read here
@@ -31,6 +32,9 @@ import jax
 import numpy as np
 
 from mellama_jax.config import ModelConfig
+from mellama_jax.convert.model_card import TRAINING_RUN
+from mellama_jax.data.hf_tokenizer import TOKENIZER_JSON, export_tokenizer_dir
+from mellama_jax.data.tokenizer import MODEL_FILE
 from mellama_jax.model import params as P
 
 
@@ -41,15 +45,6 @@ LORA_CONFIG = "lora_config.json"
 LORA_DIR = "lora"
 CHECKPOINTS_DIR = "checkpoints"  # inside a training workdir
 WORKDIR_MODEL_CONFIG = MODEL_CONFIG  # fallback location of the model config inside a training workdir
-
-# Files that make up a Hugging Face LLaMA tokenizer; whichever exist are carried along.
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
-                   "added_tokens.json", "chat_template.jinja")
-# What transformers 5.x needs beside tokenizer.model for AutoTokenizer to load a sentencepiece LLaMA
-# tokenizer (transformers 5 builds an empty tokenizer without it); written when a directory carries tokenizer.model alone.
-DEFAULT_TOKENIZER_CONFIG = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
-                            "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}
-
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete or does not match its config (the message names it)."""
@@ -116,29 +111,14 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
 
 # ---------------------------------------------------------------- tokenizer files
 def copy_tokenizer_files(src: str | os.PathLike, dst_dir: str | os.PathLike) -> list[str]:
-    """Copy the HF tokenizer files found in `src` (a directory, or a path to tokenizer.model) into `dst_dir`.
-
-    Writes the LLaMA `tokenizer_config.json` when `src` holds tokenizer.model without one, so the copy loads
-    with `AutoTokenizer.from_pretrained`. Returns the names written ([] when `src` holds no tokenizer).
-    """
-    src = os.fspath(src)
-    src_dir = os.path.dirname(src) if os.path.isfile(src) else src
-    present = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(src_dir, n))]
-    if "tokenizer.model" not in present and "tokenizer.json" not in present:
-        return []
-    os.makedirs(dst_dir, exist_ok=True)
-    for name in present:
-        shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
-    if "tokenizer_config.json" not in present:
-        with open(os.path.join(dst_dir, "tokenizer_config.json"), "w") as f:
-            json.dump(DEFAULT_TOKENIZER_CONFIG, f, indent=2)
-        present.append("tokenizer_config.json")
-    return present
+    """The tokenizer found in `src` (a directory, or a path to tokenizer.model) as HF tokenizer files in
+    `dst_dir` that give sentencepiece's ids (`hf_tokenizer.export_tokenizer_dir`); [] when `src` holds none."""
+    return export_tokenizer_dir(src, os.fspath(dst_dir))
 
 
 def has_tokenizer(directory: str | os.PathLike) -> bool:
     directory = os.fspath(directory)
-    return any(os.path.isfile(os.path.join(directory, n)) for n in ("tokenizer.model", "tokenizer.json"))
+    return any(os.path.isfile(os.path.join(directory, n)) for n in (MODEL_FILE, TOKENIZER_JSON))
 
 
 # ---------------------------------------------------------------- orbax helpers
@@ -214,7 +194,7 @@ def is_model_checkpoint(path: str | os.PathLike) -> bool:
 
 def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dict, *,
                           tokenizer_dir: str | os.PathLike | None = None, lora_cfg=None, adapters: dict | None = None,
-                          overwrite: bool = False) -> str:
+                          overwrite: bool = False, training_run: dict | None = None) -> str:
     """Write a model checkpoint directory (see module docstring) atomically; returns its absolute path.
 
     `params` may be numpy arrays or (sharded) jax Arrays, scanned (`layers/…`) or not (`layers_i/…`);
@@ -239,6 +219,9 @@ def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: 
             if lora_cfg is not None:
                 with open(os.path.join(tmp, LORA_CONFIG), "w") as f:
                     json.dump(dataclasses.asdict(lora_cfg), f, indent=2, sort_keys=True)
+            if training_run is not None:
+                with open(os.path.join(tmp, TRAINING_RUN), "w") as f:
+                    json.dump(training_run, f, indent=2)
         _save_tree(os.path.join(tmp, PARAMS_DIR), params)
         if adapters is not None:
             _check_adapters(cfg, lora_cfg, adapters, source=f"save_model_checkpoint({out_dir})")
@@ -280,7 +263,7 @@ def load_model_checkpoint(ckpt_dir: str | os.PathLike, *, shardings: dict | None
     dtype: restore (cast) parameters to this dtype; None keeps the stored one. cfg.param_dtype follows.
     scan_layers: return the other layout (stacked `layers/` vs `layers_i/`) than the stored one.
     extras: {"tokenizer_dir": path or None, "lora_config": LoraConfig or None, "adapters": tree or None,
-             "path": absolute checkpoint path}.
+             "path": absolute checkpoint path, "training_run": the run it was exported from, or None}.
     """
     ckpt_dir = os.path.abspath(os.fspath(ckpt_dir))
     if not os.path.isdir(ckpt_dir):
@@ -304,7 +287,12 @@ def load_model_checkpoint(ckpt_dir: str | os.PathLike, *, shardings: dict | None
     if relayout:
         params, cfg = _relayout(cfg, params, scan_layers, shardings)
 
-    extras: dict[str, Any] = {"path": ckpt_dir, "lora_config": None, "adapters": None, "tokenizer_dir": None}
+    extras: dict[str, Any] = {"path": ckpt_dir, "lora_config": None, "adapters": None, "tokenizer_dir": None,
+                              "training_run": None}
+    run_path = os.path.join(ckpt_dir, TRAINING_RUN)
+    if os.path.isfile(run_path):
+        with open(run_path) as f:
+            extras["training_run"] = json.load(f)
     tok_dir = os.path.join(ckpt_dir, TOKENIZER_DIR)
     if os.path.isdir(tok_dir) and has_tokenizer(tok_dir):
         extras["tokenizer_dir"] = tok_dir
@@ -501,6 +489,7 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     cfg = cfg.replace(param_dtype=target_dtype)
     tok_dir = os.path.join(workdir, TOKENIZER_DIR)
     extras = {"path": workdir, "step": int(step), "lora_config": lora_cfg, "adapters": None, "base": None,
+              "run_config": run_cfg,
               "tokenizer_dir": tok_dir if os.path.isdir(tok_dir) and has_tokenizer(tok_dir) else None}
     if lora_cfg is None:
         return cfg, restored.state["params"], extras

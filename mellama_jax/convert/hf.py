@@ -22,8 +22,11 @@ import ml_dtypes
 import numpy as np
 
 from mellama_jax.config import ModelConfig
-from mellama_jax.convert import mapping
-from mellama_jax.convert.ckpt import atomic_output_dir, copy_tokenizer_files
+from mellama_jax.convert import mapping, model_card
+from mellama_jax.convert.ckpt import atomic_output_dir
+from mellama_jax.data.hf_tokenizer import export_tokenizer_dir
+from mellama_jax.data.templates import get_template, hf_chat_template
+from mellama_jax.data.tokenizer import MODEL_FILE, Tokenizer
 from mellama_jax.model import params as P
 
 
@@ -33,6 +36,7 @@ PICKLE_SINGLE = "pytorch_model.bin"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
+MODEL_CARD = "README.md"
 
 # Buffers some older transformers versions saved with LLaMA weights; they are recomputed, never loaded.
 IGNORED_TENSORS = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
@@ -304,13 +308,16 @@ def generation_config(cfg: ModelConfig) -> dict:
 
 def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dict, *, dtype=None,
                        max_shard_size: int | str = "2GB", tokenizer_dir: str | os.PathLike | None = None,
-                       overwrite: bool = False, on_tensor: Callable[[str], None] | None = None) -> str:
+                       overwrite: bool = False, on_tensor: Callable[[str], None] | None = None,
+                       chat_template: str | None = None, model_card: str | None = None) -> str:
     """Write `params` as a transformers LLaMA directory; returns its absolute path.
 
     Shards of at most `max_shard_size` (a single tensor larger than that gets a shard of its own); one
     shard is written as `model.safetensors`, several as `model-0000i-of-0000n.safetensors` plus
     `model.safetensors.index.json`. `config.json` spells out every LLaMA-2 value, `generation_config.json`
-    asks for greedy decoding, and the tokenizer files of `tokenizer_dir` are copied when given.
+    asks for greedy decoding with LLaMA-2's BOS/EOS ids. With `tokenizer_dir`, the HF tokenizer files are
+    generated from its tokenizer.model so transformers gives our exact ids (data/hf_tokenizer.py), carrying
+    `chat_template` (Jinja, see templates.hf_chat_template) when given. `model_card` becomes README.md.
     dtype: tensor dtype in the files; None keeps the parameters' dtype.
     """
     import jax
@@ -355,8 +362,12 @@ def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dic
             hf_config.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": cfg.rope_theta})
             _write_json(os.path.join(tmp, CONFIG), hf_config)
             _write_json(os.path.join(tmp, GENERATION_CONFIG), generation_config(cfg))
-            if tokenizer_dir is not None and not copy_tokenizer_files(tokenizer_dir, tmp):
-                raise HFCheckpointError(f"{tokenizer_dir}: no tokenizer.model or tokenizer.json to copy")
+            if tokenizer_dir is not None and not export_tokenizer_dir(
+                    tokenizer_dir, tmp, chat_template=chat_template, model_max_length=cfg.max_position_embeddings):
+                raise HFCheckpointError(f"{tokenizer_dir}: no tokenizer.model or tokenizer.json to export")
+            if model_card is not None:
+                with open(os.path.join(tmp, MODEL_CARD), "w") as f:
+                    f.write(model_card)
     return os.path.abspath(os.fspath(out_dir))
 
 
@@ -402,12 +413,18 @@ def convert_hf_to_checkpoint(hf_dir: str | os.PathLike, out_dir: str | os.PathLi
 def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *, dtype=None,
                              max_shard_size: int | str = "2GB", overwrite: bool = False,
                              merge_lora: bool = False, base_only: bool = False, step: int | None = None,
-                             progress: bool = True) -> str:
+                             progress: bool = True, chat_template: str | None = None,
+                             eval_dirs: list[str] | None = None) -> str:
     """Our model checkpoint directory, or a training workdir (latest step unless `step`) -> HF directory.
 
     A checkpoint carrying LoRA adapters must say what to export: `merge_lora=True` folds W + scale·A·B into
     the weights; `base_only=True` writes the frozen base alone, the base for the PEFT adapter that
     `mellama_jax.convert.peft.export_peft` writes (tools/convert_jax_to_hf.py --peft_dir).
+
+    The export also gets a model card (README.md, model_card.py) from the training run recorded with the
+    checkpoint and the evaluation summaries in `eval_dirs` (default: the run workdir's eval*/ dirs), and the
+    tokenizer carries the run's SFT template as a Jinja chat_template. chat_template: a template name
+    (templates.TEMPLATE_NAMES) to use instead, or "" for none; None: the run's (instruction-tuned runs only).
     """
     from mellama_jax.convert.ckpt import load_checkpoint
     if os.path.lexists(out_dir) and not overwrite:
@@ -416,7 +433,19 @@ def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.Path
     if merge_lora and base_only:
         raise ValueError("merge_lora and base_only exclude each other (merged weights or the bare base)")
     parse_size(max_shard_size)  # validate before restoring
+    if chat_template:
+        get_template(chat_template)
     cfg, params, extras = load_checkpoint(ckpt_dir, step=step)
+    run = model_card.run_of(extras)
+    template = model_card.chat_template_name(run) if chat_template is None else (chat_template or None)
+    if eval_dirs is None:
+        eval_dirs = model_card.find_eval_summaries((run or {}).get("workdir"))
+    tok_dir = extras["tokenizer_dir"]
+    sha = Tokenizer.load(tok_dir).sha256 if tok_dir and os.path.isfile(os.path.join(tok_dir, MODEL_FILE)) else None
+    lora = "merged" if merge_lora else ("base" if base_only and extras["adapters"] is not None else "")
+    card = model_card.model_card(cfg, run=run, evals=model_card.load_eval_summaries(eval_dirs),
+                                 chat_template=template, tokenizer_sha256=sha, lora=lora,
+                                 model_name=os.path.basename(os.path.abspath(os.fspath(out_dir))))
     if extras["adapters"] is not None and not base_only:
         if not merge_lora:
             raise HFCheckpointError(f"{ckpt_dir}: holds LoRA adapters; pass merge_lora=True (--merge_lora) to "
@@ -425,7 +454,8 @@ def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.Path
         params = merge(cfg, extras["lora_config"], params, extras["adapters"])
     with _progress(progress, "write HF tensors", out_dir, total=len(mapping.hf_tensor_names(cfg))) as on_tensor:
         return save_hf_checkpoint(out_dir, cfg, params, dtype=dtype, max_shard_size=max_shard_size,
-                                  tokenizer_dir=extras["tokenizer_dir"], overwrite=overwrite, on_tensor=on_tensor)
+                                  tokenizer_dir=tok_dir, overwrite=overwrite, on_tensor=on_tensor,
+                                  chat_template=hf_chat_template(template) if template else None, model_card=card)
 
 
 class _progress:

@@ -1,7 +1,8 @@
 """The data pipeline: tokenizer, sources, corpus preparation, the 15:1:4 mixture, packing, SFT, loaders.
 
 Modules, in the order the data flows:
-    tokenizer   Tokenizer (LLaMA-2 sentencepiece), train_tokenizer, HF tokenizer files
+    tokenizer   Tokenizer (LLaMA-2 sentencepiece), train_tokenizer
+    hf_tokenizer  Hugging Face tokenizer files that give the Tokenizer's exact ids in transformers
     sources     JSONL(.gz/.zst) / Parquet / ArrayRecord / TFDS readers with file:line bad-input reports
     prepare     tools/prepare_corpus.py's library: ArrayRecord shards as TFDS datasets (local or Beam)
     mixture     token weights -> grain mixing weights; achieved token shares

@@ -132,6 +132,48 @@ def tokenize_conversation(tokenizer: Tokenizer, conv: Conversation, template: st
     return np.asarray(tokens, np.int32), np.asarray(mask, np.int32)
 
 
+def conversation_from_messages(messages: list[dict]) -> tuple[Conversation, str | None]:
+    """transformers-style chat messages -> (Conversation of the answered turns, the final unanswered user
+    prompt or None). Roles: an optional leading "system", then alternating "user" / "assistant"; the first
+    user message may carry an "input" field (Alpaca's input), as in `templates.hf_chat_template`."""
+    system = None
+    if messages and messages[0].get("role") == "system":
+        system, messages = messages[0].get("content"), messages[1:]
+    pairs, pending, first_input = [], None, None
+    for i, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content")
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected or not isinstance(content, str):
+            raise E.DataError(f"messages[{i + (system is not None)}]: expected a {expected} message with string "
+                              f"content (roles: an optional system message, then user/assistant alternating), "
+                              f"got role {role!r}")
+        if m.get("input") and i > 0:
+            raise E.DataError(f"messages[{i + (system is not None)}]: only the first user message can carry an input")
+        if role == "user":
+            pending, first_input = content, (m.get("input") or None) if i == 0 else first_input
+        else:
+            pairs.append((pending, content))
+            pending = None
+    return Conversation(tuple(pairs), input=first_input, system=system or None), pending
+
+
+def render_chat(messages: list[dict], template: str, tokenizer: Tokenizer) -> list[int]:
+    """Token ids of a chat, ending with the generation prompt when the last message is the user's.
+
+    The same ids as our SFT data for the answered turns (`tokenize_conversation`) and as
+    `AutoTokenizer(export).apply_chat_template(messages, add_generation_prompt=True)` (tested), so the
+    generate path, SFT and Hugging Face users all see one rendering.
+    """
+    conv, pending = conversation_from_messages(messages)
+    ids = tokenize_conversation(tokenizer, conv, template)[0].tolist() if conv.turns else []
+    if pending is not None:
+        first = not conv.turns
+        shown = render_prompt(template, pending, conv.input if first else None,
+                              system=conv.system if first else None)
+        ids += tokenizer.encode(shown, bos=True)
+    return ids
+
+
 def _truncate_text(tokenizer: Tokenizer, text: str, max_tokens: int) -> str:
     ids = tokenizer.encode(text, bos=False)
     if len(ids) <= max_tokens:

@@ -14,6 +14,7 @@ same text. `render_example` adds the response; `parse_example` inverts `render_e
 from __future__ import annotations
 
 import dataclasses
+import string
 
 from mellama_jax.data.errors import DataError
 
@@ -25,17 +26,26 @@ ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a respo
 
 @dataclasses.dataclass(frozen=True)
 class Template:
+    """One prompt template, as format strings (the single definition both `render_prompt` and the Jinja
+    `hf_chat_template` are generated from). A prompt is rendered as
+
+        prefix + system_format(system, if any) + body(prompt[, input]) + suffix
+    """
     name: str
     prefix: str  # text before the prompt
-    suffix: str  # text after the prompt, right before the response
+    suffix: str  # text after the prompt, right before the response (the answer marker)
     input_separator: str  # joins prompt and input for templates without an input slot
-    system_format: str | None = None  # how a system prompt is placed before the user prompt
+    system_format: str = "{system}\n\n"  # how a system prompt is placed before the user prompt
+    body_format: str = "{prompt}"  # the prompt without an input
+    input_body_format: str = "{prompt}{input_separator}{input}"  # the prompt with an input
 
 
 TEMPLATES: dict[str, Template] = {
     "me_llama": Template("me_llama", "Human: \n", "\n\nAssistant: \n", "\n\n"),
     "llama2_chat": Template("llama2_chat", "[INST] ", " [/INST] ", "\n\n", "<<SYS>>\n{system}\n<</SYS>>\n\n"),
-    "alpaca": Template("alpaca", "", "\n\n### Response:\n", ""),
+    "alpaca": Template("alpaca", "", "\n\n### Response:\n", "",
+                       body_format=ALPACA_PREAMBLE + "### Instruction:\n{prompt}",
+                       input_body_format=ALPACA_PREAMBLE_INPUT + "### Instruction:\n{prompt}\n\n### Input:\n{input}"),
     "none": Template("none", "", "", "\n\n"),
 }
 TEMPLATE_NAMES = tuple(TEMPLATES)
@@ -50,19 +60,12 @@ def get_template(name: str) -> Template:
 def render_prompt(name: str, prompt: str, input: str | None = None, *, system: str | None = None) -> str:
     """The text the model sees before its answer (zero-shot evaluation and SFT prompts)."""
     t = get_template(name)
-    if name == "alpaca":
-        if input:
-            body = f"{ALPACA_PREAMBLE_INPUT}### Instruction:\n{prompt}\n\n### Input:\n{input}"
-        else:
-            body = f"{ALPACA_PREAMBLE}### Instruction:\n{prompt}"
+    if input:
+        body = t.input_body_format.format(prompt=prompt, input=input, input_separator=t.input_separator)
     else:
-        body = prompt if not input else f"{prompt}{t.input_separator}{input}"
-    if system:
-        if t.system_format is None:
-            body = f"{system}\n\n{body}"
-        else:
-            body = t.system_format.format(system=system) + body
-    return f"{t.prefix}{body}{t.suffix}"
+        body = t.body_format.format(prompt=prompt)
+    head = t.system_format.format(system=system) if system else ""
+    return f"{t.prefix}{head}{body}{t.suffix}"
 
 
 def render_example(name: str, prompt: str, response: str, input: str | None = None, *,
@@ -117,34 +120,51 @@ def strip_response(text: str, template: str = "none") -> str:
 
 
 def hf_chat_template(name: str) -> str:
-    """A Jinja chat template equivalent to `render_example` over user/assistant turns.
+    """The Jinja chat template (tokenizer_config.json's `chat_template`) equivalent to our SFT rendering.
 
-    Each turn is `bos_token + prompt-with-template + answer + eos_token`, as LLaMA-2's reference code does
-    (BOS/EOS are special tokens, so the HF tokenizer maps them to ids). An optional leading system message
-    uses the template's system block.
+    Generated from the same `Template` definition as `render_prompt`. For messages [system?, user,
+    assistant, user, ...] it renders each user turn as `bos_token + render_prompt(...)` (the system prompt
+    and a user message's optional "input" field go with the first user turn, as in our SFT data) and each
+    assistant turn as `content + eos_token`: BOS/EOS are special tokens, so transformers maps them to ids and
+    encodes each turn's text separately, as `instruct.tokenize_conversation` does. The answer marker
+    (`suffix`) belongs to the user turn, as in Meta's LLaMA-2 template, so `add_generation_prompt` adds
+    nothing and a prompt without it still gets the marker.
     """
     t = get_template(name)
-    if name == "alpaca":
-        sys_prefix = "((system + '\\n\\n') if (system and loop.index0 == first_user) else '')"
-        instruction = "'### Instruction:\\n' + message['content']"
-        user = ("{% if message.get('input') %}{{ bos_token + " + sys_prefix + " + " + _jinja_str(ALPACA_PREAMBLE_INPUT)
-                + " + " + instruction + " + '\\n\\n### Input:\\n' + message['input'] + " + _jinja_str(t.suffix)
-                + " }}{% else %}{{ bos_token + " + sys_prefix + " + " + _jinja_str(ALPACA_PREAMBLE) + " + "
-                + instruction + " + " + _jinja_str(t.suffix) + " }}{% endif %}")
-    else:
-        sys_block = ("(" + _jinja_str(t.system_format).replace("{system}", "' + system + '") + ")"
-                     if t.system_format else "(system + '\\n\\n')")
-        user = ("{{ bos_token + " + _jinja_str(t.prefix) + " + (" + sys_block
-                + " if (system and loop.index0 == first_user) else '') + message['content'] + "
-                + _jinja_str(t.suffix) + " }}")
+    system = _jinja_format(t.system_format, system="system")
+    body = _jinja_format(t.body_format, prompt="message['content']")
+    input_body = _jinja_format(t.input_body_format, prompt="message['content']", input="message['input']",
+                               input_separator=_jinja_str(t.input_separator))
+    user = (f"{{{{ bos_token + {_jinja_str(t.prefix)} + (({system}) if (system and loop.first) else '') + "
+            f"(({input_body}) if message.get('input') else ({body})) + {_jinja_str(t.suffix)} }}}}")
     return (
-        "{% set system = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
-        "{% set first_user = 1 if messages[0]['role'] == 'system' else 0 %}"
-        "{% for message in messages %}"
+        "{% if messages and messages[0]['role'] == 'system' %}"
+        "{% set system = messages[0]['content'] %}{% set turns = messages[1:] %}"
+        "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+        "{% for message in turns %}"
+        "{% if message['role'] not in ('user', 'assistant') or (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('roles must alternate user/assistant/user/... (after an optional system message)') }}"
+        "{% endif %}"
+        "{% if message.get('input') and not loop.first %}"
+        "{{ raise_exception('only the first user message can carry an input field') }}"
+        "{% endif %}"
         "{% if message['role'] == 'user' %}" + user +
-        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
-        "{% endif %}{% endfor %}"
+        "{% else %}{{ message['content'] + eos_token }}{% endif %}"
+        "{% endfor %}"
     )
+
+
+def _jinja_format(fmt: str, **fields: str) -> str:
+    """A Jinja expression concatenating `fmt`'s literal text and its {fields} (given as Jinja expressions)."""
+    parts = []
+    for literal, field, spec, conversion in string.Formatter().parse(fmt):
+        if literal:
+            parts.append(_jinja_str(literal))
+        if field is not None:
+            if spec or conversion or field not in fields:
+                raise ValueError(f"template field {{{field}}} cannot be rendered in Jinja")
+            parts.append(fields[field])
+    return " + ".join(parts) or "''"
 
 
 def _jinja_str(s: str) -> str:

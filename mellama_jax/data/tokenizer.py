@@ -4,15 +4,14 @@ LLaMA-2's tokenizer is a sentencepiece BPE model (32k pieces, byte fallback, dig
 as is, unk=0 / bos=1 / eos=2, no pad). `Tokenizer` wraps any such `tokenizer.model`; `train_tokenizer`
 trains a small model with the same options for tests and the demo (no real tokenizer can be downloaded).
 
-Hugging Face export: transformers 5 builds a working tokenizer from a directory that holds
-`tokenizer.model` plus a `tokenizer_config.json` naming `LlamaTokenizer` and the special tokens
-(`save_hf_files`); `LlamaTokenizerFast(vocab_file=...)` alone silently builds an empty one.
+`Tokenizer.load(path)` is the one place that finds a tokenizer: `path` is a tokenizer.model or a directory
+holding one (a checkpoint's tokenizer/, an HF export). Hugging Face files that reproduce these ids in
+transformers are written by `mellama_jax.data.hf_tokenizer.save_hf_tokenizer`.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from typing import Iterable, Sequence
 
@@ -71,12 +70,9 @@ class Tokenizer:
             raise DataError(f"{model_path}: not a sentencepiece model ({e})") from e
 
     @classmethod
-    def from_dir(cls, directory: str) -> "Tokenizer":
-        """Load a directory holding `tokenizer.model` (an HF export, a checkpoint's tokenizer/ dir)."""
-        path = os.path.join(directory, MODEL_FILE)
-        if not os.path.isfile(path):
-            raise DataError(f"{directory}: no {MODEL_FILE} in this directory")
-        return cls(path)
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        """A tokenizer.model file, or a directory holding one (an HF export, a checkpoint's tokenizer/)."""
+        return cls(model_file(path))
 
     def __getstate__(self):
         return {"proto": self._proto, "model_path": self.model_path}
@@ -106,6 +102,11 @@ class Tokenizer:
         """LLaMA-2 has no pad token; padding uses id 0 (unk), always masked out by segment id 0."""
         pad = self._sp.pad_id()
         return pad if pad >= 0 else 0
+
+    @property
+    def serialized_proto(self) -> bytes:
+        """The tokenizer.model file's bytes."""
+        return self._proto
 
     @property
     def sha256(self) -> str:
@@ -145,42 +146,18 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.DecodeIds([int(i) for i in ids])
 
-    # ------------------------------------------------------------------ Hugging Face files
-    def hf_config(self, chat_template: str | None = None, model_max_length: int | None = None) -> dict:
-        config = {
-            "tokenizer_class": "LlamaTokenizer",
-            "bos_token": self._sp.IdToPiece(self.bos_id),
-            "eos_token": self._sp.IdToPiece(self.eos_id),
-            "unk_token": self._sp.IdToPiece(self.unk_id),
-            "pad_token": None,
-            "add_bos_token": True,
-            "add_eos_token": False,
-            "clean_up_tokenization_spaces": False,
-            "legacy": True,
-        }
-        if model_max_length:
-            config["model_max_length"] = int(model_max_length)
-        if chat_template:
-            config["chat_template"] = chat_template
-        return config
 
-    def save_hf_files(self, out_dir: str, *, chat_template: str | None = None,
-                      model_max_length: int | None = None) -> None:
-        """Write `tokenizer.model` + `tokenizer_config.json` so `AutoTokenizer.from_pretrained(out_dir)` works.
-
-        `chat_template` (e.g. `templates.hf_chat_template("llama2_chat")`) is stored so
-        `apply_chat_template` renders the same text our SFT data used.
-        """
-        os.makedirs(out_dir, exist_ok=True)
-        target = os.path.join(out_dir, MODEL_FILE)
-        tmp = target + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(self._proto)
-        os.replace(tmp, target)
-        config_path = os.path.join(out_dir, CONFIG_FILE)
-        with open(config_path + ".tmp", "w") as f:
-            json.dump(self.hf_config(chat_template, model_max_length), f, indent=2)
-        os.replace(config_path + ".tmp", config_path)
+def model_file(path: str | os.PathLike) -> str:
+    """`path` when it is a file, else `path/tokenizer.model`; DataError when neither exists."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        candidate = os.path.join(path, MODEL_FILE)
+        if not os.path.isfile(candidate):
+            raise DataError(f"{path}: no {MODEL_FILE} in this directory")
+        return candidate
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such sentencepiece model file (or directory holding {MODEL_FILE})")
+    return path
 
 
 def _char_index_of_bytes(text: str, raw: bytes) -> list[int]:

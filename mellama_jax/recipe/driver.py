@@ -80,6 +80,7 @@ class Recipe:
     # ------------------------------------------------------------------ stages
     def prepare(self, d: str) -> dict:
         from mellama_jax.demo import corpus as demo
+        from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
         from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
 
         # A rerun after an interruption starts the stage over: clear whatever it left half-written.
@@ -87,11 +88,11 @@ class Recipe:
             shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
         paths = demo.write_demo_data(self.data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
         if self.c.data.tokenizer:
-            tok = Tokenizer(self.c.data.tokenizer)
+            tok = Tokenizer.load(self.c.data.tokenizer)
         else:
             tok = train_tokenizer(demo.demo_texts(self.data_root), self.tokenizer_dir,
                                   vocab_size=self.c.data.vocab_size)
-        tok.save_hf_files(self.tokenizer_dir)
+        save_hf_tokenizer(tok, self.tokenizer_dir)
         summary: dict = {"data_root": self.data_root, "tokenizer": self.tokenizer_dir,
                          "vocab_size": tok.vocab_size, "files": sorted(paths)}
         if self.c.data.prepare_shards:
@@ -174,10 +175,13 @@ class Recipe:
         x = self.c.export
         tuned = os.path.join(stage_dir(self.workdir, "instruct"), "model")
         base = os.path.join(stage_dir(self.workdir, "pretrain"), "model")
+        evals = os.path.join(stage_dir(self.workdir, "evaluate"), "{}", "summary.json")
         merged_dir = hf.convert_checkpoint_to_hf(tuned, os.path.join(d, "hf_merged"), dtype=x.dtype,
-                                                 max_shard_size=x.max_shard_size, merge_lora=True, overwrite=True)
+                                                 max_shard_size=x.max_shard_size, merge_lora=True, overwrite=True,
+                                                 eval_dirs=[p for p in [evals.format("tuned")] if os.path.isfile(p)])
         base_dir = hf.convert_checkpoint_to_hf(base, os.path.join(d, "hf_base"), dtype=x.dtype,
-                                               max_shard_size=x.max_shard_size, overwrite=True)
+                                               max_shard_size=x.max_shard_size, overwrite=True,
+                                               eval_dirs=[p for p in [evals.format("base")] if os.path.isfile(p)])
         cfg, _, extras = ckpt.load_model_checkpoint(tuned)
         peft_dir = export_peft(os.path.join(d, "peft"), cfg, extras["lora_config"], extras["adapters"],
                                base_model_name_or_path=str(base_dir), overwrite=True)
@@ -202,8 +206,9 @@ def _floats(metrics: dict) -> dict:
     return out
 
 
-def check_with_transformers(hf_dir: str, prompt: str = "Human: \nWhat is the first-line therapy for asthma?\n\nAssistant: \n") -> dict:
-    """Load the export with transformers (if installed) and generate greedily: proof the hand-off works."""
+def check_with_transformers(hf_dir: str, question: str = "What is the first-line therapy for asthma?") -> dict:
+    """Load the export with transformers (if installed) and generate greedily: proof the hand-off works.
+    The prompt goes through the export's chat template (the SFT template) when it has one."""
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -211,9 +216,14 @@ def check_with_transformers(hf_dir: str, prompt: str = "Human: \nWhat is the fir
         return {"status": "skipped: transformers/torch not installed (pip install -e .[test])"}
     tok = AutoTokenizer.from_pretrained(hf_dir)
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    ids = tok(prompt, return_tensors="pt")
+    if tok.chat_template:
+        ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+    else:
+        ids = tok(question, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=24, do_sample=False)
+    prompt = tok.decode(ids["input_ids"][0])
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     return {"status": "ok", "prompt": prompt, "generated": text}
 

@@ -175,9 +175,8 @@ def _loader_module():
 
 
 def _tokenizer(path: str):
-    import os
     from mellama_jax.data.tokenizer import Tokenizer
-    return Tokenizer(os.path.join(path, "tokenizer.model") if os.path.isdir(path) else path)
+    return Tokenizer.load(path)
 
 
 def mixture_source(data_cfg, *, seq_len: int, global_batch_size: int, seed: int) -> GrainSource:

@@ -120,8 +120,8 @@ def export_model_checkpoint(workdir: str, out_dir: str, *, step: int | None = No
                             tokenizer_dir: str | None = None, overwrite: bool = False) -> str:
     """Write the trained parameters of `workdir` (latest complete step unless `step`) as a model checkpoint
     directory (model_config.json + params/) that `mellama_jax.load` and the HF exporter read."""
-    from mellama_jax.convert import ckpt
+    from mellama_jax.convert import ckpt, model_card
     cfg, params, extras = ckpt.load_training_params(workdir, step=step)
     return ckpt.save_model_checkpoint(out_dir, cfg, params, tokenizer_dir=tokenizer_dir or extras["tokenizer_dir"],
                                       lora_cfg=extras["lora_config"], adapters=extras["adapters"],
-                                      overwrite=overwrite)
+                                      overwrite=overwrite, training_run=model_card.run_of(extras))
