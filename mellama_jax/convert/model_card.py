@@ -14,6 +14,7 @@ import os
 from typing import Any, Iterable
 
 from mellama_jax.config import ModelConfig
+from mellama_jax.model import params as P
 
 TRAINING_RUN = "training_run.json"  # in a model checkpoint exported from a training workdir
 METRICS_FILE = "metrics.jsonl"  # in a training workdir (train/metrics.py)
@@ -105,7 +106,7 @@ def model_card(cfg: ModelConfig, *, run: dict | None, evals: list[dict], chat_te
     kind = {"sft": "instruction-tuned", "mixture": "continually pretrained"}.get(
         (config.get("data") or {}).get("kind"), "trained")
     lines = meta + ["", f"# {model_name}", "",
-                    f"A LLaMA-2-architecture causal language model ({cfg.num_params() / 1e6:,.1f}M parameters, "
+                    f"A LLaMA-2-architecture causal language model ({P.count_params(cfg) / 1e6:,.1f}M parameters, "
                     f"{cfg.num_layers} layers, hidden size {cfg.hidden_size}, vocabulary {cfg.vocab_size:,}, "
                     f"context {cfg.max_position_embeddings:,} tokens), {kind} with "
                     f"mellama_jax (a JAX/Flax reproduction of the Me-LLaMA recipe) "
