@@ -198,3 +198,23 @@ def test_same_shards_local_workers_and_beam(planted, tok, tmp_path):
             assert other[key] == one[key], (name, key)
         for comp in ("biomedical", "clinical"):
             assert shard_tokens(str(tmp_path / name), comp) == shard_tokens(str(tmp_path / "one"), comp), (name, comp)
+
+
+def test_cli_refuses_foreign_out_dir_in_one_line(planted, tmp_path):
+    import subprocess
+    import sys
+    from data_fixtures import REPO
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"def get_config():\n    return dict(components=[dict(name='bio', weight=1.0, "
+                   f"sources=[{planted['bio']!r}])])\n")
+    tok_dir = tmp_path / "tok"
+    make_demo(str(tok_dir), scale=0.05)
+    r = subprocess.run([sys.executable, "tools/prepare_corpus.py", "--data_config", str(cfg), "--tokenizer",
+                        str(tok_dir / "tok"), "--out_dir", str(user)], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"prepare_corpus: --out_dir {user}: holds files that are not a prepared corpus (notes.txt)" in r.stderr
+    assert os.listdir(user) == ["notes.txt"]

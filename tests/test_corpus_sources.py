@@ -139,3 +139,14 @@ def test_prepare_sources_into_shards_of_exactly_the_expected_texts(src, tok, tmp
     assert clin[src["mimic3"]]["category"] == {"Discharge summary": 1, "Nursing/other": 1}
     assert clin[src["mimic4"]]["category"] == {"DS": 1}
     assert report["bad_input"]["counts"] == {}
+
+
+def test_me_llama_mix_reads_the_sources_as_distributed():
+    from mellama_jax.config import config_module
+    from mellama_jax.data.config import DataConfig
+    from data_fixtures import REPO
+    cfg = DataConfig.from_config(config_module(os.path.join(REPO, "configs/data/me_llama_mix.py")).get_config("/d"))
+    formats = {c.name: [s.format for s in c.sources] for c in cfg.components}
+    assert formats["biomedical"] == ["pubmed_xml", "pmc_jats"]
+    assert formats["clinical"] == ["mimic_notes_csv"] * 3 + ["mimic_cxr_reports"]
+    assert len(cfg.decontaminate.tasks) == 12 and cfg.decontaminate.n == 13 and cfg.dedup.threshold == 0.8
