@@ -172,7 +172,7 @@ def bench_screen(tmp: str, n_docs: int, n_words: int) -> dict:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"documents": n_docs, "words_per_doc": n_words, "test_items": sum(index.items.values()),
-            "test_ngrams": len(index.index), "test_index_build_s": round(index_s, 2),
+            "test_ngram_item_pairs": len(index), "test_index_MiB": round(index.nbytes / 2 ** 20, 1), "test_index_build_s": round(index_s, 2),
             "scan_docs_per_s_per_core": round(n_docs / scan_s), "decide_docs_per_s": round(n_docs / decide_s),
             "removed": decisions.report["dedup"]["removed"],
             "contaminated": decisions.report["decontamination"]["documents_removed"],

@@ -16,14 +16,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import re
 from typing import Any, Sequence
 
+import numpy as np
+
 from mellama_jax.data.errors import DataError
 
 _WORD = re.compile(r"\w+")
+_MULT = np.uint64(0x100000001B3)  # FNV 64-bit prime: base of the polynomial n-gram hash
 MODES = ("drop", "span")
 
 
@@ -71,9 +75,21 @@ def tokens(text: str) -> list[re.Match]:
     return list(_WORD.finditer(text))
 
 
-def _ngrams(words: Sequence[str], n: int):
-    for i in range(len(words) - n + 1):
-        yield " ".join(words[i:i + n])
+def ngram_hashes(words: Sequence[str], n: int) -> np.ndarray:
+    """uint64 hash of every word n-gram (position i: words[i:i+n]); stable across processes and machines.
+
+    Each word is hashed once (blake2b, 8 bytes), then n-grams combine them polynomially mod 2**64 in numpy,
+    so the test-set index is a sorted array (12 bytes per n-gram and item, copied into every worker) rather
+    than a dict of strings."""
+    if len(words) < n:
+        return np.zeros(0, np.uint64)
+    w = np.frombuffer(b"".join(hashlib.blake2b(x.encode(), digest_size=8).digest() for x in words), np.uint64)
+    m = len(words) - n + 1
+    acc = np.zeros(m, np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            acc = acc * _MULT + w[k:k + m]
+    return acc
 
 
 def _records(path: str):
@@ -100,45 +116,65 @@ def _records(path: str):
 
 
 class TestIndex:
-    """n-gram → the (task, item id) pairs holding it, over every configured test file."""
+    """Sorted (n-gram hash, test item) pairs over every configured test file: `keys` uint64, `owners` int32
+    indices into `item_names` [(task, item id)] — 12 bytes per pair, so every worker can hold a copy."""
 
     def __init__(self, cfg: DecontamConfig):
         self.cfg = cfg
         self.items: dict[str, int] = {}
         self.too_short: dict[str, int] = {}
-        self.index: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.item_names: list[tuple[str, str]] = []
+        keys, owners = [], []
         for task, path in cfg.tasks:
-            per_gram: dict[str, set[str]] = collections.defaultdict(set)
+            per_gram: dict[int, set[int]] = collections.defaultdict(set)
             n_items = short = 0
             for item, rec in _records(path):
                 n_items += 1
-                grams = set()
+                number = len(self.item_names)
+                self.item_names.append((task, item))
+                grams: set[int] = set()
                 for field in cfg.fields:
                     value = rec.get(field) if isinstance(rec, dict) else None
                     if isinstance(value, str):
-                        grams.update(_ngrams([m.group().lower() for m in tokens(value)], cfg.n))
+                        grams.update(ngram_hashes([m.group().lower() for m in tokens(value)], cfg.n).tolist())
                 short += not grams
                 for g in grams:
-                    per_gram[g].add(item)
+                    per_gram[g].add(number)
             limit = max(1, cfg.template_share * n_items)
             for g, ids in per_gram.items():
                 if len(ids) <= limit:
-                    self.index[g] = self.index.get(g, ()) + tuple((task, i) for i in sorted(ids))
+                    keys.extend([g] * len(ids))
+                    owners.extend(sorted(ids))
             self.items[task] = self.items.get(task, 0) + n_items
             self.too_short[task] = self.too_short.get(task, 0) + short
+        keys = np.asarray(keys, np.uint64)
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]  # sorted; an n-gram of several items appears once per item
+        self.owners = np.asarray(owners, np.int32)[order]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.owners.nbytes
 
     def find(self, text: str) -> tuple[set[tuple[str, str]], list[tuple[int, int]]]:
         """(the test items sharing an n-gram with `text`, character spans covered by matching n-grams)."""
         n = self.cfg.n
         toks = tokens(text)
-        words = [m.group().lower() for m in toks]
+        grams = ngram_hashes([m.group().lower() for m in toks], n)
         hits: set[tuple[str, str]] = set()
         spans: list[tuple[int, int]] = []
-        for i, g in enumerate(_ngrams(words, n)):
-            found = self.index.get(g)
-            if found is None:
-                continue
-            hits.update(found)
+        if not len(grams) or not len(self.keys):
+            return hits, spans
+        pos = np.searchsorted(self.keys, grams)
+        found = self.keys[np.minimum(pos, len(self.keys) - 1)] == grams
+        for i in np.flatnonzero(found).tolist():
+            j = int(pos[i])
+            while j < len(self.keys) and self.keys[j] == grams[i]:
+                hits.add(self.item_names[self.owners[j]])
+                j += 1
             start, end = toks[i].start(), toks[i + n - 1].end()
             if spans and start <= spans[-1][1]:
                 spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
