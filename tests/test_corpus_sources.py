@@ -2,6 +2,7 @@
 preparation into shards; files written from the published schemas (corpus_fixtures.py)."""
 import collections
 import gzip
+import json
 import os
 
 import pytest
@@ -131,7 +132,21 @@ def test_prepare_sources_into_shards_of_exactly_the_expected_texts(src, tok, tmp
     for comp, texts in want.items():
         assert shard_tokens(out, comp) == sorted(tuple(tok.encode(t, bos=False)) for t in texts), comp
         assert report["components"][comp]["train"]["documents"] == len(texts)
-    assert sorted(os.listdir(out)) == ["corpus_report.json", "mellama_corpus"]
+    assert sorted(os.listdir(out)) == ["corpus_report.json", "documents", "mellama_corpus"]
+    # every shard document names its record; the record's metadata is in documents/, not in the text
+    manifest = {}
+    for name in os.listdir(os.path.join(out, report["documents_metadata"])):
+        with gzip.open(os.path.join(out, "documents", name), "rt") as f:
+            manifest.update((m["source"], m) for m in map(json.loads, f))
+    sources = {comp: sorted(PreparedSource(out, comp, "train")[i][0]["source"].decode()
+                            for i in range(len(PreparedSource(out, comp, "train")))) for comp in want}
+    assert sorted(manifest) == sorted(sources["biomedical"] + sources["clinical"])
+    assert sorted(m["pmid"] for m in manifest.values() if "pmcid" not in m and "pmid" in m) == ["38000001", "38000002"]
+    assert manifest[f"{src['mimic3']}:2"]["note_id"] == "174" and manifest[f"{src['mimic3']}:8"]["subject_id"] == "13702"
+    jats = next(m for m in manifest.values() if m.get("pmcid"))
+    assert {k: jats[k] for k in F.JATS_META} == F.JATS_META
+    cxr = sorted((m["subject_id"], m["study_id"]) for m in manifest.values() if "study_id" in m)
+    assert cxr == [("10000032", "50414267"), ("10000764", "57375967")]
     bio, clin = report["sources"]["biomedical"], report["sources"]["clinical"]
     assert bio[src["pubmed"]]["dropped"] == {"no_abstract": 1} and bio[src["pubmed"]]["documents"] == {"train": 2}
     assert bio[src["pubmed"]]["metadata_fields"]["pmid"] == 2

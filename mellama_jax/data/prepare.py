@@ -20,6 +20,7 @@ failed run leaves nothing behind; an `out_dir` holding anything but a prepared c
 from __future__ import annotations
 
 import collections
+import gzip
 import importlib.util
 import json
 import logging
@@ -32,6 +33,8 @@ import zlib
 from typing import Any, Sequence
 
 import numpy as np
+from etils import epath
+from tqdm.auto import tqdm
 
 from mellama_jax.data import errors as E
 from mellama_jax.data import readers
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CORPUS_REPORT = "corpus_report.json"
 CORPUS_DIR = "mellama_corpus"
+DOCUMENTS_DIR = "documents"  # per-document metadata of the source formats (process_unit's manifest)
 STAGING = ".partial"  # everything is written here first; removed on failure
 
 __all__ = ["prepare_corpus", "process_unit", "plan_units", "Unit", "UNIT_BYTES", "CORPUS_REPORT"]
@@ -53,9 +57,11 @@ __all__ = ["prepare_corpus", "process_unit", "plan_units", "Unit", "UNIT_BYTES",
 
 # ------------------------------------------------------------------------------------------------ workers
 def process_unit(unit: Unit, tokenizer: Tokenizer, split: str, strict: bool, remove: dict | None = None,
-                 trim: set | None = None, index: TestIndex | None = None) -> dict:
+                 trim: set | None = None, index: TestIndex | None = None, manifest_dir: str | None = None) -> dict:
     """Tokenize the unit's documents that belong to `split`, leaving out `remove` (ordinal → reason) and
-    cutting test-set spans from `trim` (ordinals). Returns examples, counts, per-file stats and the report."""
+    cutting test-set spans from `trim` (ordinals). Returns examples, counts, per-file stats and the report.
+    With `manifest_dir`, the metadata of the kept documents of a source format that has any (PMID, note id,
+    subject / admission ids, category, dates) is written there as one gzipped JSONL file per unit and split."""
     report = DataReport(strict=strict)
     remove, trim = remove or {}, trim or set()
     tally: collections.Counter = collections.Counter()
@@ -63,6 +69,8 @@ def process_unit(unit: Unit, tokenizer: Tokenizer, split: str, strict: bool, rem
     tokens = 0
     removed: collections.Counter = collections.Counter()
     files: dict[str, dict] = {}
+    fields = readers.METADATA.get(unit.fmt, ())
+    manifest: list[str] = []
     for doc in iter_documents(unit, report, tally, split):
         if doc.ordinal in remove:
             removed[remove[doc.ordinal]] += 1
@@ -77,15 +85,21 @@ def process_unit(unit: Unit, tokenizer: Tokenizer, split: str, strict: bool, rem
         ids = np.asarray(tokenizer.encode(text, bos=False), np.int32)
         tokens += len(ids)
         # The key only orders the shards; the ordinal makes it unique when one line holds several records.
-        examples.append((f"{doc.where}#{doc.ordinal}", {"tokens": ids}))
+        examples.append((f"{doc.where}#{doc.ordinal}", {"tokens": ids, "source": doc.where}))
+        if fields:
+            manifest.append(json.dumps({"source": doc.where, **{f: doc.record.get(f) for f in fields}},
+                                       ensure_ascii=False))
         st = files.setdefault(doc.file, {"documents": 0, "metadata": collections.Counter(),
                                          "category": collections.Counter()})
         st["documents"] += 1
-        for field in readers.METADATA.get(unit.fmt, ()):
+        for field in fields:
             if doc.record.get(field) is not None:
                 st["metadata"][field] += 1
         if doc.record.get("category") is not None and unit.fmt == "mimic_notes_csv":
             st["category"][doc.record["category"]] += 1
+    if manifest and manifest_dir is not None:
+        name = f"{unit.component}-{split}-{zlib.crc32(f'{unit.path}:{unit.start}'.encode()):08x}.jsonl.gz"
+        epath.Path(manifest_dir, name).write_bytes(gzip.compress(("\n".join(manifest) + "\n").encode()))
     # An empty file and the records readers drop are reported once: by the pass over the split the records
     # would have gone to.
     home_split = unit.split_rule if unit.split_rule != "hash" else "train"
@@ -110,8 +124,8 @@ def _init_worker(tokenizer: Tokenizer, index: TestIndex | None = None) -> None:
 
 
 def _run_unit(args) -> dict:
-    unit, split, strict, remove, trim = args
-    return process_unit(unit, _WORKER["tokenizer"], split, strict, remove, trim, _WORKER["index"])
+    unit, split, strict, remove, trim, manifest_dir = args
+    return process_unit(unit, _WORKER["tokenizer"], split, strict, remove, trim, _WORKER["index"], manifest_dir)
 
 
 def _scan(args) -> list:
@@ -124,10 +138,11 @@ class ComponentPlan:
     """Feeds one component's units to the TFDS builder, locally or with Beam, and tallies counts."""
 
     def __init__(self, name: str, units: Sequence[tuple[int, Unit]], tokenizer: Tokenizer, strict: bool, pool,
-                 runner: str, stats_dir: str, progress, decisions: Decisions, index: TestIndex | None):
+                 runner: str, stats_dir: str, progress, decisions: Decisions, index: TestIndex | None,
+                 manifest_dir: str):
         self.name, self.units, self.tokenizer, self.strict = name, list(units), tokenizer, strict
         self.pool, self.runner, self.stats_dir, self.progress = pool, runner, stats_dir, progress
-        self.decisions, self.index = decisions, index
+        self.decisions, self.index, self.manifest_dir = decisions, index, manifest_dir
         self.counts = {s: {"documents": 0, "tokens": 0} for s in ("train", "heldout")}
         self.removed = {s: collections.Counter() for s in ("train", "heldout")}
         self.files: dict[str, dict] = {}
@@ -151,7 +166,7 @@ class ComponentPlan:
             self.progress(self.name, split, result)
 
     def _task(self, i: int, unit: Unit, split: str):
-        return (unit, split, self.strict, self.decisions.remove.get(i), self.decisions.trim.get(i))
+        return (unit, split, self.strict, self.decisions.remove.get(i), self.decisions.trim.get(i), self.manifest_dir)
 
     def generate(self, split: str):
         if self.runner == "beam":
@@ -176,10 +191,9 @@ class ComponentPlan:
 
         def run(task):
             unit = task[0]
-            result = process_unit(unit, tokenizer, split, strict, task[3], task[4], index)
+            result = process_unit(unit, tokenizer, split, strict, task[3], task[4], index, task[5])
             # Per-unit counts go to small JSON files next to the output; the driver sums them afterwards
             # (works on any filesystem etils.epath supports, e.g. gs:// on Dataflow).
-            from etils import epath
             key = f"{name}-{split}-{zlib.crc32(f'{unit.path}:{unit.start}'.encode()):08x}.json"
             epath.Path(stats_dir, key).write_text(json.dumps({k: v for k, v in result.items() if k != "examples"}))
             return result["examples"]
@@ -187,7 +201,6 @@ class ComponentPlan:
         return (beam.Create(tasks) | f"Tokenize{name.capitalize()}{split.capitalize()}" >> beam.FlatMap(run))
 
     def collect_beam_stats(self) -> None:
-        from etils import epath
         for path in sorted(epath.Path(self.stats_dir).glob(f"{self.name}-*.json")):
             self._tally(path.name.split("-")[1], json.loads(path.read_text()), progress=False)
 
@@ -201,14 +214,12 @@ class ComponentPlan:
 # ------------------------------------------------------------------------------------------------ screening
 def _screen(cfg: DataConfig, units: list[Unit], index: TestIndex | None, pool, runner: str, beam_options,
             stats_dir: str, show_progress: bool) -> Decisions:
-    from tqdm.auto import tqdm
     if cfg.dedup is None and cfg.decontaminate is None:
         return Decisions()
     tasks = [(u, cfg.strict, cfg.dedup) for u in units]
     if runner == "beam":
-        import apache_beam as beam
+        import apache_beam as beam  # optional dependency
         from apache_beam.options.pipeline_options import PipelineOptions
-        from etils import epath
         strict, dedup = cfg.strict, cfg.dedup
 
         def run(item):
@@ -231,7 +242,7 @@ def _screen(cfg: DataConfig, units: list[Unit], index: TestIndex | None, pool, r
 # ------------------------------------------------------------------------------------------------ output dir
 def _claim_out_dir(out_dir: str, overwrite: bool) -> tuple[str, bool]:
     """Check `out_dir` may be written; returns (staging dir, whether out_dir was created here)."""
-    ours = {CORPUS_REPORT, CORPUS_DIR, STAGING}
+    ours = {CORPUS_REPORT, CORPUS_DIR, DOCUMENTS_DIR, STAGING}
     created = not os.path.exists(out_dir)
     if not created:
         if not os.path.isdir(out_dir):
@@ -241,7 +252,7 @@ def _claim_out_dir(out_dir: str, overwrite: bool) -> tuple[str, bool]:
         if foreign:
             raise DataError(f"--out_dir {out_dir}: holds files that are not a prepared corpus ({', '.join(foreign[:5])}"
                             f"{', ...' if len(foreign) > 5 else ''}); use a new or empty directory")
-        if (CORPUS_REPORT in entries or CORPUS_DIR in entries) and not overwrite:
+        if set(entries) & {CORPUS_REPORT, CORPUS_DIR, DOCUMENTS_DIR} and not overwrite:
             raise DataError(f"{out_dir}: already holds a prepared corpus; pass overwrite=True (--overwrite)")
     staging = os.path.join(out_dir, STAGING)
     shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
@@ -254,8 +265,10 @@ def _publish(out_dir: str, staging: str, result: dict) -> None:
     report_path = os.path.join(out_dir, CORPUS_REPORT)
     if os.path.exists(report_path):
         os.remove(report_path)  # first: the directory stops looking complete
-    shutil.rmtree(os.path.join(out_dir, CORPUS_DIR), ignore_errors=True)
-    os.replace(os.path.join(staging, CORPUS_DIR), os.path.join(out_dir, CORPUS_DIR))
+    for name in (CORPUS_DIR, DOCUMENTS_DIR):
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+        if os.path.isdir(os.path.join(staging, name)) and any(os.scandir(os.path.join(staging, name))):
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
     shutil.rmtree(staging)
     tmp = report_path + ".tmp"
     with open(tmp, "w") as f:
@@ -299,14 +312,15 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
 
 def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokenizer: Tokenizer, staging: str,
              report: DataReport, workers: int, runner: str, beam_options: Sequence[str], show_progress: bool) -> dict:
-    import tensorflow_datasets as tfds
-    from tqdm.auto import tqdm
+    import tensorflow_datasets as tfds  # heavy: imported when a corpus is prepared, not with the module
 
     from mellama_jax.data.tfds_builder import MellamaCorpus
 
     workers = workers or (os.cpu_count() or 1)
     stats_dir = os.path.join(staging, "_unit_stats")
+    manifest_dir = os.path.join(staging, DOCUMENTS_DIR)
     os.makedirs(stats_dir)
+    os.makedirs(manifest_dir)
     tokens_by_component: dict[str, int] = {c.name: 0 for c in cfg.components}
     tfds.disable_progress_bar()  # our bar shows units and tokens per domain; TFDS's per-split bars are noise
     download_config = None
@@ -331,7 +345,8 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
         try:
             for comp in cfg.components:
                 plan = ComponentPlan(comp.name, [(i, u) for i, u in enumerate(units) if u.component == comp.name],
-                                     tokenizer, cfg.strict, pool, runner, stats_dir, progress, decisions, index)
+                                     tokenizer, cfg.strict, pool, runner, stats_dir, progress, decisions, index,
+                                     manifest_dir)
                 builder = MellamaCorpus(plan=plan, data_dir=staging, file_format="array_record",
                                         config=tfds.core.BuilderConfig(name=comp.name,
                                                                        version=tfds.core.Version("1.0.0")))
@@ -363,6 +378,9 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
         "corpus_token_shares": {n: c["train"]["tokens"] / train_total for n, c in components.items()},
         "total_tokens": total,
         "sources": sources,
+        # documents/<component>-<split>-<unit>.jsonl.gz: {"source": "path:line", <metadata>} per document of a
+        # source format with metadata; "source" is also a feature of every shard example.
+        "documents_metadata": DOCUMENTS_DIR if any(os.scandir(manifest_dir)) else None,
         "removed": removed,
         **decisions.report,
         "bad_input": report.to_dict(),
