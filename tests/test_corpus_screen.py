@@ -1,5 +1,6 @@
 """Deduplication and decontamination in corpus preparation, the same shards from the local runner and Beam,
 and a failed preparation leaving nothing behind."""
+import gzip
 import importlib.util
 import json
 import os
@@ -9,6 +10,7 @@ import pytest
 
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.prepare import prepare_corpus
+from mellama_jax.data.sources import PreparedSource
 import corpus_fixtures as F
 from data_fixtures import WORDS, make_demo, write_jsonl
 from test_corpus_sources import shard_tokens
@@ -192,11 +194,24 @@ def test_same_shards_local_workers_and_beam(planted, tok, tmp_path):
         runs["beam"] = prepare_corpus(cfg, tok, str(tmp_path / "beam"), runner="beam",
                                       beam_options=["--runner=DirectRunner"], show_progress=False)
         assert runs["beam"]["runner"] == "beam"
+    def manifest(root):
+        lines = []
+        for name in os.listdir(root / "documents"):
+            with gzip.open(root / "documents" / name, "rt") as f:
+                lines += f.read().splitlines()
+        return sorted(lines)
+
+    def sources(root, comp):
+        src = PreparedSource(str(root), comp, "train")
+        return sorted((src[i][0]["source"].decode(), tuple(src[i][0]["tokens"].tolist())) for i in range(len(src)))
+
+    assert len(manifest(tmp_path / "one")) == 2  # the radiology note + two CXR reports, less the duplicate
     for name, other in runs.items():
         for key in ("components", "sources", "removed", "dedup", "decontamination"):
             assert other[key] == one[key], (name, key)
         for comp in ("biomedical", "clinical"):
-            assert shard_tokens(str(tmp_path / name), comp) == shard_tokens(str(tmp_path / "one"), comp), (name, comp)
+            assert sources(tmp_path / name, comp) == sources(tmp_path / "one", comp), (name, comp)
+        assert manifest(tmp_path / name) == manifest(tmp_path / "one"), name
 
 
 def test_cli_refuses_foreign_out_dir_in_one_line(planted, tmp_path):
