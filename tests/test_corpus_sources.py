@@ -165,3 +165,20 @@ def test_me_llama_mix_reads_the_sources_as_distributed():
     assert formats["biomedical"] == ["pubmed_xml", "pmc_jats"]
     assert formats["clinical"] == ["mimic_notes_csv"] * 3 + ["mimic_cxr_reports"]
     assert len(cfg.decontaminate.tasks) == 12 and cfg.decontaminate.n == 13 and cfg.dedup.threshold == 0.8
+
+
+def test_prepare_reports_malformed_rows_once_with_file_line(tok, tmp_path):
+    bad_csv = str(tmp_path / "NOTEEVENTS.csv")
+    F.write_csv(bad_csv, F.MIMIC3_HEADER, [F.MIMIC3_ROWS[0], ["999", "1", "2"], F.MIMIC3_ROWS[1]])
+    bad_xml = tmp_path / "pubmed_bad.xml"
+    bad_xml.write_text(F.PUBMED_XML.replace("<Language>spa</Language>", "<Language>spa</Lang>"))
+    cfg = dict(components=[dict(name="c", weight=1.0, sources=[dict(path=bad_csv, format="mimic_notes_csv"),
+                                                              dict(path=str(bad_xml), format="pubmed_xml")])],
+               dedup=dict())  # the screening pass reads every record too; problems are still counted once
+    report = prepare_corpus(cfg, tok, str(tmp_path / "out"), workers=1, show_progress=False)
+    assert report["bad_input"]["counts"] == {E.MALFORMED_CSV: 1, E.MALFORMED_XML: 1}
+    assert report["bad_input"]["examples"][E.MALFORMED_CSV][0].startswith(f"{bad_csv}:8: malformed_csv")
+    assert report["components"]["c"]["train"]["documents"] == 3
+    with pytest.raises(DataError, match=f"{bad_csv}:8: malformed_csv"):
+        prepare_corpus(dict(cfg, strict=True), tok, str(tmp_path / "strict"), workers=1, show_progress=False)
+    assert not (tmp_path / "strict").exists()

@@ -285,10 +285,11 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
         raise DataError(f"runner={runner!r}: expected 'local' or 'beam'")
     if runner == "beam" and importlib.util.find_spec("apache_beam") is None:
         raise DataError("runner='beam' needs Apache Beam: pip install -e '.[beam]'")
-    cfg_dict = data_cfg if isinstance(data_cfg, DataConfig) else (
-        data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg))
-    report = DataReport(strict=cfg_dict.strict if isinstance(cfg_dict, DataConfig) else
-                        bool(cfg_dict.get("strict", False)))
+    if isinstance(data_cfg, DataConfig):
+        strict = data_cfg.strict
+    else:
+        strict = bool(dict(data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else data_cfg).get("strict", False))
+    report = DataReport(strict=strict)  # built before the config: it records the config's bad weights
     cfg = DataConfig.from_config(data_cfg, report)
     units = plan_units(cfg, unit_bytes)  # bad paths / formats fail here, before anything is written
     index = TestIndex(cfg.decontaminate) if cfg.decontaminate is not None else None
