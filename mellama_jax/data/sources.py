@@ -101,8 +101,6 @@ def detect_format(path: str) -> str:
 
 def expand_paths(pattern: str) -> list[str]:
     pattern = os.path.expanduser(pattern)
-    if os.path.isdir(pattern):  # a directory of per-study reports (MIMIC-CXR files/)
-        pattern = os.path.join(pattern, "**", "*.txt")
     paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if not paths:
         raise DataError(f"{pattern}: no file matches this path/glob")

@@ -56,7 +56,10 @@ def plan_units(cfg: DataConfig, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
             if src.format == "tfds":
                 raise DataError(f"component {comp.name!r}: tfds sources are read directly by the loader; "
                                 f"prepare_corpus handles files ({', '.join(('jsonl', 'parquet', 'array_record') + SOURCE_FORMATS)})")
-            paths = expand_paths(src.path)
+            pattern = src.path
+            if src.format == "mimic_cxr_reports" and os.path.isdir(pattern):  # MIMIC-CXR's files/ directory
+                pattern = os.path.join(pattern, "**", "s*.txt")
+            paths = expand_paths(pattern)
             base = dict(component=comp.name, text_fields=src.text_fields, split_rule=rule,
                         heldout_fraction=comp.heldout_fraction, source=src)
             if src.format == "mimic_cxr_reports":
