@@ -50,7 +50,8 @@ class DedupConfig:
         d = dict(value.to_dict() if hasattr(value, "to_dict") else value)
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise DataError(f"data.dedup: unknown field(s) {unknown}; known: {[f.name for f in dataclasses.fields(cls)]}")
+            known = [f.name for f in dataclasses.fields(cls)]
+            raise DataError(f"data.dedup: unknown field(s) {unknown}; known: {known}")
         return cls(**d)
 
 
@@ -91,7 +92,8 @@ class Deduplicator:
             for other in candidates:
                 if float(np.mean(self.signatures[other] == sig)) >= self.cfg.threshold:
                     return "near", other
-            self.lsh.insert(doc, LeanMinHash(seed=self.cfg.seed, hashvalues=sig, scheme=SCHEME), check_duplication=False)
+            self.lsh.insert(doc, LeanMinHash(seed=self.cfg.seed, hashvalues=sig, scheme=SCHEME),
+                            check_duplication=False)
             self.signatures[doc] = sig
         if self.cfg.exact:
             self.exact.setdefault(key, doc)

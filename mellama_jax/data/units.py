@@ -19,8 +19,16 @@ import numpy as np
 from mellama_jax.data import readers
 from mellama_jax.data.config import DataConfig
 from mellama_jax.data.errors import DataError, DataReport
-from mellama_jax.data.sources import (SOURCE_FORMATS, SourceConfig, _decode_json, _read_bytes, detect_format,
-                                      expand_paths, text_check, text_of)
+from mellama_jax.data.sources import (
+    SOURCE_FORMATS,
+    SourceConfig,
+    _decode_json,
+    _read_bytes,
+    detect_format,
+    expand_paths,
+    text_check,
+    text_of,
+)
 
 UNIT_BYTES = 64 << 20  # plain JSONL files are cut into ~64 MiB units
 CXR_FILES_PER_UNIT = 2000  # MIMIC-CXR has one small file per study (~227k)
@@ -54,8 +62,9 @@ def plan_units(cfg: DataConfig, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
         groups += [(s, "heldout") for s in comp.heldout_sources]
         for src, rule in groups:
             if src.format == "tfds":
+                handled = ", ".join(("jsonl", "parquet", "array_record") + SOURCE_FORMATS)
                 raise DataError(f"component {comp.name!r}: tfds sources are read directly by the loader; "
-                                f"prepare_corpus handles files ({', '.join(('jsonl', 'parquet', 'array_record') + SOURCE_FORMATS)})")
+                                f"prepare_corpus handles files ({handled})")
             pattern = src.path
             if src.format == "mimic_cxr_reports" and os.path.isdir(pattern):  # MIMIC-CXR's files/ directory
                 pattern = os.path.join(pattern, "**", "s*.txt")

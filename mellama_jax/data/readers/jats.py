@@ -91,9 +91,11 @@ def article_text(article, include=()) -> tuple[str, dict]:
             ids.setdefault(aid.get("pub-id-type"), (aid.text or "").strip())
     journal = article.find("{*}front/{*}journal-meta")
     year = meta_el.findtext("{*}pub-date/{*}year") if meta_el is not None else None
+    title = None
+    if journal is not None:
+        title = journal.findtext("{*}journal-title-group/{*}journal-title") or journal.findtext("{*}journal-id")
     meta = {"pmcid": ids.get("pmc") or ids.get("pmcid"), "pmid": ids.get("pmid"), "doi": ids.get("doi"),
-            "journal": (journal.findtext("{*}journal-title-group/{*}journal-title") or journal.findtext("{*}journal-id"))
-            if journal is not None else None, "year": year}
+            "journal": title, "year": year}
     out: list[str] = []
     if meta_el is not None:
         title = meta_el.find("{*}title-group/{*}article-title")
