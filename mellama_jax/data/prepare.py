@@ -336,7 +336,11 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tokenizer, index))
     try:
         decisions = _screen(cfg, units, index, pool, runner, beam_options, stats_dir, show_progress)
-        bar = tqdm(total=2 * len(units), desc="tokenizing", unit="unit", disable=not show_progress)
+        # one pass per split: components without a held-out split have one
+        passes = {c.name: 2 if any(u.split_rule != "train" for u in units if u.component == c.name) else 1
+                  for c in cfg.components}
+        bar = tqdm(total=sum(passes[u.component] for u in units), desc="tokenizing", unit="unit",
+                   disable=not show_progress)
 
         def progress(name: str, split: str, result: dict) -> None:
             tokens_by_component[name] += result["tokens"]
