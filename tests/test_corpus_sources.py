@@ -153,6 +153,8 @@ def test_prepare_sources_into_shards_of_exactly_the_expected_texts(src, tok, tmp
     assert clin[src["mimic3"]]["dropped"] == {"iserror": 1}
     assert clin[src["mimic3"]]["category"] == {"Discharge summary": 1, "Nursing/other": 1}
     assert clin[src["mimic4"]]["category"] == {"DS": 1}
+    assert clin[src["cxr"]]["documents"] == {"train": 2}  # MIMIC-CXR summed over its ~227k files
+    assert sorted(clin) == sorted([src["mimic3"], src["mimic4"], src["cxr"]])
     assert report["bad_input"]["counts"] == {}
 
 

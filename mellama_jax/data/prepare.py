@@ -43,7 +43,7 @@ from mellama_jax.data.decontam import TestIndex, remove_spans
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.screen import Decisions, decide, scan_unit
 from mellama_jax.data.tokenizer import Tokenizer
-from mellama_jax.data.units import UNIT_BYTES, Unit, iter_documents, plan_units
+from mellama_jax.data.units import UNIT_BYTES, Unit, iter_documents, plan_units, report_key
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def process_unit(unit: Unit, tokenizer: Tokenizer, split: str, strict: bool, rem
         if fields:
             manifest.append(json.dumps({"source": doc.where, **{f: doc.record.get(f) for f in fields}},
                                        ensure_ascii=False))
-        st = files.setdefault(doc.file, {"documents": 0, "metadata": collections.Counter(),
+        st = files.setdefault(report_key(unit, doc.file), {"documents": 0, "metadata": collections.Counter(),
                                          "category": collections.Counter()})
         st["documents"] += 1
         for field in fields:
@@ -108,7 +108,7 @@ def process_unit(unit: Unit, tokenizer: Tokenizer, split: str, strict: bool, rem
         if tally["records"] == 0 and unit.start == 0 and not dropped:
             report.add(E.EMPTY_FILE, unit.path, "the file holds no records")
         if dropped:
-            files.setdefault(unit.path, {"documents": 0, "metadata": collections.Counter(),
+            files.setdefault(report_key(unit, unit.path), {"documents": 0, "metadata": collections.Counter(),
                                          "category": collections.Counter()})["dropped"] = dropped
     return {"examples": examples, "tokens": tokens, "documents": len(examples), "removed": dict(removed),
             "files": {p: {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in st.items()}

@@ -15,13 +15,14 @@ from typing import Sequence
 from mellama_jax.data.decontam import DecontamConfig, TestIndex
 from mellama_jax.data.dedup import DedupConfig, Deduplicator, fingerprint
 from mellama_jax.data.errors import DataReport
-from mellama_jax.data.units import Unit, doc_id, iter_documents
+from mellama_jax.data.units import Unit, doc_id, iter_documents, report_key
 
 MAX_EXAMPLES = 20
 
 
 def scan_unit(unit: Unit, strict: bool, dedup: DedupConfig | None, index: TestIndex | None) -> list[tuple]:
-    """[(ordinal, where, file, doc id, exact key, signature, test items hit)] of the unit's valid documents.
+    """[(ordinal, where, source file (report_key), doc id, exact key, signature, test items hit)] of the unit's
+    valid documents.
 
     Bad input met here is reported by the tokenizing pass (this pass's report is discarded; in strict mode
     the first problem is raised here, before anything is written)."""
@@ -30,7 +31,7 @@ def scan_unit(unit: Unit, strict: bool, dedup: DedupConfig | None, index: TestIn
     for doc in iter_documents(unit, report, collections.Counter()):
         key, sig = fingerprint(doc.text, dedup) if dedup is not None else (None, None)
         hits = sorted(index.find(doc.text)[0]) if index is not None else []
-        out.append((doc.ordinal, doc.where, doc.file, doc_id(unit, doc.record), key, sig, hits))
+        out.append((doc.ordinal, doc.where, report_key(unit, doc.file), doc_id(unit, doc.record), key, sig, hits))
     return out
 
 

@@ -173,6 +173,14 @@ def iter_documents(unit: Unit, report: DataReport, tally: collections.Counter,
         yield Document(ordinal, where, in_split, text_of(obj, unit.text_fields), obj, path)
 
 
+def report_key(unit: Unit, file: str) -> str:
+    """The name a document's source goes by in the report: its file, or for MIMIC-CXR (one file per study,
+    ~227k) the configured directory / glob."""
+    if unit.fmt == "mimic_cxr_reports" and unit.source is not None:
+        return unit.source.path
+    return file
+
+
 def doc_id(unit: Unit, record: dict) -> str | None:
     """The source's own identifier of a document (PMID, note id, study id), for the report."""
     field = readers.DOC_ID.get(unit.fmt)
