@@ -6,9 +6,14 @@
     # Apache Beam (pip install -e .[beam]); DirectRunner here, the same code on Dataflow / Flink / Spark:
     python tools/prepare_corpus.py ... --runner beam --beam_options=--runner=DirectRunner,--direct_num_workers=4
 
+Sources may be JSONL / Parquet / ArrayRecord files or the corpus sources as distributed (format: pubmed_xml,
+pmc_jats, mimic_notes_csv, mimic_cxr_reports; docs/corpus_sources.md). With `dedup` / `decontaminate` in the
+data config, duplicates and documents overlapping the evaluation test sets are removed first.
+
 Reads back with `tfds.data_source("mellama_corpus/<component>", data_dir=OUT_DIR, split="train")`; set
-`prepared_dir=OUT_DIR` in the data config to train from it. Prints token counts per domain and the
-bad-input report (also in OUT_DIR/corpus_report.json).
+`prepared_dir=OUT_DIR` in the data config to train from it. Prints token counts per domain, what dedup and
+decontamination removed, and the bad-input report (all in OUT_DIR/corpus_report.json). OUT_DIR must be new,
+empty, or a previous output (with --overwrite); a failed run leaves nothing in it.
 """
 import argparse
 import json
@@ -51,11 +56,21 @@ def main(argv=None) -> int:
         cfg.strict = True
     tok = Tokenizer.load(args.tokenizer)
     options = [o for o in args.beam_options.split(",") if o]
-    report = prepare_corpus(cfg, tok, args.out_dir, workers=args.workers, runner=args.runner,
-                            beam_options=options, overwrite=args.overwrite)
+    try:
+        report = prepare_corpus(cfg, tok, args.out_dir, workers=args.workers, runner=args.runner,
+                                beam_options=options, overwrite=args.overwrite)
+    except DataError as e:  # a user's input or config: one line naming the file / field, not a traceback
+        print(f"prepare_corpus: {e}", file=sys.stderr)
+        return 2
     for name, counts in report["components"].items():
         print(f"{name:>12}: train {counts['train']['documents']:>9} docs {counts['train']['tokens']:>13,} tokens"
               f" | heldout {counts['heldout']['documents']:>7} docs {counts['heldout']['tokens']:>11,} tokens")
+    if "dedup" in report:
+        print(f"dedup: removed {report['dedup']['removed']} of {report['dedup']['documents_seen']} documents")
+    if "decontamination" in report:
+        for task, info in report["decontamination"]["tasks"].items():
+            print(f"decontamination {task}: {info['items_found']}/{info['test_items']} test items found in "
+                  f"{info['documents']} training documents ({', '.join(info['sources']) or 'none'})")
     print(json.dumps({"bad_input": report["bad_input"]["counts"], "total_tokens": report["total_tokens"]}))
     return 0
 

@@ -2,8 +2,10 @@
 
 biomedical = PubMed Central full texts + PubMed abstracts, clinical = MIMIC-III / MIMIC-IV notes and
 MIMIC-CXR reports, general = a RedPajama subset (~129B tokens in all). None of it can be downloaded by
-this project (MIMIC needs PhysioNet credentialing): point the globs at your copies, run
-tools/prepare_corpus.py once (ArrayRecord shards + token counts), then set prepared_dir.
+this project (MIMIC needs PhysioNet credentialing): point the paths at your copies as distributed (PubMed
+baseline XML, PMC OA .nxml, MIMIC CSVs, MIMIC-CXR files/), run tools/prepare_corpus.py once (readers,
+dedup, decontamination against the MIBE test files, ArrayRecord shards + token counts; docs/corpus_sources.md),
+then set prepared_dir.
 
     python tools/prepare_corpus.py --data_config configs/data/me_llama_mix.py:/data/me_llama \
         --tokenizer /ckpt/llama2/tokenizer.model --out_dir /data/me_llama/prepared --workers 64
@@ -13,27 +15,37 @@ import os
 
 import ml_collections
 
+MIBE_TEST_SETS = ("pubmedqa", "medqa", "medmcqa", "emrqa", "i2b2", "ddi2013", "hoc", "mtsample", "pubmed_sum",
+                  "mimic_cxr", "bionli", "mednli")
+
 
 def get_config(root: str = "/data/me_llama") -> ml_collections.ConfigDict:
     join = lambda *p: os.path.join(root, *p)
     cfg = ml_collections.ConfigDict()
     cfg.components = [
         dict(name="biomedical", weight=15.0, heldout_fraction=0.0005, sources=[
-            # PMC Open Access full texts (one JSON object per article) and PubMed abstracts.
-            dict(path=join("pmc_oa/*.jsonl.zst"), text_fields=("title", "abstract", "body")),
-            dict(path=join("pubmed_abstracts/*.jsonl.gz"), text_fields=("title", "abstract")),
+            # PubMed annual baseline (pubmed25n0001.xml.gz ...) and PMC Open Access JATS articles.
+            dict(path=join("pubmed/baseline/pubmed25n*.xml.gz"), format="pubmed_xml"),
+            dict(path=join("pmc_oa/**/*.nxml"), format="pmc_jats"),
         ]),
         dict(name="clinical", weight=1.0, heldout_fraction=0.001, sources=[
-            # MIMIC-III NOTEEVENTS, MIMIC-IV-Note discharge + radiology, MIMIC-CXR reports, exported to parquet.
-            dict(path=join("mimic_iii/noteevents*.parquet"), text_fields=("TEXT",)),
-            dict(path=join("mimic_iv_note/discharge*.parquet"), text_fields=("text",)),
-            dict(path=join("mimic_iv_note/radiology*.parquet"), text_fields=("text",)),
-            dict(path=join("mimic_cxr/reports*.jsonl.gz"), text_fields=("findings", "impression")),
+            # MIMIC-III NOTEEVENTS, MIMIC-IV-Note discharge + radiology (CSV as PhysioNet ships them), MIMIC-CXR
+            # reports (files/pNN/p<subject>/s<study>.txt). MIMIC-III placeholders become MIMIC-IV's "___".
+            dict(path=join("mimic-iii/NOTEEVENTS.csv.gz"), format="mimic_notes_csv", deid="mask"),
+            dict(path=join("mimic-iv-note/note/discharge.csv.gz"), format="mimic_notes_csv"),
+            dict(path=join("mimic-iv-note/note/radiology.csv.gz"), format="mimic_notes_csv"),
+            dict(path=join("mimic-cxr/files"), format="mimic_cxr_reports"),
         ]),
         dict(name="general", weight=4.0, heldout_fraction=0.0005, sources=[
             dict(path=join("redpajama_subset/*.jsonl.zst"), text_fields=("text",)),
         ]),
     ]
+    # MIMIC-IV radiology and MIMIC-CXR hold the same reports; PubMed abstracts recur across baseline files.
+    cfg.dedup = dict(exact=True, near=True, threshold=0.8, num_perm=128, shingle=5, seed=1)
+    # The MIBE test files the evaluation reads (eval data_dir/<task>.jsonl): PubMedQA is built from PubMed
+    # abstracts, MIMIC-CXR / emrQA / i2b2 from MIMIC-era notes.
+    cfg.decontaminate = dict(tasks=[join("eval", f"{t}.jsonl") for t in MIBE_TEST_SETS], n=13, mode="drop",
+                             fields=("text", "query"), template_share=0.5)
     cfg.weight_unit = "tokens"
     cfg.prepared_dir = join("prepared")
     cfg.strict = False

@@ -4,6 +4,11 @@ Modules, in the order the data flows:
     tokenizer   Tokenizer (LLaMA-2 sentencepiece), train_tokenizer
     hf_tokenizer  Hugging Face tokenizer files that give the Tokenizer's exact ids in transformers
     sources     JSONL(.gz/.zst) / Parquet / ArrayRecord / TFDS readers with file:line bad-input reports
+    readers     streaming readers of PubMed XML, PMC JATS, MIMIC notes CSV, MIMIC-CXR reports
+    units       work units of corpus preparation and the documents they hold
+    dedup       exact + MinHash-LSH near-duplicate detection
+    decontam    n-gram overlap with evaluation test sets
+    screen      which documents dedup / decontamination remove (canonical order, any runner)
     prepare     tools/prepare_corpus.py's library: ArrayRecord shards as TFDS datasets (local or Beam)
     mixture     token weights -> grain mixing weights; achieved token shares
     packing     documents -> fixed-length rows (grain first-fit packing)

@@ -7,6 +7,9 @@
     overlong: what to do with a document longer than the row: "split" into row-sized chunks, "truncate",
               "error", or "auto" (error when strict, else split for pretraining and truncate for SFT)
     instruct: {sources, template, format, max_prompt_tokens, system, heldout_fraction} for SFT
+    dedup: {exact, near, threshold, num_perm, shingle, seed} (dedup.py), applied by corpus preparation
+    decontaminate: {tasks: {name: test file} | [test files], n, mode, fields, template_share} (decontam.py),
+              applied by corpus preparation
 
 Every error names the config field (e.g. `data.components[1].weight`).
 """
@@ -17,6 +20,8 @@ import math
 from typing import Any, Mapping
 
 from mellama_jax.data import errors as E
+from mellama_jax.data.decontam import DecontamConfig
+from mellama_jax.data.dedup import DedupConfig
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.sources import SourceConfig
 
@@ -118,6 +123,8 @@ class DataConfig:
     # separate segments); 0: seq_len // 6. 1 packs each document on its own. See data/packing.py.
     pack_unit_tokens: int = 0
     instruct: InstructConfig | None = None
+    dedup: DedupConfig | None = None  # None: no deduplication
+    decontaminate: DecontamConfig | None = None  # None: no decontamination
     # Components skipped for a non-positive weight (lenient mode); filled by from_config.
     skipped: tuple[str, ...] = ()
 
@@ -184,4 +191,6 @@ class DataConfig:
         d["skipped"] = tuple(skipped)
         if d.get("instruct") is not None:
             d["instruct"] = InstructConfig.from_any(d["instruct"], "data.instruct")
+        d["dedup"] = DedupConfig.from_any(d.get("dedup"))
+        d["decontaminate"] = DecontamConfig.from_any(d.get("decontaminate"))
         return cls(**d)

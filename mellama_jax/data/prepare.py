@@ -4,199 +4,169 @@
     prepare_corpus(data_cfg, tokenizer, out_dir, runner="beam",            # Apache Beam ([beam] extra)
                    beam_options=["--runner=DataflowRunner", ...])
 
-Work is cut into units — byte ranges of plain JSONL files (aligned to lines), whole compressed JSONL,
-Parquet and ArrayRecord files — that workers read, validate (same checks and report as the loader),
-assign to the held-out split (same file:line hash as the loader), and tokenize. Each component becomes
-the TFDS dataset `mellama_corpus/<component>` (tfds_builder.py) with splits train / heldout.
+Sources are JSONL / Parquet / ArrayRecord files or the sources' own formats (PubMed XML, PMC JATS, MIMIC
+notes CSV, MIMIC-CXR reports; data/readers). Work is cut into units (units.py). When the config asks for
+`dedup` or `decontaminate`, a screening pass (screen.py) first reads every unit and decides which documents
+to remove; then workers read each unit again, validate (same checks and report as the loader), assign
+documents to the held-out split (same file:line hash as the loader), skip / trim the screened ones and
+tokenize. Each component becomes the TFDS dataset `mellama_corpus/<component>` (tfds_builder.py).
 
-Output is complete only when `corpus_report.json` exists (written last, atomically): per component and
-split the document and token counts, the tokenizer's sha256 (the loader refuses a mismatch), and the
-bad-input report. A failed run leaves no report, so the loader will not read a half-written corpus.
+Output is written into `<out_dir>/.partial/` and moved into place only when every component is done;
+`corpus_report.json` (written last, atomically) holds per component and split the document and token
+counts, per source file the records read and dropped and the metadata its documents carry, the tokenizer's
+sha256 (the loader refuses a mismatch), the bad-input report, and what dedup / decontamination removed. A
+failed run leaves nothing behind; an `out_dir` holding anything but a prepared corpus is refused.
 """
 from __future__ import annotations
 
-import dataclasses
+import collections
+import gzip
 import importlib.util
 import json
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import shutil
 import time
 import zlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
+from etils import epath
+from tqdm.auto import tqdm
 
 from mellama_jax.data import errors as E
+from mellama_jax.data import readers
 from mellama_jax.data.config import DataConfig
+from mellama_jax.data.decontam import TestIndex, remove_spans
 from mellama_jax.data.errors import DataError, DataReport
-from mellama_jax.data.sources import (_decode_json, _read_bytes, detect_format, expand_paths, text_check,
-                                      text_of)
+from mellama_jax.data.screen import Decisions, decide, scan_unit
 from mellama_jax.data.tokenizer import Tokenizer
+from mellama_jax.data.units import UNIT_BYTES, Unit, iter_documents, plan_units, report_key
 
 log = logging.getLogger(__name__)
 
 CORPUS_REPORT = "corpus_report.json"
-UNIT_BYTES = 64 << 20  # plain JSONL files are cut into ~64 MiB units
+CORPUS_DIR = "mellama_corpus"
+DOCUMENTS_DIR = "documents"  # per-document metadata of the source formats (process_unit's manifest)
+STAGING = ".partial"  # everything is written here first; removed on failure
 
-
-@dataclasses.dataclass(frozen=True)
-class Unit:
-    """A piece of one source file for one worker task."""
-    component: str
-    path: str
-    fmt: str
-    text_fields: tuple[str, ...]
-    split_rule: str  # "train" / "heldout": whole file in that split; "hash": by heldout_fraction
-    heldout_fraction: float
-    start: int = 0  # byte range for plain JSONL, aligned to line starts
-    end: int = -1
-    first_line: int = 1  # line number of the first line at `start`
-
-
-def _held_out(path: str, line: int, fraction: float) -> bool:
-    # Must agree with sources.heldout_mask (the loader's split of raw sources).
-    return zlib.crc32(f"{os.path.basename(path)}:{line}".encode()) < int(fraction * 2 ** 32)
-
-
-def plan_units(cfg: DataConfig, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
-    units = []
-    for comp in cfg.components:
-        groups = [(s, "hash" if comp.heldout_fraction > 0 else "train") for s in comp.sources]
-        groups += [(s, "heldout") for s in comp.heldout_sources]
-        for src, rule in groups:
-            if src.format == "tfds":
-                raise DataError(f"component {comp.name!r}: tfds sources are read directly by the loader; "
-                                f"prepare_corpus handles jsonl/parquet/array_record files")
-            for path in expand_paths(src.path):
-                fmt = detect_format(path) if src.format == "auto" else src.format
-                base = dict(component=comp.name, path=path, fmt=fmt, text_fields=src.text_fields,
-                            split_rule=rule, heldout_fraction=comp.heldout_fraction)
-                plain = fmt == "jsonl" and not path.lower().endswith((".gz", ".zst", ".zstd"))
-                size = os.path.getsize(path)
-                if plain and size > unit_bytes:
-                    for start, end, first_line in _line_aligned_ranges(path, size, unit_bytes):
-                        units.append(Unit(**base, start=start, end=end, first_line=first_line))
-                else:
-                    units.append(Unit(**base))
-    return units
-
-
-def _line_aligned_ranges(path: str, size: int, unit_bytes: int) -> list[tuple[int, int, int]]:
-    """(start, end, first line number) ranges of about unit_bytes, each starting at a line start.
-
-    One sequential pass over the file (memory-mapped) counts the lines before each range, so workers
-    report exact file:line numbers without rereading what precedes their range.
-    """
-    import mmap
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        starts = [0]
-        for cut in range(unit_bytes, size, unit_bytes):
-            nl = buf.find(b"\n", cut - 1)
-            if nl < 0 or nl + 1 >= size:
-                break
-            if nl + 1 > starts[-1]:
-                starts.append(nl + 1)
-        bounds = starts + [size]
-        ranges, line = [], 1
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            ranges.append((a, b, line))
-            line += int(np.count_nonzero(np.frombuffer(buf[a:b], dtype=np.uint8) == 10))
-    return ranges
+__all__ = ["prepare_corpus", "process_unit", "plan_units", "Unit", "UNIT_BYTES", "CORPUS_REPORT"]
 
 
 # ------------------------------------------------------------------------------------------------ workers
-def _records(unit: Unit, report: DataReport) -> Iterator[tuple[int, Any, str]]:
-    """(line/row number, raw JSON bytes or a parsed record, where) of the unit's records."""
-    if unit.fmt == "jsonl":
-        buf = _read_bytes(unit.path)
-        n = len(buf)
-        start, end = unit.start, (unit.end if unit.end >= 0 else n)
-        line, pos = unit.first_line, start
-        while pos < end:
-            nl = buf.find(b"\n", pos)
-            stop = n if nl < 0 else nl
-            raw = bytes(buf[pos:stop])
-            if raw.strip():
-                where = f"{unit.path}:{line}"
-                yield line, raw, where
-            line += 1
-            pos = stop + 1
-    elif unit.fmt == "parquet":
-        import pyarrow.parquet as pq
-        table = pq.read_table(unit.path)
-        for i, row in enumerate(table.to_pylist()):
-            yield i, row, f"{unit.path}:row {i}"
-    elif unit.fmt == "array_record":
-        from array_record.python.array_record_data_source import ArrayRecordDataSource
-        ds = ArrayRecordDataSource([unit.path])
-        for i in range(len(ds)):
-            yield i, ds[i], f"{unit.path}:record {i}"
-    else:
-        raise DataError(f"{unit.path}: unsupported format {unit.fmt!r} for corpus preparation")
-
-
-def process_unit(unit: Unit, tokenizer: Tokenizer, split: str, strict: bool) -> dict:
-    """Tokenize the unit's documents that belong to `split`. Returns examples, counts and the report."""
+def process_unit(unit: Unit, tokenizer: Tokenizer, split: str, strict: bool, remove: dict | None = None,
+                 trim: set | None = None, index: TestIndex | None = None, manifest_dir: str | None = None) -> dict:
+    """Tokenize the unit's documents that belong to `split`, leaving out `remove` (ordinal → reason) and
+    cutting test-set spans from `trim` (ordinals). Returns examples, counts, per-file stats and the report.
+    With `manifest_dir`, the metadata of the kept documents of a source format that has any (PMID, note id,
+    subject / admission ids, category, dates) is written there as one gzipped JSONL file per unit and split."""
     report = DataReport(strict=strict)
-    check = text_check(unit.text_fields)
-    examples: list[tuple[str, np.ndarray]] = []
+    remove, trim = remove or {}, trim or set()
+    tally: collections.Counter = collections.Counter()
+    examples: list[tuple[str, dict]] = []
     tokens = 0
-    records = 0
-    for line, raw, where in _records(unit, report):
-        records += 1
-        if unit.split_rule == "hash":
-            in_split = "heldout" if _held_out(unit.path, line, unit.heldout_fraction) else "train"
-        else:
-            in_split = unit.split_rule
-        if in_split != split:
-            continue  # the record (good or bad) is handled by the pass over its own split
-        obj = _decode_json(raw, where, report) if isinstance(raw, (bytes, bytearray)) else raw
-        if obj is None or not check(obj, where, report):
+    removed: collections.Counter = collections.Counter()
+    files: dict[str, dict] = {}
+    fields = readers.METADATA.get(unit.fmt, ())
+    manifest: list[str] = []
+    for doc in iter_documents(unit, report, tally, split):
+        if doc.ordinal in remove:
+            removed[remove[doc.ordinal]] += 1
             continue
-        ids = np.asarray(tokenizer.encode(text_of(obj, unit.text_fields), bos=False), np.int32)
+        text = doc.text
+        if doc.ordinal in trim:
+            text = remove_spans(text, index.find(text)[1])
+            removed["trimmed"] += 1
+            if not text.strip():
+                removed["trimmed_to_empty"] += 1
+                continue
+        ids = np.asarray(tokenizer.encode(text, bos=False), np.int32)
         tokens += len(ids)
-        examples.append((f"{unit.path}:{line}", {"tokens": ids}))
-    # An empty file is reported once: by the pass over the split its records would have gone to.
+        # The key only orders the shards; the ordinal makes it unique when one line holds several records.
+        examples.append((f"{doc.where}#{doc.ordinal}", {"tokens": ids, "source": doc.where}))
+        if fields:
+            manifest.append(json.dumps({"source": doc.where, **{f: doc.record.get(f) for f in fields}},
+                                       ensure_ascii=False))
+        st = files.setdefault(report_key(unit, doc.file), {"documents": 0, "metadata": collections.Counter(),
+                                         "category": collections.Counter()})
+        st["documents"] += 1
+        for field in fields:
+            if doc.record.get(field) is not None:
+                st["metadata"][field] += 1
+        if doc.record.get("category") is not None and unit.fmt == "mimic_notes_csv":
+            st["category"][doc.record["category"]] += 1
+    if manifest and manifest_dir is not None:
+        name = f"{unit.component}-{split}-{zlib.crc32(f'{unit.path}:{unit.start}'.encode()):08x}.jsonl.gz"
+        epath.Path(manifest_dir, name).write_bytes(gzip.compress(("\n".join(manifest) + "\n").encode()))
+    # An empty file and the records readers drop are reported once: by the pass over the split the records
+    # would have gone to.
     home_split = unit.split_rule if unit.split_rule != "hash" else "train"
-    if records == 0 and unit.start == 0 and split == home_split:
-        report.add(E.EMPTY_FILE, unit.path, "the file holds no records")
-    return {"examples": examples, "tokens": tokens, "documents": len(examples), "report": report.to_dict()}
+    dropped = {k: v for k, v in tally.items() if k != "records"}
+    if split == home_split:
+        if tally["records"] == 0 and unit.start == 0 and not dropped:
+            report.add(E.EMPTY_FILE, unit.path, "the file holds no records")
+        if dropped:
+            files.setdefault(report_key(unit, unit.path), {"documents": 0, "metadata": collections.Counter(),
+                                         "category": collections.Counter()})["dropped"] = dropped
+    return {"examples": examples, "tokens": tokens, "documents": len(examples), "removed": dict(removed),
+            "files": {p: {k: dict(v) if isinstance(v, collections.Counter) else v for k, v in st.items()}
+                      for p, st in files.items()},
+            "report": report.to_dict()}
 
 
-_WORKER_TOKENIZER: Tokenizer | None = None
+_WORKER: dict = {}
 
 
-def _init_worker(tokenizer: Tokenizer) -> None:
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = tokenizer
+def _init_worker(tokenizer: Tokenizer, index: TestIndex | None = None) -> None:
+    _WORKER.update(tokenizer=tokenizer, index=index)
 
 
 def _run_unit(args) -> dict:
-    unit, split, strict = args
-    return process_unit(unit, _WORKER_TOKENIZER, split, strict)
+    unit, split, strict, remove, trim, manifest_dir = args
+    return process_unit(unit, _WORKER["tokenizer"], split, strict, remove, trim, _WORKER["index"], manifest_dir)
+
+
+def _scan(args) -> list:
+    unit, strict, dedup = args
+    return scan_unit(unit, strict, dedup, _WORKER["index"])
 
 
 # ------------------------------------------------------------------------------------------------ plans
 class ComponentPlan:
     """Feeds one component's units to the TFDS builder, locally or with Beam, and tallies counts."""
 
-    def __init__(self, name: str, units: Sequence[Unit], tokenizer: Tokenizer, strict: bool, pool,
-                 runner: str, stats_dir: str, progress):
+    def __init__(self, name: str, units: Sequence[tuple[int, Unit]], tokenizer: Tokenizer, strict: bool, pool,
+                 runner: str, stats_dir: str, progress, decisions: Decisions, index: TestIndex | None,
+                 manifest_dir: str):
         self.name, self.units, self.tokenizer, self.strict = name, list(units), tokenizer, strict
         self.pool, self.runner, self.stats_dir, self.progress = pool, runner, stats_dir, progress
+        self.decisions, self.index, self.manifest_dir = decisions, index, manifest_dir
         self.counts = {s: {"documents": 0, "tokens": 0} for s in ("train", "heldout")}
+        self.removed = {s: collections.Counter() for s in ("train", "heldout")}
+        self.files: dict[str, dict] = {}
         # A held-out split exists only when the config asks for one (TFDS cannot write an empty split).
-        wants_heldout = any(u.split_rule in ("hash", "heldout") for u in self.units)
+        wants_heldout = any(u.split_rule in ("hash", "heldout") for _, u in self.units)
         self.splits = ("train", "heldout") if wants_heldout else ("train",)
         self.report = DataReport(strict=strict)
 
-    def _tally(self, split: str, result: dict) -> None:
+    def _tally(self, split: str, result: dict, progress: bool = True) -> None:
         self.counts[split]["documents"] += result["documents"]
         self.counts[split]["tokens"] += result["tokens"]
+        self.removed[split].update(result["removed"])
+        for path, st in result["files"].items():
+            mine = self.files.setdefault(path, {"documents": {}, "metadata": collections.Counter(),
+                                                "category": collections.Counter(), "dropped": collections.Counter()})
+            mine["documents"][split] = mine["documents"].get(split, 0) + st["documents"]
+            for key in ("metadata", "category", "dropped"):
+                mine[key].update(st.get(key, {}))
         self.report.merge(DataReport.from_dict(result["report"]))
-        self.progress(self.name, split, result)
+        if progress:
+            self.progress(self.name, split, result)
+
+    def _task(self, i: int, unit: Unit, split: str):
+        return (unit, split, self.strict, self.decisions.remove.get(i), self.decisions.trim.get(i), self.manifest_dir)
 
     def generate(self, split: str):
         if self.runner == "beam":
@@ -204,9 +174,9 @@ class ComponentPlan:
         return self._local(split)
 
     def _local(self, split: str):
-        tasks = [(u, split, self.strict) for u in self.units]
+        tasks = [self._task(i, u, split) for i, u in self.units]
         if self.pool is None:
-            _init_worker(self.tokenizer)
+            _init_worker(self.tokenizer, self.index)
             results = map(_run_unit, tasks)
         else:
             results = self.pool.imap_unordered(_run_unit, tasks)
@@ -216,28 +186,94 @@ class ComponentPlan:
 
     def _beam(self, split: str):
         import apache_beam as beam  # optional dependency: pip install mellama_jax[beam]
-        tokenizer, strict, stats_dir, name = self.tokenizer, self.strict, self.stats_dir, self.name
+        tokenizer, strict, stats_dir, name, index = self.tokenizer, self.strict, self.stats_dir, self.name, self.index
+        tasks = [self._task(i, u, split) for i, u in self.units]
 
-        def run(unit: Unit):
-            result = process_unit(unit, tokenizer, split, strict)
+        def run(task):
+            unit = task[0]
+            result = process_unit(unit, tokenizer, split, strict, task[3], task[4], index, task[5])
             # Per-unit counts go to small JSON files next to the output; the driver sums them afterwards
             # (works on any filesystem etils.epath supports, e.g. gs:// on Dataflow).
-            from etils import epath
             key = f"{name}-{split}-{zlib.crc32(f'{unit.path}:{unit.start}'.encode()):08x}.json"
-            epath.Path(stats_dir, key).write_text(json.dumps(
-                {k: result[k] for k in ("documents", "tokens", "report")}))
+            epath.Path(stats_dir, key).write_text(json.dumps({k: v for k, v in result.items() if k != "examples"}))
             return result["examples"]
 
-        return (beam.Create(self.units) | f"Tokenize{name.capitalize()}{split.capitalize()}" >> beam.FlatMap(run))
+        return (beam.Create(tasks) | f"Tokenize{name.capitalize()}{split.capitalize()}" >> beam.FlatMap(run))
 
     def collect_beam_stats(self) -> None:
-        from etils import epath
         for path in sorted(epath.Path(self.stats_dir).glob(f"{self.name}-*.json")):
-            split = path.name.split("-")[1]
-            result = json.loads(path.read_text())
-            self.counts[split]["documents"] += result["documents"]
-            self.counts[split]["tokens"] += result["tokens"]
-            self.report.merge(DataReport.from_dict(result["report"]))
+            self._tally(path.name.split("-")[1], json.loads(path.read_text()), progress=False)
+
+    def source_report(self) -> dict:
+        return {path: {"documents": st["documents"], "dropped": dict(st["dropped"]),
+                       "metadata_fields": dict(st["metadata"]),
+                       **({"category": dict(sorted(st["category"].items()))} if st["category"] else {})}
+                for path, st in sorted(self.files.items())}
+
+
+# ------------------------------------------------------------------------------------------------ screening
+def _screen(cfg: DataConfig, units: list[Unit], index: TestIndex | None, pool, runner: str, beam_options,
+            stats_dir: str, show_progress: bool) -> Decisions:
+    if cfg.dedup is None and cfg.decontaminate is None:
+        return Decisions()
+    tasks = [(u, cfg.strict, cfg.dedup) for u in units]
+    if runner == "beam":
+        import apache_beam as beam  # optional dependency
+        from apache_beam.options.pipeline_options import PipelineOptions
+        strict, dedup = cfg.strict, cfg.dedup
+
+        def run(item):
+            i, unit = item
+            epath.Path(stats_dir, f"scan-{i:07d}.pkl").write_bytes(pickle.dumps(scan_unit(unit, strict, dedup, index)))
+
+        with beam.Pipeline(options=PipelineOptions(list(beam_options))) as p:
+            _ = p | "Units" >> beam.Create(list(enumerate(units))) | "Screen" >> beam.Map(run)
+        scans = [pickle.loads(epath.Path(stats_dir, f"scan-{i:07d}.pkl").read_bytes()) for i in range(len(units))]
+    else:
+        if pool is None:
+            _init_worker(None, index)
+            results = map(_scan, tasks)
+        else:
+            results = pool.imap(_scan, tasks)  # in order: decisions follow the canonical document order
+        scans = list(tqdm(results, total=len(tasks), desc="screening", unit="unit", disable=not show_progress))
+    return decide(units, scans, cfg.dedup, cfg.decontaminate, index)
+
+
+# ------------------------------------------------------------------------------------------------ output dir
+def _claim_out_dir(out_dir: str, overwrite: bool) -> tuple[str, bool]:
+    """Check `out_dir` may be written; returns (staging dir, whether out_dir was created here)."""
+    ours = {CORPUS_REPORT, CORPUS_DIR, DOCUMENTS_DIR, STAGING}
+    created = not os.path.exists(out_dir)
+    if not created:
+        if not os.path.isdir(out_dir):
+            raise DataError(f"--out_dir {out_dir}: exists and is not a directory")
+        entries = sorted(os.listdir(out_dir))
+        foreign = [e for e in entries if e not in ours]
+        if foreign:
+            raise DataError(f"--out_dir {out_dir}: holds files that are not a prepared corpus ({', '.join(foreign[:5])}"
+                            f"{', ...' if len(foreign) > 5 else ''}); use a new or empty directory")
+        if set(entries) & {CORPUS_REPORT, CORPUS_DIR, DOCUMENTS_DIR} and not overwrite:
+            raise DataError(f"{out_dir}: already holds a prepared corpus; pass overwrite=True (--overwrite)")
+    staging = os.path.join(out_dir, STAGING)
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
+    os.makedirs(staging)
+    return staging, created
+
+
+def _publish(out_dir: str, staging: str, result: dict) -> None:
+    """Replace any previous corpus by the staged one; the report goes last (the corpus is complete then)."""
+    report_path = os.path.join(out_dir, CORPUS_REPORT)
+    if os.path.exists(report_path):
+        os.remove(report_path)  # first: the directory stops looking complete
+    for name in (CORPUS_DIR, DOCUMENTS_DIR):
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+        if os.path.isdir(os.path.join(staging, name)) and any(os.scandir(os.path.join(staging, name))):
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    shutil.rmtree(staging)
+    tmp = report_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, report_path)
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -245,98 +281,115 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
                    beam_options: Sequence[str] = (), overwrite: bool = False, unit_bytes: int = UNIT_BYTES,
                    show_progress: bool = True) -> dict:
     """Tokenize every component of `data_cfg` into `out_dir`; returns the corpus report (also saved)."""
-    import tensorflow_datasets as tfds
-    from tqdm.auto import tqdm
-
-    from mellama_jax.data.tfds_builder import MellamaCorpus
-
-    report = DataReport(strict=bool(dict(data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else
-                                         (dataclasses.asdict(data_cfg) if isinstance(data_cfg, DataConfig)
-                                          else data_cfg)).get("strict", False)))
-    cfg = DataConfig.from_config(data_cfg, report)
     if runner not in ("local", "beam"):
         raise DataError(f"runner={runner!r}: expected 'local' or 'beam'")
     if runner == "beam" and importlib.util.find_spec("apache_beam") is None:
         raise DataError("runner='beam' needs Apache Beam: pip install -e '.[beam]'")
-    report_path = os.path.join(out_dir, CORPUS_REPORT)
-    if os.path.exists(report_path) or os.path.isdir(os.path.join(out_dir, "mellama_corpus")):
-        if not overwrite:
-            raise DataError(f"{out_dir}: already holds a prepared corpus; pass overwrite=True (--overwrite)")
-        if os.path.exists(report_path):
-            os.remove(report_path)  # first: the directory stops looking complete
-        shutil.rmtree(os.path.join(out_dir, "mellama_corpus"), ignore_errors=True)
-    os.makedirs(out_dir, exist_ok=True)
-    units = plan_units(cfg, unit_bytes)
-    workers = workers or (os.cpu_count() or 1)
-    stats_dir = os.path.join(out_dir, "_unit_stats")
-    os.makedirs(stats_dir, exist_ok=True)
-
-    bar = tqdm(total=2 * len(units), desc="tokenizing", unit="unit", disable=not show_progress)
-    tokens_by_component: dict[str, int] = {c.name: 0 for c in cfg.components}
-
-    def progress(name: str, split: str, result: dict) -> None:
-        tokens_by_component[name] += result["tokens"]
-        bar.update(1)
-        bar.set_postfix({k: f"{v / 1e6:.2f}M" for k, v in tokens_by_component.items()}, refresh=False)
-
-    tfds.disable_progress_bar()  # our bar shows units and tokens per domain; TFDS's per-split bars are noise
-    download_config = None
-    if runner == "beam":
-        try:
-            from apache_beam.options.pipeline_options import PipelineOptions
-        except ImportError as e:
-            raise DataError("runner='beam' needs Apache Beam: pip install -e '.[beam]'") from e
-        download_config = tfds.download.DownloadConfig(beam_options=PipelineOptions(list(beam_options)))
-    started = time.time()
-    components = {}
-    pool = None
-    if runner == "local" and workers > 1:
-        # spawn, not fork: the caller may hold JAX or grain threads. One pool serves every component.
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tokenizer,))
+    if isinstance(data_cfg, DataConfig):
+        strict = data_cfg.strict
+    else:
+        strict = bool(dict(data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else data_cfg).get("strict", False))
+    report = DataReport(strict=strict)  # built before the config: it records the config's bad weights
+    cfg = DataConfig.from_config(data_cfg, report)
+    units = plan_units(cfg, unit_bytes)  # bad paths / formats fail here, before anything is written
+    index = TestIndex(cfg.decontaminate) if cfg.decontaminate is not None else None
+    staging, created = _claim_out_dir(out_dir, overwrite)
     try:
-        for comp in cfg.components:
-            plan = ComponentPlan(comp.name, [u for u in units if u.component == comp.name], tokenizer, cfg.strict,
-                                 pool, runner, stats_dir, progress)
-            builder = MellamaCorpus(plan=plan, data_dir=out_dir, file_format="array_record",
-                                    config=tfds.core.BuilderConfig(name=comp.name, version=tfds.core.Version("1.0.0")))
-            try:
-                builder.download_and_prepare(download_config=download_config)
-            except AssertionError as e:  # TFDS's writer asserts on a split without examples
-                if "No examples were yielded" in str(e):
-                    raise DataError(f"component {comp.name!r}: a split has no documents ({e}); check its sources "
-                                    f"and heldout_fraction / heldout_sources") from e
-                raise
-            if runner == "beam":
-                plan.collect_beam_stats()
-            report.merge(plan.report)
-            components[comp.name] = plan.counts
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    shutil.rmtree(stats_dir, ignore_errors=True)
-    total = sum(c[s]["tokens"] for c in components.values() for s in c)
-    train_total = max(1, sum(c["train"]["tokens"] for c in components.values()))
-    result = {
-        "tokenizer_sha256": tokenizer.sha256,
-        "vocab_size": tokenizer.vocab_size,
-        "components": components,
-        "corpus_token_shares": {n: c["train"]["tokens"] / train_total for n, c in components.items()},
-        "total_tokens": total,
-        "bad_input": report.to_dict(),
-        "skipped_components": list(cfg.skipped),
-        "runner": runner,
-        "seconds": round(time.time() - started, 2),
-    }
-    tmp = report_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, report_path)
-    for name, counts in components.items():
+        result = _prepare(cfg, units, index, tokenizer, staging, report, workers, runner, beam_options, show_progress)
+        _publish(out_dir, staging, result)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise
+    for name, counts in result["components"].items():
         log.info("prepared %s: train %d docs / %d tokens, heldout %d docs / %d tokens", name,
                  counts["train"]["documents"], counts["train"]["tokens"], counts["heldout"]["documents"],
                  counts["heldout"]["tokens"])
     if report.total:
         log.warning("corpus preparation: %s", report.summary())
     return result
+
+
+def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokenizer: Tokenizer, staging: str,
+             report: DataReport, workers: int, runner: str, beam_options: Sequence[str], show_progress: bool) -> dict:
+    import tensorflow_datasets as tfds  # heavy: imported when a corpus is prepared, not with the module
+
+    from mellama_jax.data.tfds_builder import MellamaCorpus
+
+    workers = workers or (os.cpu_count() or 1)
+    stats_dir = os.path.join(staging, "_unit_stats")
+    manifest_dir = os.path.join(staging, DOCUMENTS_DIR)
+    os.makedirs(stats_dir)
+    os.makedirs(manifest_dir)
+    tokens_by_component: dict[str, int] = {c.name: 0 for c in cfg.components}
+    tfds.disable_progress_bar()  # our bar shows units and tokens per domain; TFDS's per-split bars are noise
+    download_config = None
+    if runner == "beam":
+        from apache_beam.options.pipeline_options import PipelineOptions
+        download_config = tfds.download.DownloadConfig(beam_options=PipelineOptions(list(beam_options)))
+    started = time.time()
+    components, sources, removed = {}, {}, {}
+    pool = None
+    if runner == "local" and workers > 1:
+        # spawn, not fork: the caller may hold JAX or grain threads. One pool serves every component.
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tokenizer, index))
+    try:
+        decisions = _screen(cfg, units, index, pool, runner, beam_options, stats_dir, show_progress)
+        # one pass per split: components without a held-out split have one
+        passes = {c.name: 2 if any(u.split_rule != "train" for u in units if u.component == c.name) else 1
+                  for c in cfg.components}
+        bar = tqdm(total=sum(passes[u.component] for u in units), desc="tokenizing", unit="unit",
+                   disable=not show_progress)
+
+        def progress(name: str, split: str, result: dict) -> None:
+            tokens_by_component[name] += result["tokens"]
+            bar.update(1)
+            bar.set_postfix({k: f"{v / 1e6:.2f}M" for k, v in tokens_by_component.items()}, refresh=False)
+
+        try:
+            for comp in cfg.components:
+                plan = ComponentPlan(comp.name, [(i, u) for i, u in enumerate(units) if u.component == comp.name],
+                                     tokenizer, cfg.strict, pool, runner, stats_dir, progress, decisions, index,
+                                     manifest_dir)
+                builder = MellamaCorpus(plan=plan, data_dir=staging, file_format="array_record",
+                                        config=tfds.core.BuilderConfig(name=comp.name,
+                                                                       version=tfds.core.Version("1.0.0")))
+                try:
+                    builder.download_and_prepare(download_config=download_config)
+                except AssertionError as e:  # TFDS's writer asserts on a split without examples
+                    if "No examples were yielded" in str(e):
+                        raise DataError(f"component {comp.name!r}: a split has no documents; check its sources "
+                                        f"and heldout_fraction / heldout_sources") from e
+                    raise
+                if runner == "beam":
+                    plan.collect_beam_stats()
+                report.merge(plan.report)
+                components[comp.name] = plan.counts
+                sources[comp.name] = plan.source_report()
+                removed[comp.name] = {s: dict(c) for s, c in plan.removed.items() if c}
+        finally:
+            bar.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    total = sum(c[s]["tokens"] for c in components.values() for s in c)
+    train_total = max(1, sum(c["train"]["tokens"] for c in components.values()))
+    return {
+        "tokenizer_sha256": tokenizer.sha256,
+        "vocab_size": tokenizer.vocab_size,
+        "components": components,
+        "corpus_token_shares": {n: c["train"]["tokens"] / train_total for n, c in components.items()},
+        "total_tokens": total,
+        "sources": sources,
+        # documents/<component>-<split>-<unit>.jsonl.gz: {"source": "path:line", <metadata>} per document of a
+        # source format with metadata; "source" is also a feature of every shard example.
+        "documents_metadata": DOCUMENTS_DIR if any(os.scandir(manifest_dir)) else None,
+        "removed": removed,
+        **decisions.report,
+        "bad_input": report.to_dict(),
+        "skipped_components": list(cfg.skipped),
+        "runner": runner,
+        "seconds": round(time.time() - started, 2),
+    }

@@ -30,8 +30,12 @@ import numpy as np
 
 from mellama_jax.data import errors as E
 from mellama_jax.data.errors import DataError, DataReport
+from mellama_jax.data.readers.jats import INCLUDE as JATS_INCLUDE
+from mellama_jax.data.readers.mimic import DEID_RULES
 
-FORMATS = ("auto", "jsonl", "parquet", "array_record", "tfds")
+# Streaming readers of the sources' own formats (data/readers), read by corpus preparation only.
+SOURCE_FORMATS = ("pubmed_xml", "pmc_jats", "mimic_notes_csv", "mimic_cxr_reports")
+FORMATS = ("auto", "jsonl", "parquet", "array_record", "tfds") + SOURCE_FORMATS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +50,17 @@ class SourceConfig:
     text_fields: tuple[str, ...] = ("text",)
     split: str = "train"  # tfds only
     data_dir: str | None = None  # tfds only
+    deid: str = "keep"  # MIMIC de-identification placeholders: keep | mask | label (readers/mimic.py)
+    include: tuple[str, ...] = ()  # pmc_jats: optional parts, "tables" and/or "captions" (readers/jats.py)
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise DataError(f"source {self.path!r}: format={self.format!r}; expected one of {FORMATS}")
+        if self.deid not in DEID_RULES:
+            raise DataError(f"source {self.path!r}: deid={self.deid!r}; expected one of {DEID_RULES}")
+        object.__setattr__(self, "include", (self.include,) if isinstance(self.include, str) else tuple(self.include))
+        if set(self.include) - set(JATS_INCLUDE):
+            raise DataError(f"source {self.path!r}: include={list(self.include)}; expected a subset of {JATS_INCLUDE}")
         if isinstance(self.text_fields, str):
             object.__setattr__(self, "text_fields", (self.text_fields,))
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
@@ -83,11 +94,14 @@ def detect_format(path: str) -> str:
         return "parquet"
     if ".array_record" in name or name.endswith(".arrayrecord"):
         return "array_record"
+    if name.endswith(".nxml"):
+        return "pmc_jats"
     raise DataError(f"{path}: cannot tell the format from the file name; set format= to one of {FORMATS[1:]}")
 
 
 def expand_paths(pattern: str) -> list[str]:
-    paths = sorted(glob.glob(os.path.expanduser(pattern)))
+    pattern = os.path.expanduser(pattern)
+    paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if not paths:
         raise DataError(f"{pattern}: no file matches this path/glob")
     return paths
@@ -335,6 +349,9 @@ def _open_files(cfg: SourceConfig) -> list:
     files = []
     for path in expand_paths(cfg.path):
         fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+        if fmt in SOURCE_FORMATS:
+            raise DataError(f"{path}: format {fmt!r} is read by corpus preparation only; run "
+                            f"tools/prepare_corpus.py and train with data.prepared_dir")
         files.append({"jsonl": _JsonlFile, "parquet": _ParquetFile, "array_record": _ArrayRecordFile}[fmt](path))
     return files
 

@@ -3,7 +3,8 @@
 Layout: `<out_dir>/mellama_corpus/<component>/1.0.0/mellama_corpus-{train,heldout}.array_record-*`, with
 TFDS's dataset_info.json / features.json, so `tfds.data_source("mellama_corpus/<component>",
 data_dir=out_dir, split="train")` reads it without TensorFlow and without importing this module.
-Each example is {"tokens": int32[n]} — the document's ids without BOS/EOS (the loader adds them).
+Each example is {"tokens": int32[n], "source": "path:line"} — the document's ids without BOS/EOS (the loader
+adds them) and the record it came from.
 
 Examples come from `prepare.py`: a multiprocessing pool locally, or an Apache Beam PCollection (TFDS writes
 the shards from Beam itself, so the same builder runs on DirectRunner, Dataflow, Flink or Spark).
@@ -34,7 +35,10 @@ class MellamaCorpus(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description="Documents of one Me-LLaMA corpus component, tokenized with a LLaMA-2 sentencepiece model.",
-            features=tfds.features.FeaturesDict({"tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32)}),
+            # source: the raw record the document came from ("path:line"); its metadata (PMID, note id, ...)
+            # is in <out_dir>/documents/ (prepare.py), so every training document can be traced back.
+            features=tfds.features.FeaturesDict({"tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                                                 "source": tfds.features.Text()}),
         )
 
     def _split_generators(self, dl_manager):

@@ -1,0 +1,235 @@
+"""Deduplication and decontamination in corpus preparation, the same shards from the local runner and Beam,
+and a failed preparation leaving nothing behind."""
+import gzip
+import importlib.util
+import json
+import os
+import random
+
+import pytest
+
+from mellama_jax.data.errors import DataError
+from mellama_jax.data.prepare import prepare_corpus
+from mellama_jax.data.sources import PreparedSource
+import corpus_fixtures as F
+from data_fixtures import WORDS, make_demo, write_jsonl
+from test_corpus_sources import shard_tokens
+
+
+def words(n, seed):
+    r = random.Random(seed)
+    return [r.choice(WORDS) for _ in range(n)]
+
+
+def doc(seed, n=100):
+    return " ".join(words(n, seed))
+
+
+def edit(text, positions, seed):
+    w = text.split()
+    for p in positions:
+        w[p] = f"changed{seed}x{p}"
+    return " ".join(w)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return make_demo(str(tmp_path_factory.mktemp("tok")), scale=0.1)[1]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Two components with planted duplicates, test items and clean documents; returns paths and texts."""
+    root = tmp_path_factory.mktemp("planted")
+    base = [doc(s) for s in range(8)]
+    t = dict(base=base)
+    # exact duplicates: within a source (base[3] twice) and across components (base[0] re-cased/punctuated);
+    # a near duplicate (one word of 100 changed: 5-shingle Jaccard ~0.90 >= 0.8) and a paraphrase (ten words
+    # changed: Jaccard ~0.3) of documents of the other component.
+    t["exact_variant"] = base[0].upper().replace(" ", " ,  ", 7) + "."
+    t["near"] = edit(base[1], [50], 1)
+    t["paraphrase"] = edit(base[2], range(5, 100, 10), 2)
+    # evaluation sets: PubMedQA-like JSONL (a shared 18-word instruction in every query) and a Parquet file
+    instruction = ("Answer the following biomedical research question with yes no or maybe using only the "
+                   "context given below please")
+    contexts = [doc(100 + i, 40) for i in range(3)]
+    t["test_context"] = contexts[1]
+    evald = root / "eval"
+    write_jsonl(str(evald / "pubmedqa.jsonl"), [
+        {"id": f"pqa{i}", "query": f"{instruction} Context: {c} Question: is it?", "answer": "yes",
+         "choices": ["yes", "no", "maybe"], "gold": 0, "text": c} for i, c in enumerate(contexts)])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    nli = [doc(200 + i, 30) for i in range(2)]
+    pq.write_table(pa.Table.from_pylist([{"id": f"nli{i}", "query": f"Premise: {p}", "answer": "entailment",
+                                          "choices": ["entailment"], "gold": 0, "text": p}
+                                         for i, p in enumerate(nli)]), str(evald / "mednli.parquet"))
+    t["prefix"], t["suffix"] = doc(300, 20), doc(301, 20)
+    t["contaminated"] = f"{t['prefix']} {contexts[1]} {t['suffix']}"          # a whole test context inside
+    t["contaminated_nli"] = f"{doc(302, 20)} {' '.join(nli[0].split()[3:23])} {doc(303, 10)}"  # 20 of its words
+    t["short_overlap"] = f"{doc(304, 20)} {' '.join(contexts[2].split()[:12])} {doc(305, 20)}"  # 12 < 13 words
+    t["template_only"] = f"{doc(306, 20)} {instruction} {doc(307, 20)}"
+    bio = write_jsonl(str(root / "bio" / "a.jsonl"), [{"text": x} for x in base[:6] + [base[3]] +
+                                                      [t["contaminated"], t["short_overlap"], t["template_only"]]])
+    # clinical: MIMIC-IV radiology (one note is a MIMIC-CXR report: the sources overlap) + MIMIC-CXR + JSONL
+    cxr_raw = F.CXR_REPORTS["p10/p10000032/s50414267.txt"]
+    radiology = F.write_csv(str(root / "mimic4" / "radiology.csv"), F.MIMIC4_HEADER,
+                            [["10000032-RR-14", "10000032", "", "RR", "14", "2180-05-06 22:25:00", "", cxr_raw]])
+    cxr = str(root / "cxr" / "files")
+    for rel, text in F.CXR_REPORTS.items():
+        os.makedirs(os.path.join(cxr, os.path.dirname(rel)), exist_ok=True)
+        with open(os.path.join(cxr, rel), "w") as f:
+            f.write(text)
+    clin = write_jsonl(str(root / "clin" / "b.jsonl"), [{"text": x} for x in [
+        t["exact_variant"], t["near"], t["paraphrase"], base[6] + " clinical", t["contaminated_nli"], base[7]]])
+    t.update(bio=bio, clin=clin, radiology=radiology, cxr=cxr, eval=str(evald))
+    return t
+
+
+def config(p, mode="drop", dedup=True, decontam=True):
+    cfg = dict(components=[
+        dict(name="biomedical", weight=15.0, sources=[p["bio"]]),
+        dict(name="clinical", weight=1.0, sources=[p["clin"], dict(path=p["radiology"], format="mimic_notes_csv"),
+                                                   dict(path=p["cxr"], format="mimic_cxr_reports")])])
+    if dedup:
+        cfg["dedup"] = dict(threshold=0.8)
+    if decontam:
+        cfg["decontaminate"] = dict(tasks=[os.path.join(p["eval"], "pubmedqa.jsonl"),
+                                           os.path.join(p["eval"], "mednli.parquet")], n=13, mode=mode)
+    return cfg
+
+
+def expected(p, mode="drop"):
+    bio = p["base"][:6] + [p["short_overlap"], p["template_only"]]
+    bio += [f"{p['prefix']} {p['suffix']}"] if mode == "span" else []
+    clin = [p["paraphrase"], p["base"][6] + " clinical", p["base"][7], F.CXR_REPORTS["p10/p10000032/s50414267.txt"].strip(),
+            F.CXR_TEXTS[1]]
+    return {"biomedical": bio, "clinical": clin}
+
+
+def check_shards(out, tok, want):
+    for comp, texts in want.items():
+        assert shard_tokens(out, comp) == sorted(tuple(tok.encode(t, bos=False)) for t in texts), comp
+
+
+def test_dedup_and_decontamination_remove_planted_documents(planted, tok, tmp_path):
+    p = planted
+    out = str(tmp_path / "drop")
+    report = prepare_corpus(config(p), tok, out, workers=1, show_progress=False)
+    check_shards(out, tok, expected(p))
+    dd = report["dedup"]
+    assert dd["removed"] == {"exact": 3, "near": 1}
+    assert dd["by_component"] == {"biomedical": {"exact": 1},
+                                  "clinical": {"exact": 2, "near": 1, "across_components": 2}}
+    assert dd["by_source"] == {p["bio"]: {"exact": 1}, p["clin"]: {"exact": 1, "near": 1},
+                               p["cxr"]: {"exact": 1}}  # MIMIC-CXR: per configured directory, not per file
+    ex = {e["where"]: e for e in dd["examples"]}
+    assert ex[f"{p['clin']}:2"]["kind"] == "near" and ex[f"{p['clin']}:2"]["duplicate_of"] == f"{p['bio']}:2"
+    cxr_dup = os.path.join(p["cxr"], "p10/p10000032/s50414267.txt:1")
+    assert ex[cxr_dup]["duplicate_of"] == f"{p['radiology']}:2" and ex[cxr_dup]["id"] == "50414267"
+    assert ex[cxr_dup]["duplicate_of_id"] == "10000032-RR-14"
+    dc = report["decontamination"]
+    assert dc["documents_removed"] == 2 and dc["by_component"] == {"biomedical": 1, "clinical": 1}
+    assert dc["tasks"] == {
+        "pubmedqa": {"test_items": 3, "items_too_short": 0, "items_found": 1, "documents": 1, "sources": {p["bio"]: 1}},
+        "mednli": {"test_items": 2, "items_too_short": 0, "items_found": 1, "documents": 1, "sources": {p["clin"]: 1}}}
+    assert report["removed"] == {"biomedical": {"train": {"duplicate": 1, "contaminated": 1}},
+                                 "clinical": {"train": {"duplicate": 3, "contaminated": 1}}}
+    # thresholds come from the config: at 0.95 the one-word edit is no longer a near duplicate
+    cfg = config(p)
+    cfg["dedup"]["threshold"] = 0.95
+    strict_near = prepare_corpus(cfg, tok, str(tmp_path / "t95"), workers=1, show_progress=False)
+    assert strict_near["dedup"]["removed"] == {"exact": 3}
+
+
+def test_span_mode_cuts_the_test_text_and_keeps_the_rest(planted, tok, tmp_path):
+    out = str(tmp_path / "span")
+    report = prepare_corpus(config(planted, mode="span", dedup=False), tok, out, workers=1, show_progress=False)
+    want = expected(planted, "span")
+    # without dedup the duplicates stay; the contaminated documents are trimmed instead of dropped
+    p = planted
+    nli_kept = " ".join(p["contaminated_nli"].split()[:20] + p["contaminated_nli"].split()[40:])
+    want["biomedical"] = want["biomedical"] + [p["base"][3]]
+    want["clinical"] = [p["exact_variant"], p["near"], nli_kept, F.CXR_TEXTS[0]] + want["clinical"]
+    check_shards(out, tok, want)
+    assert report["decontamination"]["documents_trimmed"] == 2 and "dedup" not in report
+
+
+def test_failed_preparation_leaves_nothing_and_foreign_out_dir_refused(planted, tok, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cfg = dict(components=[dict(name="good", weight=1.0, sources=[planted["bio"]]),
+                           dict(name="bad", weight=1.0, sources=[str(empty)])])
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="'bad'"):
+        prepare_corpus(cfg, tok, str(out), workers=1, show_progress=False)
+    assert not out.exists()  # created by the run, removed with it
+    out.mkdir()
+    with pytest.raises(DataError):
+        prepare_corpus(cfg, tok, str(out), workers=1, show_progress=False)
+    assert list(out.iterdir()) == []  # a directory the user made is left, empty
+    # a finished corpus survives a failed --overwrite run
+    good = dict(components=cfg["components"][:1])
+    first = prepare_corpus(good, tok, str(out), workers=1, show_progress=False)
+    with pytest.raises(DataError):
+        prepare_corpus(cfg, tok, str(out), workers=1, overwrite=True, show_progress=False)
+    assert sorted(os.listdir(out)) == ["corpus_report.json", "mellama_corpus"]
+    assert json.loads((out / "corpus_report.json").read_text())["components"] == first["components"]
+    # unrelated files are refused, even with overwrite, and left alone
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match=r"holds files that are not a prepared corpus \(notes.txt\)"):
+            prepare_corpus(good, tok, str(user), workers=1, overwrite=overwrite, show_progress=False)
+    assert os.listdir(user) == ["notes.txt"]
+
+
+@pytest.mark.beam  # make test-beam runs it with apache-beam installed
+def test_same_shards_local_workers_and_beam(planted, tok, tmp_path):
+    cfg = config(planted)
+    one = prepare_corpus(cfg, tok, str(tmp_path / "one"), workers=1, show_progress=False)
+    two = prepare_corpus(cfg, tok, str(tmp_path / "two"), workers=2, show_progress=False)
+    runs = {"two": two}
+    if importlib.util.find_spec("apache_beam") is not None:  # make test-beam; not in the main environment
+        runs["beam"] = prepare_corpus(cfg, tok, str(tmp_path / "beam"), runner="beam",
+                                      beam_options=["--runner=DirectRunner"], show_progress=False)
+        assert runs["beam"]["runner"] == "beam"
+    def manifest(root):
+        lines = []
+        for name in os.listdir(root / "documents"):
+            with gzip.open(root / "documents" / name, "rt") as f:
+                lines += f.read().splitlines()
+        return sorted(lines)
+
+    def sources(root, comp):
+        src = PreparedSource(str(root), comp, "train")
+        return sorted((src[i][0]["source"].decode(), tuple(src[i][0]["tokens"].tolist())) for i in range(len(src)))
+
+    assert len(manifest(tmp_path / "one")) == 2  # the radiology note + two CXR reports, less the duplicate
+    for name, other in runs.items():
+        for key in ("components", "sources", "removed", "dedup", "decontamination"):
+            assert other[key] == one[key], (name, key)
+        for comp in ("biomedical", "clinical"):
+            assert sources(tmp_path / name, comp) == sources(tmp_path / "one", comp), (name, comp)
+        assert manifest(tmp_path / name) == manifest(tmp_path / "one"), name
+
+
+def test_cli_refuses_foreign_out_dir_in_one_line(planted, tmp_path):
+    import subprocess
+    import sys
+    from data_fixtures import REPO
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"def get_config():\n    return dict(components=[dict(name='bio', weight=1.0, "
+                   f"sources=[{planted['bio']!r}])])\n")
+    tok_dir = tmp_path / "tok"
+    make_demo(str(tok_dir), scale=0.05)
+    r = subprocess.run([sys.executable, "tools/prepare_corpus.py", "--data_config", str(cfg), "--tokenizer",
+                        str(tok_dir / "tok"), "--out_dir", str(user)], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"prepare_corpus: --out_dir {user}: holds files that are not a prepared corpus (notes.txt)" in r.stderr
+    assert os.listdir(user) == ["notes.txt"]
