@@ -161,7 +161,8 @@ def test_overlong_documents_lenient_split_and_strict_error(env, tmp_path, caplog
     cfg = dict(components=[dict(name="bio", weight=1.0, sources=[path])], shuffle=False)
     with caplog.at_level(logging.WARNING):
         it = make_pretrain_iterator(cfg, tok, seq_len=64, global_batch_size=4, process_index=0, process_count=1)
-        batches = [next(it) for _ in range(12)]
+        for _ in range(12):
+            next(it)
     assert it.stats()["data/overlong_documents"] >= 1
     assert f"{path}:8: overlong_document" in caplog.text
     strict = make_pretrain_iterator(dict(cfg, strict=True), tok, seq_len=64, global_batch_size=4,

@@ -9,7 +9,7 @@ model twice.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -78,22 +78,3 @@ def params_from_hf(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], *,
         if scanned:
             leaves[("layers",) + spec.path] = stacked
     return P.tree_from_paths(leaves)
-
-
-def iter_hf_tensors(cfg: ModelConfig, params: dict, *, scanned: bool | None = None,
-                    dtype=None) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (hf_name, tensor) one at a time from our parameter tree (device arrays are fetched lazily)."""
-    scanned = cfg.scan_layers if scanned is None else scanned
-    flat = P.flatten_tree(params)
-    for spec in P._specs(cfg):
-        if not spec.per_layer:
-            values = [(spec.hf_name, flat[spec.path])]
-        elif scanned:
-            stacked = flat[("layers",) + spec.path]
-            values = [(spec.hf_name.format(layer=i), stacked[i]) for i in range(cfg.num_layers)]
-        else:
-            values = [(spec.hf_name.format(layer=i), flat[(f"layers_{i}",) + spec.path])
-                      for i in range(cfg.num_layers)]
-        for name, value in values:
-            t = to_hf_tensor(spec, np.asarray(value))
-            yield name, (t.astype(dtype) if dtype is not None else t)

@@ -25,7 +25,6 @@ MISSING_FIELD = "missing_field"
 EMPTY_TEXT = "empty_text"
 EMPTY_FILE = "empty_file"
 BAD_WEIGHT = "bad_weight"
-OVERLONG = "overlong_document"
 MALFORMED_XML = "malformed_xml"  # not well-formed XML (the rest of that file is skipped)
 MALFORMED_CSV = "malformed_csv"  # a CSV row with bad quoting or the wrong number of fields
 BAD_RECORD = "bad_record"  # a record of the right encoding but the wrong shape (e.g. not an object)

@@ -126,17 +126,3 @@ class AccountingIterDataset(grain.IterDataset):
 
     def __str__(self) -> str:
         return f"AccountingIterDataset({list(self.names)})"
-
-
-def format_stats(stats: dict[str, float]) -> str:
-    """One log line: achieved token shares (and padding / overlong counts) of an iterator's stats()."""
-    shares = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in stats.items() if k.startswith("data/share/"))
-    return (f"token shares: {shares}; padding {stats.get('data/padding_fraction', 0.0):.3f}; "
-            f"overlong docs {int(stats.get('data/overlong_documents', 0))}; "
-            f"skipped records {int(stats.get('data/skipped_records', 0))}")
-
-
-def write_stats(writer, stats: dict[str, float], step: int) -> None:
-    """Write an iterator's stats() as scalars to a tensorboardX SummaryWriter (data/share/<name>, ...)."""
-    for key, value in stats.items():
-        writer.add_scalar(key, value, step)

@@ -31,13 +31,3 @@ def write_json(path: str, config, topology: TpuTopology, reports: Sequence[Compi
     with os.fdopen(fd, "w") as f:
         json.dump(record, f, indent=2, default=str)
     os.replace(tmp, path)
-
-
-def table_row(model: str, topology: str, best: Optional[CompileReport], reports: Sequence[CompileReport]) -> str:
-    """| model | topology | fits | memory/chip | remat | micro-batch/chip |"""
-    if best is None:
-        asked = [r.required_bytes for r in reports if r.required_bytes]
-        need = f"needs ≥ {min(asked) / 1024 ** 3:.1f} GiB" if asked else "—"
-        return f"| {model} | {topology} | no | {need} | — | — |"
-    return (f"| {model} | {topology} | yes | {best.total_bytes / 1024 ** 3:.1f} / {best.hbm_bytes / 1024 ** 3:.0f} GiB "
-            f"| {best.remat_policy} | {best.micro_batch_per_chip} (×{best.micro_batches} accumulation) |")

@@ -59,16 +59,3 @@ def _abstract_train_inputs(cfg: TrainConfig, mesh) -> tuple[Any, tuple]:
     layout = state_layout(trainable, tx, mesh)
     jitted = jit_train_step(trainable, tx, schedule, layout, mesh, micro_batches=cfg.train.micro_batches)
     return jitted, (layout.abstract, abstract_batch(mesh, cfg.train.global_batch_size, cfg.train.seq_len))
-
-
-def memory_report(step: CompiledStep) -> dict[str, float]:
-    """Per-device bytes of the compiled step (arguments, outputs, temporaries), in GiB."""
-    m = step.compiled.memory_analysis()
-    gib = 1024 ** 3
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "generated_code_size_in_bytes",
-              "alias_size_in_bytes")
-    out = {f.replace("_size_in_bytes", "_gib"): getattr(m, f, 0) / gib for f in fields if m is not None}
-    if m is not None:
-        out["total_gib"] = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-                            - getattr(m, "alias_size_in_bytes", 0)) / gib
-    return out
