@@ -22,7 +22,7 @@ from mellama_jax.convert.ckpt import atomic_output_dir
 from mellama_jax.eval.runner import EvalConfig, TaskResult
 
 MATCHING_TEXT = {
-    "mibe": "mibe (loose: the first choice, in choice order, found anywhere in the lower-cased output)",
+    "mibe": "mibe (Me-LLaMA's own scoring rules, per task: docs/evaluation.md)",
     "strict": "strict (the output must lead with exactly one choice / well-formed answer)",
 }
 
@@ -51,6 +51,7 @@ def summary_dict(results: Sequence[TaskResult], cfg: EvalConfig, model_name: str
                 "num_truncated_prompts": sum(e.truncated for e in r.examples),
                 "primary_metric": r.task.primary_metric,
                 "metrics": r.metrics,
+                "metrics_by_matching": r.metrics_by_matching,
                 "seconds": round(r.seconds, 2),
             } for r in results
         },
@@ -68,15 +69,19 @@ def markdown_table(summary: dict[str, Any]) -> str:
     if s["mode"] == "loglik":
         norm = "length-normalised " if s["length_normalize"] else ""
         lines.append(f"Multiple-choice tasks scored by {norm}log-likelihood of each choice (no generation).")
-    lines += ["", "| task | family | n | metric | score | other metrics | no prediction |",
-              "|---|---|---:|---|---:|---|---:|"]
+    lines.append("The same outputs are scored both ways: `mibe` = Me-LLaMA's reference rule (comparable with "
+                 "the paper), `strict` = the corrected scorer; other metrics are those of the run's matching.")
+    lines += ["", "| task | family | n | metric | mibe | strict | other metrics | no prediction |",
+              "|---|---|---:|---|---:|---:|---|---:|"]
     for name, t in summary["tasks"].items():
         metrics = dict(t["metrics"])
         primary = t["primary_metric"]
-        value = metrics.pop(primary)
+        metrics.pop(primary)
         metrics.pop("no_prediction_rate", None)
-        others = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        lines.append(f"| {name} | {t['family']} | {t['num_examples']} | {primary} | {value:.4f} | {others} | "
+        both = t.get("metrics_by_matching") or {s["matching"]: t["metrics"]}
+        cells = " | ".join(f"{both[m][primary]:.4f}" if m in both else "-" for m in ("mibe", "strict"))
+        others = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("f1["))
+        lines.append(f"| {name} | {t['family']} | {t['num_examples']} | {primary} | {cells} | {others} | "
                      f"{t['num_no_prediction']} |")
     return "\n".join(lines) + "\n"
 

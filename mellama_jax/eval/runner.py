@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from mellama_jax.data.templates import TEMPLATE_NAMES, render_prompt, strip_response
 from mellama_jax.eval import scoring
-from mellama_jax.eval.parsing import check_matching
+from mellama_jax.eval.parsing import MATCHING_MODES, check_matching
 from mellama_jax.eval.records import EvalRecord, find_task_file, iter_records
 from mellama_jax.eval.tasks.base import ChoiceTask, Example, Task
 from mellama_jax.eval.tasks.registry import resolve_tasks
@@ -72,9 +72,10 @@ class TaskResult:
     task: Task
     data_file: str
     mode: str  # how predictions were made for this task: "generate" or "loglik"
-    examples: tuple[Example, ...]
-    metrics: dict[str, float]
+    examples: tuple[Example, ...]  # judged under the run's matching mode (`other` holds the other mode)
+    metrics: dict[str, float]  # under the run's matching mode
     seconds: float
+    metrics_by_matching: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # both modes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +90,7 @@ def load_tasks(cfg: EvalConfig) -> list[_Prepared]:
     """Read and validate every record of every task (raises RecordError / FileNotFoundError)."""
     prepared = []
     for task in resolve_tasks(list(cfg.tasks)):
-        path = find_task_file(cfg.data_dir, task.name, task.aliases)
+        path = find_task_file(cfg.data_dir, task.name, task.file_names)
         records = tuple(iter_records(path, cfg.limit))
         if not records:
             raise ValueError(f"{path}: no records for task {task.name}")
@@ -154,19 +155,26 @@ def run_task(model, prepared: _Prepared, cfg: EvalConfig) -> TaskResult:
                                       progress=cfg.show_progress)
         outputs = [cands[i] for cands, i in zip(candidates, picks)]
         truncated = [False] * len(records)
-        judgements = [task.judge_choice_index(i, r, g) for i, r, g in zip(picks, records, golds)]
+        judged = {m: [task.judge_choice_index(i, r, g) for i, r, g in zip(picks, records, golds)]
+                  for m in MATCHING_MODES}
     else:
         outputs, truncated = _generate_outputs(model, prompts, cfg, window, desc=task.name)
-        judgements = [task.judge(o, r, g, cfg.matching) for o, r, g in zip(outputs, records, golds)]
-    examples = tuple(
-        Example(id=r.id, where=r.where, prompt=p, output=o, prediction=j.prediction, gold=g, correct=j.correct,
-                scores=dict(j.scores), truncated=t)
-        for r, p, o, j, g, t in zip(records, prompts, outputs, judgements, golds, truncated))
+        # Matching is applied after decoding, so both modes cost one generation: the report shows both.
+        judged = {m: [task.judge(o, r, g, m) for o, r, g in zip(outputs, records, golds)] for m in MATCHING_MODES}
+    by_mode = {m: tuple(Example(id=r.id, where=r.where, prompt=p, output=o, prediction=j.prediction, gold=g,
+                                correct=j.correct, scores=dict(j.scores), truncated=t)
+                        for r, p, o, j, g, t in zip(records, prompts, outputs, judged[m], golds, truncated))
+               for m in MATCHING_MODES}
+    metrics = {m: task.aggregate(by_mode[m], m) for m in MATCHING_MODES}
+    (other_mode,) = [m for m in MATCHING_MODES if m != cfg.matching]
+    examples = tuple(dataclasses.replace(e, other={"matching": other_mode, "prediction": x.prediction,
+                                                   "correct": x.correct, "scores": x.scores})
+                     for e, x in zip(by_mode[cfg.matching], by_mode[other_mode]))
     if any(truncated):
         log.warning("%s: %d prompts were cut to fit %d tokens (with %d new tokens)", task.name, sum(truncated),
                     window, cfg.max_new_tokens)
     return TaskResult(task, prepared.data_file, "loglik" if use_loglik else "generate", examples,
-                      task.aggregate(examples), time.perf_counter() - started)
+                      metrics[cfg.matching], time.perf_counter() - started, metrics)
 
 
 def evaluate(model, cfg: EvalConfig, prepared: Sequence[_Prepared] | None = None) -> list[TaskResult]:
