@@ -5,9 +5,12 @@
         [--mode generate|loglik] [--limit N] [--batch_size 8]
 
 --model: anything `mellama_jax.load` opens (HF directory, model checkpoint, training workdir).
---data_dir: local JSONL files `<task>.jsonl` or `<task>/test.jsonl` in MIBE's {query, answer, choices, gold}
-form; nothing is downloaded. --tasks all runs every task. Writes summary.json, report.md and
-examples/<task>.jsonl to --out_dir (see mellama_jax/eval/report.py) and prints the table.
+--data_dir: Me-LLaMA's released test sets ({id, query, answer, choices, gold, text}) as `<task>.jsonl`,
+`<task>/test.jsonl`, a hub snapshot `<name>/data/test-*.parquet` or a `datasets.save_to_disk` directory, under
+the task name or the released name (HoC_test, ...); nothing is downloaded (docs/evaluation.md). --tasks all
+runs every task. Every output is scored both by Me-LLaMA's rules (mibe) and the corrected scorer (strict);
+--matching picks the main one. Writes summary.json, report.md and examples/<task>.jsonl to --out_dir (see
+mellama_jax/eval/report.py) and prints the table.
 """
 from __future__ import annotations
 
@@ -25,12 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mellama_jax.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF directory, model checkpoint directory or training workdir")
     p.add_argument("--tasks", required=True, help=f"comma-separated task names or 'all'; known: {','.join(task_names())}")
-    p.add_argument("--data_dir", required=True, help="directory with <task>.jsonl or <task>/test.jsonl files")
+    p.add_argument("--data_dir", required=True,
+                   help="directory with each task's records: <task>.jsonl, <task>/test.jsonl, a parquet snapshot "
+                        "<name>/data/test-*.parquet or a save_to_disk directory")
     p.add_argument("--out_dir", required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--max_new_tokens", type=int, default=256)
     p.add_argument("--template", choices=TEMPLATES, default="none", help="prompt template around each query")
     p.add_argument("--matching", choices=MATCHING_MODES, default="mibe",
-                   help="answer matching: mibe (loose, MIBE's rule) or strict")
+                   help="main answer matching: mibe (Me-LLaMA's reference rules) or strict (both are reported)")
     p.add_argument("--mode", choices=MODES, default="generate",
                    help="loglik: multiple-choice tasks pick the most likely choice instead of generating")
     p.add_argument("--length_normalize", action="store_true", help="loglik mode: mean per-token log-likelihood")
