@@ -13,7 +13,7 @@ Layout of the schema (see `default_config`):
     train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora
     optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, REFERENCE §2)
     checkpoint.*     every_steps, keep, async_save
-    eval.*           held-out evaluation cadence and size
+    eval.*           held-out evaluation cadence and size; benchmark tasks during training (eval.tasks ...)
     log.*            logging cadence, TensorBoard, progress bar, device peak FLOP/s for MFU
     data.*           kind ("synthetic" | "mixture" | "sft"), synthetic.*, mixture (opaque, for mellama_jax.data:
                      the pretraining components, and for kind="sft" its `instruct` group)
@@ -62,7 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
         b1=0.9, b2=0.95, eps=1e-8, weight_decay=1e-5, decay_norms=False, decay_embeddings=False,
         clip_norm=1.0))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
-    c.eval = ml_collections.ConfigDict(dict(every_steps=0, batches=2, batch_size=0))
+    # tasks: benchmark tasks evaluated during training (train/task_eval.py), e.g. "pubmedqa,medqa"; "" = none.
+    c.eval = ml_collections.ConfigDict(dict(every_steps=0, batches=2, batch_size=0, tasks="", task_data_dir="",
+                                            task_every_steps=0, task_limit=0, task_max_new_tokens=256))
     c.log = ml_collections.ConfigDict(dict(every_steps=10, tensorboard=True, progress_bar=True,
                                            peak_flops_per_device=0.0))
     c.data = ml_collections.ConfigDict(dict(
@@ -147,10 +149,18 @@ class EvalConfig:
     every_steps: int = 0  # 0 disables held-out evaluation
     batches: int = 2  # batches per mixture component
     batch_size: int = 0  # 0: the training global batch size
+    tasks: str = ""  # benchmark tasks evaluated during training ("pubmedqa,medqa"); "" = none
+    task_data_dir: str = ""  # their records (as `python -m mellama_jax.evaluate --data_dir`)
+    task_every_steps: int = 0  # 0 with tasks set: only at the last step
+    task_limit: int = 0  # first N records of each task; 0 = all
+    task_max_new_tokens: int = 256  # MIBE's generation length
 
     def __post_init__(self):
         if self.every_steps < 0 or self.batches < 1 or self.batch_size < 0:
             raise ConfigError("eval.every_steps >= 0, eval.batches >= 1 and eval.batch_size >= 0 are required")
+        if self.task_every_steps < 0 or self.task_limit < 0 or self.task_max_new_tokens < 1:
+            raise ConfigError("eval.task_every_steps >= 0, eval.task_limit >= 0 and eval.task_max_new_tokens >= 1 "
+                              "are required")
 
 
 @dataclasses.dataclass(frozen=True)
