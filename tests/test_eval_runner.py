@@ -121,7 +121,7 @@ def test_wrong_and_unparsed_answers(data_dir, tmp_path):
     assert [l["prediction"] for l in lines] == by_mode["strict"]
     assert set(lines[0]) >= {"prompt", "output", "prediction", "gold", "correct"}
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "strict" in report and "| pubmedqa | qa | 6 | accuracy |" in report
+    assert "strict" in report and "| pubmedqa | qa | 6 | zero-shot, greedy | accuracy |" in report
     with pytest.raises(FileExistsError):
         write_report(str(tmp_path / "out"), [result], cfg, "scripted")
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]

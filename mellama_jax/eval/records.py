@@ -46,37 +46,37 @@ class EvalRecord:
     text: str | None = None  # the released sets' raw input text, when present (not used for scoring)
 
 
-SPLIT = "test"
+SPLIT = "test"  # the split evaluated; few-shot examples come from "train" (eval/protocols.py)
 
 
-def task_file_candidates(data_dir: str, name: str) -> list[str]:
-    return [os.path.join(data_dir, f"{name}.jsonl"), os.path.join(data_dir, name, f"{SPLIT}.jsonl"),
+def task_file_candidates(data_dir: str, name: str, split: str = SPLIT) -> list[str]:
+    return [os.path.join(data_dir, f"{name}.jsonl"), os.path.join(data_dir, name, f"{split}.jsonl"),
             os.path.join(data_dir, f"{name}.parquet"), os.path.join(data_dir, name)]
 
 
-def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = ()) -> str:
+def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = (), split: str = SPLIT) -> str:
     """The records of `task` (or one of its aliases) in `data_dir`: a file or a dataset directory."""
     tried = []
     for name in (task,) + tuple(aliases):
-        for path in task_file_candidates(data_dir, name):
+        for path in task_file_candidates(data_dir, name, split):
             tried.append(path)
-            if os.path.isfile(path) or (os.path.isdir(path) and _directory_files(path)):
+            if os.path.isfile(path) or (os.path.isdir(path) and _directory_files(path, split)):
                 return path
-    raise FileNotFoundError(f"no data file for task {task!r}; looked for: {', '.join(tried)} "
-                            f"(a directory must hold data/{SPLIT}-*.parquet or a datasets.save_to_disk dataset)")
+    raise FileNotFoundError(f"no {split} data for task {task!r}; looked for: {', '.join(tried)} "
+                            f"(a directory must hold data/{split}-*.parquet or a datasets.save_to_disk dataset)")
 
 
-def _directory_files(path: str) -> list[tuple[str, str]]:
+def _directory_files(path: str, split: str = SPLIT) -> list[tuple[str, str]]:
     """(kind, file) pairs of a dataset directory in read order; [] when it holds no known layout."""
-    snapshot = sorted(glob.glob(os.path.join(path, "data", f"{SPLIT}-*.parquet")))
+    snapshot = sorted(glob.glob(os.path.join(path, "data", f"{split}-*.parquet")))
     if snapshot:
         return [("parquet", f) for f in snapshot]
     if os.path.isfile(os.path.join(path, "dataset_dict.json")):
         with open(os.path.join(path, "dataset_dict.json")) as f:
             splits = json.load(f).get("splits", [])
-        if SPLIT not in splits:
-            raise FileNotFoundError(f"{path}: the saved DatasetDict has splits {splits}, no {SPLIT!r} split")
-        return _directory_files(os.path.join(path, SPLIT))
+        if split not in splits:
+            raise FileNotFoundError(f"{path}: the saved DatasetDict has splits {splits}, no {split!r} split")
+        return _directory_files(os.path.join(path, split), split)
     state = os.path.join(path, "state.json")
     if os.path.isfile(state):
         with open(state) as f:
@@ -151,10 +151,10 @@ def _file_rows(kind: str, path: str) -> Iterator[tuple[str, Any]]:
             yield from _table_rows(path, pa.ipc.open_stream(source))
 
 
-def iter_records(path: str, limit: int | None = None) -> Iterator[EvalRecord]:
-    """Records of a JSONL/parquet file or a dataset directory, in order; `limit` keeps the first N."""
+def iter_records(path: str, limit: int | None = None, split: str = SPLIT) -> Iterator[EvalRecord]:
+    """Records of a JSONL/parquet file or a dataset directory (its `split`), in order; `limit` keeps the first N."""
     if os.path.isdir(path):
-        files = _directory_files(path)
+        files = _directory_files(path, split)
     else:
         files = [("parquet" if path.endswith(".parquet") else "jsonl", path)]
     count = 0

@@ -34,9 +34,9 @@ class TrainingModel:
     lora: Any = None  # LoraConfig of a LoRA run
     adapters: Any = None  # its trained "lora" tree
 
-    def generate(self, prompt_ids, *, max_new_tokens: int, temperature: float, eos_id: int):
+    def generate(self, prompt_ids, *, max_new_tokens: int, temperature: float, eos_id: int, seed: int = 0):
         return generate(self.config, self.params, prompt_ids, max_new_tokens=max_new_tokens,
-                        temperature=temperature, eos_id=eos_id, mesh=self.mesh, lora=self.lora,
+                        temperature=temperature, seed=seed, eos_id=eos_id, mesh=self.mesh, lora=self.lora,
                         adapters=self.adapters)
 
 
