@@ -57,6 +57,10 @@ def raw(tmp_path):
                                "Abstract two.\tresisting cell death;inducing angiogenesis\n")
     _jsonl(d / "mednli.jsonl", [{"sentence1": "Pt has fever.", "sentence2": "Pt is febrile.",
                                  "gold_label": "entailment"}])
+    (d / "mtsamples.csv").write_text(
+        ",description,medical_specialty,sample_name,transcription,keywords\n"
+        '0, A 23-year-old, Allergy / Immunology, Allergic Rhinitis ,"SUBJECTIVE:, This 23-year-old white female '
+        'presents with allergies.","allergy / immunology, allergic rhinitis"\n')
     _jsonl(d / "pubmed_sum.jsonl", [{"src": "long article text", "tgt": "the abstract"}])
     _jsonl(d / "mimic_cxr.jsonl", [{"findings": ["Lungs are clear.", "No effusion."],
                                     "impression": ["No acute process."]}])
@@ -64,7 +68,7 @@ def raw(tmp_path):
 
 
 SOURCES = {"pubmedqa": "ori_pqal.json", "medqa": "medqa.jsonl", "medmcqa": "medmcqa.jsonl", "ddi2013": "ddi",
-           "hoc": "hoc.tsv", "mednli": "mednli.jsonl", "pubmed_sum": "pubmed_sum.jsonl", "mimic_cxr": "mimic_cxr.jsonl"}
+           "hoc": "hoc.tsv", "mednli": "mednli.jsonl", "mtsample": "mtsamples.csv", "pubmed_sum": "pubmed_sum.jsonl", "mimic_cxr": "mimic_cxr.jsonl"}
 
 
 def _build(task, raw_path, out, *extra):
@@ -77,8 +81,8 @@ def test_round_trip_every_task(raw, tmp_path):
         assert _build(task, raw / name, out) == 0, task
     prepared = {p.task.name: p for p in load_tasks(EvalConfig(tasks=tuple(SOURCES), data_dir=str(out)))}
     assert {t: len(p.records) for t, p in prepared.items()} == {
-        "pubmedqa": 2, "medqa": 1, "medmcqa": 2, "ddi2013": 2, "hoc": 2, "mednli": 1, "pubmed_sum": 1,
-        "mimic_cxr": 1}
+        "pubmedqa": 2, "medqa": 1, "medmcqa": 2, "ddi2013": 2, "hoc": 2, "mednli": 1, "mtsample": 1,
+        "pubmed_sum": 1, "mimic_cxr": 1}
 
     q = prepared["pubmedqa"].records[0]
     assert q.id == "PubmedQA0" and q.answer == "yes" and q.gold == 0 and q.choices == ("yes", "no", "maybe")
@@ -105,6 +109,10 @@ def test_round_trip_every_task(raw, tmp_path):
     assert hoc.records[0].gold == [0, 0, 0, 0, 0, 0, 0, 0, 1, 0] and hoc.golds[1] == [2, 4]
     assert hoc.records[1].query.endswith("relevant topics.\n    ###\n    INPUT: Abstract two.\n    OUTPUT:\n")
     assert prepared["mednli"].records[0].query.endswith("INPUT: [PRE] Pt has fever. [HYP] Pt is febrile.\nOUTPUT:\n")
+    mt = prepared["mtsample"].records[0]
+    assert mt.answer == "Allergy / Immunology" and mt.gold == 1 and len(mt.choices) == 40
+    assert mt.query.endswith("###\nINPUT: SUBJECTIVE:, This 23-year-old white female presents with allergies.\n"
+                             "OUTPUT:\n")
     assert prepared["mimic_cxr"].records[0].answer == "No acute process."
     assert "INPUT: Lungs are clear. No effusion.\n" in prepared["mimic_cxr"].records[0].query
 

@@ -16,6 +16,7 @@ record's key) and the field.
 | ddi2013    | DDI corpus XML (a file or a directory of them)  | sentence text, entity charOffset, pair e1/e2/ddi/type |
 | hoc        | TSV with header, or JSONL                       | text, labels (hallmarks separated by ";")         |
 | mednli     | MedNLI JSONL                                    | sentence1, sentence2, gold_label                  |
+| mtsample   | MTSamples `mtsamples.csv`                       | transcription, medical_specialty (one of 40)      |
 | pubmed_sum | JSONL                                           | src, tgt                                          |
 | mimic_cxr  | JSONL                                           | findings, impression (lists of sentences, joined by spaces) |
 """
@@ -205,6 +206,19 @@ def hoc(path: str) -> list[dict]:
     return out
 
 
+def mtsample(path: str) -> list[dict]:
+    """MTSamples `mtsamples.csv` (Kaggle): transcription -> medical_specialty (its leading space dropped)."""
+    out = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, rec in enumerate(csv.DictReader(f), start=2):
+            where = f"{path}:{lineno}"
+            answer = _field(rec, "medical_specialty", where).strip()
+            _label(answer, T.MTSAMPLE_CHOICES, "medical_specialty", where)
+            out.append(_choice_record("MTSample", len(out), T.MTSAMPLE.format(text=_field(rec, "transcription", where)),
+                                      answer, T.MTSAMPLE_CHOICES))
+    return out
+
+
 def mednli(path: str) -> list[dict]:
     out = []
     for where, rec in _jsonl(path):
@@ -232,7 +246,7 @@ def mimic_cxr(path: str) -> list[dict]:
 
 BUILDERS: dict[str, Callable[..., list[dict]]] = {
     "pubmedqa": pubmedqa, "medqa": medqa, "medmcqa": medmcqa, "ddi2013": ddi2013, "hoc": hoc,
-    "mednli": mednli, "pubmed_sum": pubmed_sum, "mimic_cxr": mimic_cxr,
+    "mednli": mednli, "mtsample": mtsample, "pubmed_sum": pubmed_sum, "mimic_cxr": mimic_cxr,
 }
 
 
