@@ -121,7 +121,14 @@ def test_wrong_and_unparsed_answers(data_dir, tmp_path):
     assert [l["prediction"] for l in lines] == by_mode["strict"]
     assert set(lines[0]) >= {"prompt", "output", "prediction", "gold", "correct"}
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "strict" in report and "| pubmedqa | qa | 6 | zero-shot, greedy | accuracy |" in report
+    # Both matchings side by side: mibe = 4 of 6 (see by_mode above), strict = 2 of 6 — from the same outputs.
+    assert summary["tasks"]["pubmedqa"]["metrics_by_matching"]["mibe"]["accuracy"] == pytest.approx(
+        sum(p == g for p, g in zip(by_mode["mibe"], golds)) / 6)
+    mibe_acc = summary["tasks"]["pubmedqa"]["metrics_by_matching"]["mibe"]["accuracy"]
+    strict_acc = summary["tasks"]["pubmedqa"]["metrics_by_matching"]["strict"]["accuracy"]
+    assert (f"| pubmedqa | qa | 6 | zero-shot, greedy | accuracy | {mibe_acc:.4f} | {strict_acc:.4f} |"
+            in report)
+    assert lines[0]["other"]["matching"] == "mibe" and lines[0]["other"]["prediction"] == "no"
     with pytest.raises(FileExistsError):
         write_report(str(tmp_path / "out"), [result], cfg, "scripted")
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
