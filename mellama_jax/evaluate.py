@@ -2,12 +2,16 @@
 
     python -m mellama_jax.evaluate --model PATH --tasks pubmedqa,medqa,mednli --data_dir DIR --out_dir DIR \
         [--max_new_tokens 256] [--template none|me_llama|llama2_chat|alpaca] [--matching mibe|strict] \
-        [--mode generate|loglik] [--limit N] [--batch_size 8]
+        [--mode generate|loglik] [--limit N] [--batch_size 8] \
+        [--num_fewshot K --fewshot_seeds N --fewshot_dir DIR] [--self_consistency N --temperature T] [--seed S]
 
 --model: anything `mellama_jax.load` opens (HF directory, model checkpoint, training workdir).
---data_dir: local JSONL files `<task>.jsonl` or `<task>/test.jsonl` in MIBE's {query, answer, choices, gold}
-form; nothing is downloaded. --tasks all runs every task. Writes summary.json, report.md and
-examples/<task>.jsonl to --out_dir (see mellama_jax/eval/report.py) and prints the table.
+--data_dir: Me-LLaMA's released test sets ({id, query, answer, choices, gold, text}) as `<task>.jsonl`,
+`<task>/test.jsonl`, a hub snapshot `<name>/data/test-*.parquet` or a `datasets.save_to_disk` directory, under
+the task name or the released name (HoC_test, ...); nothing is downloaded (docs/evaluation.md). --tasks all
+runs every task. Every output is scored both by Me-LLaMA's rules (mibe) and the corrected scorer (strict);
+--matching picks the main one. Writes summary.json, report.md and examples/<task>.jsonl to --out_dir (see
+mellama_jax/eval/report.py) and prints the table.
 """
 from __future__ import annotations
 
@@ -25,18 +29,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mellama_jax.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF directory, model checkpoint directory or training workdir")
     p.add_argument("--tasks", required=True, help=f"comma-separated task names or 'all'; known: {','.join(task_names())}")
-    p.add_argument("--data_dir", required=True, help="directory with <task>.jsonl or <task>/test.jsonl files")
+    p.add_argument("--data_dir", required=True,
+                   help="directory with each task's records: <task>.jsonl, <task>/test.jsonl, a parquet snapshot "
+                        "<name>/data/test-*.parquet or a save_to_disk directory")
     p.add_argument("--out_dir", required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--max_new_tokens", type=int, default=256)
     p.add_argument("--template", choices=TEMPLATES, default="none", help="prompt template around each query")
     p.add_argument("--matching", choices=MATCHING_MODES, default="mibe",
-                   help="answer matching: mibe (loose, MIBE's rule) or strict")
+                   help="main answer matching: mibe (Me-LLaMA's reference rules) or strict (both are reported)")
     p.add_argument("--mode", choices=MODES, default="generate",
                    help="loglik: multiple-choice tasks pick the most likely choice instead of generating")
     p.add_argument("--length_normalize", action="store_true", help="loglik mode: mean per-token log-likelihood")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N records of each task")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_length", type=int, default=None, help="context window (default: the model's)")
+    p.add_argument("--num_fewshot", type=int, default=0, help="k solved examples before each query (needs "
+                   "--fewshot_dir)")
+    p.add_argument("--fewshot_seeds", type=int, default=1, help="few-shot: runs with different shot draws, "
+                   "reported as mean and std")
+    p.add_argument("--fewshot_dir", default=None, help="directory holding each task's train split (<task>/train.jsonl, "
+                   "<name>/data/train-*.parquet, a save_to_disk DatasetDict, ...)")
+    p.add_argument("--self_consistency", type=int, default=0,
+                   help="n > 1: sample n answers per multiple-choice record at --temperature, majority vote")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of --self_consistency")
+    p.add_argument("--seed", type=int, default=0, help="seed of shot draws and sampling")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out_dir")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
@@ -45,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = EvalConfig(tasks=tuple(t for t in args.tasks.split(",") if t.strip()), data_dir=args.data_dir,
-                     max_new_tokens=args.max_new_tokens, template=args.template, matching=args.matching,
-                     mode=args.mode, length_normalize=args.length_normalize, limit=args.limit,
-                     batch_size=args.batch_size, max_length=args.max_length, progress=not args.no_progress)
-    try:  # fail on a missing file or bad record before spending time loading the model
+    try:  # fail on a bad flag, a missing file or a bad record before spending time loading the model
+        cfg = EvalConfig(tasks=tuple(t for t in args.tasks.split(",") if t.strip()), data_dir=args.data_dir,
+                         max_new_tokens=args.max_new_tokens, template=args.template, matching=args.matching,
+                         mode=args.mode, length_normalize=args.length_normalize, limit=args.limit,
+                         batch_size=args.batch_size, max_length=args.max_length, progress=not args.no_progress,
+                         num_fewshot=args.num_fewshot, fewshot_seeds=args.fewshot_seeds,
+                         fewshot_dir=args.fewshot_dir, self_consistency=args.self_consistency,
+                         temperature=args.temperature, seed=args.seed)
         prepared = load_tasks(cfg)
     except (RecordError, FileNotFoundError, KeyError, ValueError) as e:
         sys.stderr.write(f"error: {e.args[0] if isinstance(e, KeyError) else e}\n")

@@ -150,7 +150,7 @@ def test_cli_runs_every_task_end_to_end(tiny, tmp_path):
     assert list(summary["tasks"]) == list(synthetic.GENERATORS)
     for name, t in summary["tasks"].items():
         assert t["num_examples"] == 2 and t["primary_metric"] in t["metrics"], name
-    assert "| diagnosis | diagnosis | 2 | top1_accuracy |" in proc.stdout
+    assert "| diagnosis | diagnosis | 2 | zero-shot, greedy | top1_accuracy |" in proc.stdout
     with open(os.path.join(out, "examples", "pubmedqa.jsonl")) as f:
         examples = [json.loads(line) for line in f]
     # The outputs are transformers' greedy continuations of the same prompts, cut to 72 - 8 tokens (BOS +
@@ -165,3 +165,28 @@ def test_cli_runs_every_task_end_to_end(tiny, tmp_path):
         if tok.eos_id in seq:
             seq = seq[:seq.index(tok.eos_id)]
         assert e["output"] == tok.decode(seq).strip()
+
+
+def test_fewshot_and_self_consistency_are_deterministic_under_a_seed(tiny, tmp_path):
+    from mellama_jax.eval.runner import EvalConfig, evaluate
+    _, _, model = tiny
+    data, train = str(tmp_path / "data"), str(tmp_path / "train")
+    synthetic.write_synthetic_benchmark(data, per_task=3, tasks=("pubmedqa",))
+    synthetic.write_synthetic_benchmark(train, per_task=4, seed=8, tasks=("pubmedqa",))
+
+    def run(**kw):
+        cfg = EvalConfig(tasks=("pubmedqa",), data_dir=data, fewshot_dir=train, max_new_tokens=4, max_length=160,
+                         batch_size=2, progress=False, **kw)
+        (result,) = evaluate(model, cfg)
+        return [e.output for e in result.examples], result
+
+    sc = dict(self_consistency=3, temperature=1.0)
+    first, result = run(seed=0, **sc)
+    assert result.protocol == "zero-shot, self-consistency (3 samples at T=1, majority vote)"
+    assert run(seed=0, **sc)[0] == first
+    assert run(seed=1, **sc)[0] != first  # sampled: another seed, other outputs
+    shots = dict(num_fewshot=1, fewshot_seeds=2)
+    outputs, result = run(**shots)
+    assert result.protocol == "1-shot (mean ± std over 2 seeds), greedy" and len(result.per_seed) == 2
+    again = run(**shots)[1]
+    assert again.metrics_by_matching == result.metrics_by_matching and again.per_seed == result.per_seed

@@ -80,6 +80,16 @@ def test_perfect_answers_score_perfectly_in_every_task(data_dir, matching):
     assert [r.task.name for r in results] == task_names()
     for r in results:
         primary = r.metrics[r.task.primary_metric]
+        if r.task.name == "hoc" and matching == "mibe":
+            # The reference averages F1 over all 10 hallmark columns, also those no record carries (F1 0).
+            present = {i for rec in _records(data_dir, "hoc") for i, v in enumerate(rec["gold"]) if v}
+            assert primary == pytest.approx(len(present) / 10) and r.metrics["exact_set_accuracy"] == 1.0
+            continue
+        if r.task.name == "emrqa" and matching == "mibe":
+            # The reference's F1 divides a character *set* overlap by character counts: "100 mg" scores 0.8
+            # against itself. Exact match is still 1.
+            assert r.metrics["exact_match"] == 1.0 and primary < 1.0
+            continue
         assert primary == pytest.approx(1.0), (r.task.name, r.metrics)
         assert r.metrics["no_prediction_rate"] == 0.0
     # Batched 4 at a time: 6 records -> two generate calls per task.
@@ -111,7 +121,14 @@ def test_wrong_and_unparsed_answers(data_dir, tmp_path):
     assert [l["prediction"] for l in lines] == by_mode["strict"]
     assert set(lines[0]) >= {"prompt", "output", "prediction", "gold", "correct"}
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "strict" in report and "| pubmedqa | qa | 6 | accuracy |" in report
+    # Both matchings side by side: mibe = 4 of 6 (see by_mode above), strict = 2 of 6 — from the same outputs.
+    assert summary["tasks"]["pubmedqa"]["metrics_by_matching"]["mibe"]["accuracy"] == pytest.approx(
+        sum(p == g for p, g in zip(by_mode["mibe"], golds)) / 6)
+    mibe_acc = summary["tasks"]["pubmedqa"]["metrics_by_matching"]["mibe"]["accuracy"]
+    strict_acc = summary["tasks"]["pubmedqa"]["metrics_by_matching"]["strict"]["accuracy"]
+    assert (f"| pubmedqa | qa | 6 | zero-shot, greedy | accuracy | {mibe_acc:.4f} | {strict_acc:.4f} |"
+            in report)
+    assert lines[0]["other"]["matching"] == "mibe" and lines[0]["other"]["prediction"] == "no"
     with pytest.raises(FileExistsError):
         write_report(str(tmp_path / "out"), [result], cfg, "scripted")
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
@@ -151,13 +168,13 @@ def test_bad_records_name_file_and_line(tmp_path):
     with pytest.raises(RecordError, match=r"pubmedqa\.jsonl:3: not valid JSON"):
         load_tasks(EvalConfig(tasks=("pubmedqa",), data_dir=str(d)))
     (d / "pubmedqa.jsonl").write_text(good + "\n" + json.dumps({"query": "q", "choices": ["yes", "no"], "gold": 5}))
-    with pytest.raises(RecordError, match=r"pubmedqa\.jsonl:2: 'gold'=5 is out of range"):
+    with pytest.raises(RecordError, match=r"pubmedqa\.jsonl:2: field 'gold': 5 is out of range"):
         load_tasks(EvalConfig(tasks=("pubmedqa",), data_dir=str(d)))
     (d / "i2b2.jsonl").write_text(json.dumps({"query": "q", "answer": "<problem>pain"}) + "\n")
     with pytest.raises(RecordError, match=r"i2b2\.jsonl:1: bad span markup"):
         load_tasks(EvalConfig(tasks=("i2b2",), data_dir=str(d)))
-    (d / "hoc.jsonl").write_text(json.dumps({"query": "q", "gold": ["not a hallmark"]}) + "\n")
-    with pytest.raises(RecordError, match=r"hoc\.jsonl:1: gold label 'not a hallmark'"):
+    (d / "hoc.jsonl").write_text(json.dumps({"query": "q", "gold": [0, 8]}) + "\n")  # indices, not multi-hot
+    with pytest.raises(RecordError, match=r"hoc\.jsonl:1: field 'gold': task hoc expects a 0/1 vector of length 10"):
         load_tasks(EvalConfig(tasks=("hoc",), data_dir=str(d)))
     with pytest.raises(FileNotFoundError, match=r"mednli\.jsonl.*mednli/test\.jsonl"):
         load_tasks(EvalConfig(tasks=("mednli",), data_dir=str(d)))

@@ -8,6 +8,7 @@ gloo in another order, so they agree to float32 rounding (1e-5), not bitwise. Ru
 checkpoint every 4) and configure the MFU peak, so no process spends its start-up measuring a matmul.
 """
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -138,3 +139,40 @@ def test_sigkill_and_rerun_is_bit_identical_to_an_uninterrupted_run(reference, t
         np.testing.assert_array_equal(a, b)
     for a, b in zip(jax.tree.leaves(host.opt_state), jax.tree.leaves(reference.opt_state)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_two_processes_evaluate_benchmark_tasks_during_training(tmp_path):
+    """eval.tasks in a 2-process run: every process decodes (one SPMD program), process 0 logs one record per
+    evaluation, and the numbers are those of the saved parameters evaluated offline in this process."""
+    from mellama_jax.api import load
+    from mellama_jax.data.tokenizer import train_tokenizer
+    from mellama_jax.demo import mibe as synthetic
+    from mellama_jax.eval.runner import EvalConfig, evaluate
+
+    data = str(tmp_path / "tasks")
+    synthetic.write_synthetic_benchmark(data, per_task=4, seed=3, tasks=("pubmedqa",))
+    texts = [r["query"] + " " + r["answer"] for r in synthetic.make_records("pubmedqa", 16, seed=5)]
+    tok = train_tokenizer(texts, str(tmp_path / "tok"), vocab_size=320, character_coverage=1.0)
+    extra = {"train.steps": 4, "checkpoint.every_steps": 0, "model.vocab_size": 320,
+             "model.max_position_embeddings": 256, "data.tokenizer": str(tmp_path / "tok" / "tokenizer.model"),
+             "eval.tasks": "pubmedqa", "eval.task_data_dir": data, "eval.task_every_steps": 2, "eval.task_limit": 3,
+             "eval.task_max_new_tokens": 6}
+    flags_ = [f"--config.{k}={v}" for k, v in {**OVERRIDES, **extra}.items()]
+    workdir = str(tmp_path / "mp_tasks")
+    cmd = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes", "2",
+           "--devices_per_process", "4", "--timeout", "400", "--", "-m", "mellama_jax.train", "--config",
+           "configs/tiny_pretrain.py", "--workdir", workdir, *flags_]
+    proc = subprocess.run(cmd, cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=450)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "[0] finished at step 4" in proc.stdout and "[1] finished at step 4" in proc.stdout
+    assert "in-loop task evaluation: 2 runs" in proc.stdout
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    logged = [r for r in records if r["kind"] == "tasks"]
+    assert [r["step"] for r in logged] == [2, 4]
+    model = load(workdir, mesh=parallel.make_mesh(parallel.MeshConfig(2, 2, 2)))
+    model.tokenizer = tok
+    (result,) = evaluate(model, EvalConfig(tasks=("pubmedqa",), data_dir=data, limit=3, max_new_tokens=6,
+                                           progress=False))
+    for matching, metrics in result.metrics_by_matching.items():
+        for name, value in metrics.items():
+            assert logged[-1][f"pubmedqa/{matching}/{name}"] == pytest.approx(value), (matching, name)

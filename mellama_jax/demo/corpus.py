@@ -301,8 +301,9 @@ def _hoc(r):
     text = " ".join(f"{gene} signalling contributes to {HALLMARKS[l]} in tumour cells." for l in labels)
     query = ("Which hallmarks of cancer does the sentence discuss? Choose from: " + "; ".join(HALLMARKS)
              + f".\nSentence: {text}\nAnswer:")
-    return {"query": query, "answer": "; ".join(HALLMARKS[l] for l in labels), "choices": HALLMARKS,
-            "gold": labels}
+    # Released HoC form: gold is a 0/1 vector over the hallmarks, answer the labels joined by ";".
+    return {"query": query, "answer": ";".join(HALLMARKS[l] for l in labels), "choices": HALLMARKS,
+            "gold": [int(i in labels) for i in range(len(HALLMARKS))]}
 
 
 def _mimic_cxr(r):

@@ -53,10 +53,12 @@ def _emrqa(r: random.Random) -> dict:
 
 def _i2b2(r: random.Random) -> dict:
     problem, drug, test = r.choice(PROBLEMS), r.choice(DRUGS), r.choice(TESTS)
-    marked = f"Patient with <problem>{problem}</problem> was given <treatment>{drug}</treatment> after <test>{test}</test> ."
+    # Me-LLaMA's HTML span form (the type is the class; eval/mibe_ner.py).
+    marked = (f'Patient with <span class="problem">{problem}</span> was given <span class="treatment">{drug}</span> '
+              f'after <span class="test">{test}</span> .')
     plain = f"Patient with {problem} was given {drug} after {test} ."
-    return {"query": "Mark every medical problem, treatment and test in the sentence with <problem>, "
-                     f"<treatment> and <test> tags and repeat the sentence.\nSentence: {plain}\nAnswer:",
+    return {"query": "Mark every medical problem, treatment and test in the sentence with <span class=\"problem\">, "
+                     f"\"treatment\" and \"test\" spans and repeat the sentence.\nSentence: {plain}\nAnswer:",
             "choices": ["problem", "treatment", "test"], "gold": None, "answer": marked}
 
 
@@ -69,11 +71,13 @@ def _ddi(r: random.Random) -> dict:
 
 
 def _hoc(r: random.Random) -> dict:
-    gold = sorted(r.sample(range(len(HALLMARKS)), r.randrange(0, 3)))
+    hot = set(r.sample(range(len(HALLMARKS)), r.randrange(0, 3)))
+    # The released form: `gold` a 0/1 vector over the hallmarks, `answer` the labels joined by ";".
     return {"query": "Which hallmarks of cancer does this abstract discuss? Abstract: Tumour cells showed "
                      f"altered {r.choice(PROBLEMS)} signalling.\nAnswer with the hallmarks separated by "
-                     "commas, or none.\nAnswer:",
-            "choices": list(HALLMARKS), "gold": gold, "answer": ", ".join(HALLMARKS[i] for i in gold) or "none"}
+                     "semicolons, or none.\nAnswer:",
+            "choices": list(HALLMARKS), "gold": [int(i in hot) for i in range(len(HALLMARKS))],
+            "answer": ";".join(HALLMARKS[i] for i in sorted(hot))}
 
 
 def _mtsample(r: random.Random) -> dict:
@@ -139,6 +143,8 @@ def ideal_output(task: str, record: dict[str, Any]) -> str:
     if task == "diagnosis":
         others = [d for d in DIAGNOSES if d != record["answer"]][:2]
         return "\n".join(f"{i}. {d}" for i, d in enumerate([record["answer"]] + others, start=1))
+    if task == "hoc":
+        return record["answer"] or "none"
     return record["answer"]
 
 

@@ -2,10 +2,10 @@
 
 Two matching modes, chosen per run and named in the report:
 
-* ``mibe`` — the loose rule of Me-LLaMA's harness: lower-case the output, walk the choices in their listed
-  order and take the first one that occurs anywhere in the output as a substring. Known quirk, kept on
-  purpose for comparability: with PubMedQA's choices (yes, no, maybe) an output "I do not know" matches
-  "no" (inside "not"), and "yes" wins over "no" whenever both occur.
+* ``mibe`` — Me-LLaMA's own rules, task by task (eval/mibe.py, docs/evaluation.md): for most tasks the
+  first choice, in list order, found anywhere in the output as a substring — lower-cased or not depending
+  on the task. Known quirk, kept on purpose for comparability: with PubMedQA's choices (yes, no, maybe) an
+  output "I do not know" matches "no" (inside "not"), and "yes" wins over "no" whenever both occur.
 * ``strict`` — the answer has to lead the output: after an optional "Answer:" / "The answer is" prefix,
   the first line must equal a choice or start with it followed by a non-word character; for lettered
   multiple-choice tasks (MedQA, MedMCQA) a leading option letter ("B", "(B)", "B.", "B: text") selects
@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 import string
 from typing import Sequence
+
+from mellama_jax.eval import mibe
 
 MATCHING_MODES = ("mibe", "strict")
 
@@ -51,15 +53,6 @@ def strip_answer_prefix(text: str) -> str:
     return _ANSWER_PREFIX.sub("", text, count=1).strip()
 
 
-def match_choice_mibe(output: str, choices: Sequence[str]) -> int | None:
-    """MIBE's rule: index of the first choice (in choice order) found in the lower-cased output."""
-    lowered = output.strip().lower()
-    for i, choice in enumerate(choices):
-        if choice.lower() in lowered:
-            return i
-    return None
-
-
 def _leads_with(text: str, choice: str) -> bool:
     """`text` equals `choice` or starts with it followed by a non-word character (case-insensitive)."""
     t, c = text.lower(), choice.lower().strip()
@@ -89,9 +82,11 @@ def match_choice_strict(output: str, choices: Sequence[str], *, lettered: bool =
     return None
 
 
-def match_choice(output: str, choices: Sequence[str], mode: str, *, lettered: bool = False) -> int | None:
+def match_choice(output: str, choices: Sequence[str], mode: str, *, lettered: bool = False,
+                 lower_case: bool = True) -> int | None:
+    """strict: match_choice_strict; mibe: the reference's first-found rule (lower_case = its LOWER_CASE)."""
     if check_matching(mode) == "mibe":
-        return match_choice_mibe(output, choices)
+        return mibe.first_choice_found(output, choices, lower_case)
     return match_choice_strict(output, choices, lettered=lettered)
 
 
@@ -102,18 +97,15 @@ NONE_WORDS = ("none", "no label", "no labels", "none of the above", "n/a")
 def match_labels(output: str, choices: Sequence[str], mode: str) -> tuple[int, ...] | None:
     """Indices of every label in the output (sorted), () for an explicit "none", None when nothing parsed.
 
-    mibe: every choice occurring as a substring of the lower-cased output.
+    mibe: every choice occurring (case-sensitive, as the reference's HoC rule) in the output; None if none.
     strict: the first line split on , ; | (and " and "); every piece must equal a choice, or the output
     is unparsed.
     """
     check_matching(mode)
     text = output.strip()
     if mode == "mibe":
-        lowered = text.lower()
-        found = tuple(i for i, c in enumerate(choices) if c.lower() in lowered)
-        if found:
-            return found
-        return () if first_line(lowered).rstrip(_TRAILING_PUNCT) in NONE_WORDS else None
+        found = tuple(i for i, v in enumerate(mibe.hoc_vector(text, choices)) if v)
+        return found or None
     line = strip_answer_prefix(first_line(text))
     pieces = [p.strip().strip(_TRAILING_PUNCT).lower() for p in re.split(r"[,;|]", line)]
     pieces = [p for p in pieces if p]

@@ -1,23 +1,37 @@
-"""Reading MIBE evaluation records from local JSONL.
+"""Reading MIBE evaluation records in the form Me-LLaMA released them, from the files a user has.
 
-Every line is one JSON object in the Me-LLaMA / MIBE form `{"query", "answer", "choices", "gold"}`
-(REFERENCE §2); an optional `"id"` is kept. What `answer`, `choices` and `gold` must hold depends on the
-task family, so each task validates its own records (tasks/base.py); this module only reads lines,
-checks the common fields, and says where a bad record is (`file:line`).
+A record is one object with the fields of Me-LLaMA's released test sets (Hugging Face datasets
+`clinicalnlplab/<task>_test`, written by its `src/preprocess_instruct.py`): `id`, `query` (the full
+prompt), `answer`, `choices`, `gold` and, in some sets, `text`. What `answer`, `choices` and `gold` must
+hold depends on the task (each task declares its gold format: tasks/base.py); this module reads records,
+checks the common fields, and says where a bad record is — `path:line` for JSONL, `path:row N` (0-based,
+as `datasets` indexes) for parquet and arrow files.
 
-Nothing is fetched: the user supplies the files. For a task named `pubmedqa` the file is looked up as
-`DATA_DIR/pubmedqa.jsonl` or `DATA_DIR/pubmedqa/test.jsonl`.
+Three on-disk forms are read, all offline, with pyarrow:
+
+* JSONL, one record per line;
+* a hub snapshot: `data/test-*.parquet` (what `huggingface-cli download --repo-type dataset` leaves);
+* a `datasets.save_to_disk` directory: a Dataset (`state.json` + `data-*.arrow`) or a DatasetDict
+  (`dataset_dict.json` + one such directory per split; the `test` split is read).
+
+For a task the data directory is searched under the task's name, its aliases and the name of its
+released dataset (`HoC_test`): `<name>.jsonl`, `<name>/test.jsonl`, `<name>.parquet`, or `<name>/` holding
+a snapshot or a save_to_disk directory.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 from typing import Any, Iterator
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 
 class RecordError(ValueError):
-    """A record is malformed; the message starts with `file:line`."""
+    """A record is malformed; the message starts with where it is (`file:line` or `file:row N`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,23 +41,48 @@ class EvalRecord:
     query: str
     answer: Any  # str, or a list of acceptable strings (QA / diagnosis aliases)
     choices: tuple[str, ...]
-    gold: Any  # int index into choices, a list of indices (multi-label), or None
-    where: str  # "path:line", for error messages and the per-example report
+    gold: Any  # as stored: an int index, a 0/1 list (HoC), or None; the task checks its format
+    where: str  # "path:line" / "path:row N", for error messages and the per-example report
+    text: str | None = None  # the released sets' raw input text, when present (not used for scoring)
 
 
-def task_file_candidates(data_dir: str, task: str) -> list[str]:
-    return [os.path.join(data_dir, f"{task}.jsonl"), os.path.join(data_dir, task, "test.jsonl")]
+SPLIT = "test"  # the split evaluated; few-shot examples come from "train" (eval/protocols.py)
 
 
-def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = ()) -> str:
-    """The JSONL file for `task` (or one of its aliases) in `data_dir`; a clear error when there is none."""
+def task_file_candidates(data_dir: str, name: str, split: str = SPLIT) -> list[str]:
+    return [os.path.join(data_dir, f"{name}.jsonl"), os.path.join(data_dir, name, f"{split}.jsonl"),
+            os.path.join(data_dir, f"{name}.parquet"), os.path.join(data_dir, name)]
+
+
+def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = (), split: str = SPLIT) -> str:
+    """The records of `task` (or one of its aliases) in `data_dir`: a file or a dataset directory."""
     tried = []
     for name in (task,) + tuple(aliases):
-        for path in task_file_candidates(data_dir, name):
+        for path in task_file_candidates(data_dir, name, split):
             tried.append(path)
-            if os.path.isfile(path):
+            if os.path.isfile(path) or (os.path.isdir(path) and _directory_files(path, split)):
                 return path
-    raise FileNotFoundError(f"no data file for task {task!r}; looked for: {', '.join(tried)}")
+    raise FileNotFoundError(f"no {split} data for task {task!r}; looked for: {', '.join(tried)} "
+                            f"(a directory must hold data/{split}-*.parquet or a datasets.save_to_disk dataset)")
+
+
+def _directory_files(path: str, split: str = SPLIT) -> list[tuple[str, str]]:
+    """(kind, file) pairs of a dataset directory in read order; [] when it holds no known layout."""
+    snapshot = sorted(glob.glob(os.path.join(path, "data", f"{split}-*.parquet")))
+    if snapshot:
+        return [("parquet", f) for f in snapshot]
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+        with open(os.path.join(path, "dataset_dict.json")) as f:
+            splits = json.load(f).get("splits", [])
+        if split not in splits:
+            raise FileNotFoundError(f"{path}: the saved DatasetDict has splits {splits}, no {split!r} split")
+        return _directory_files(os.path.join(path, split), split)
+    state = os.path.join(path, "state.json")
+    if os.path.isfile(state):
+        with open(state) as f:
+            files = [d["filename"] for d in json.load(f).get("_data_files", [])]
+        return [("arrow", os.path.join(path, name)) for name in files]
+    return []
 
 
 def _as_str(value: Any, field: str, where: str) -> str:
@@ -54,9 +93,9 @@ def _as_str(value: Any, field: str, where: str) -> str:
 
 def parse_record(obj: Any, where: str, index: int) -> EvalRecord:
     if not isinstance(obj, dict):
-        raise RecordError(f"{where}: expected a JSON object with query/answer/choices/gold, "
+        raise RecordError(f"{where}: expected an object with query/answer/choices/gold, "
                           f"got {type(obj).__name__}")
-    if "query" not in obj:
+    if obj.get("query") is None:
         raise RecordError(f"{where}: missing field 'query'")
     query = _as_str(obj["query"], "query", where)
     answer = obj.get("answer", "")
@@ -74,23 +113,54 @@ def parse_record(obj: Any, where: str, index: int) -> EvalRecord:
                                       or (isinstance(gold, list) and all(isinstance(g, (int, str)) for g in gold))):
         raise RecordError(f"{where}: field 'gold' must be an integer index, a label string, or a list of them; "
                           f"got {gold!r}")
-    rid = obj.get("id", index)
-    return EvalRecord(id=str(rid), query=query, answer=answer, choices=tuple(choices), gold=gold, where=where)
+    text = obj.get("text")
+    if text is not None:
+        text = _as_str(text, "text", where)
+    rid = obj.get("id")
+    return EvalRecord(id=str(index if rid is None else rid), query=query, answer=answer, choices=tuple(choices),
+                      gold=gold, where=where, text=text)
 
 
-def iter_records(path: str, limit: int | None = None) -> Iterator[EvalRecord]:
-    """Records of one JSONL file, in file order; blank lines are skipped; `limit` keeps the first N."""
-    count = 0
+def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if limit is not None and count >= limit:
-                return
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise RecordError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+
+
+def _table_rows(path: str, table_batches) -> Iterator[tuple[str, Any]]:
+    row = 0
+    for batch in table_batches:
+        for obj in batch.to_pylist():
+            yield f"{path}:row {row}", obj
+            row += 1
+
+
+def _file_rows(kind: str, path: str) -> Iterator[tuple[str, Any]]:
+    if kind == "jsonl":
+        yield from _jsonl_rows(path)
+    elif kind == "parquet":
+        yield from _table_rows(path, pq.ParquetFile(path).iter_batches())
+    else:  # datasets writes its arrow files in the IPC *stream* format
+        with pa.memory_map(path) as source:
+            yield from _table_rows(path, pa.ipc.open_stream(source))
+
+
+def iter_records(path: str, limit: int | None = None, split: str = SPLIT) -> Iterator[EvalRecord]:
+    """Records of a JSONL/parquet file or a dataset directory (its `split`), in order; `limit` keeps the first N."""
+    if os.path.isdir(path):
+        files = _directory_files(path, split)
+    else:
+        files = [("parquet" if path.endswith(".parquet") else "jsonl", path)]
+    count = 0
+    for kind, file in files:
+        for where, obj in _file_rows(kind, file):
+            if limit is not None and count >= limit:
+                return
             yield parse_record(obj, where, count)
             count += 1

@@ -22,7 +22,7 @@ from mellama_jax.convert.ckpt import atomic_output_dir
 from mellama_jax.eval.runner import EvalConfig, TaskResult
 
 MATCHING_TEXT = {
-    "mibe": "mibe (loose: the first choice, in choice order, found anywhere in the lower-cased output)",
+    "mibe": "mibe (Me-LLaMA's own scoring rules, per task: docs/evaluation.md)",
     "strict": "strict (the output must lead with exactly one choice / well-formed answer)",
 }
 
@@ -35,11 +35,15 @@ def summary_dict(results: Sequence[TaskResult], cfg: EvalConfig, model_name: str
             "matching": cfg.matching,
             "template": cfg.template,
             "mode": cfg.mode,
-            "decoding": "greedy",
+            "decoding": "sampled (self-consistency)" if cfg.sampling else "greedy",
             "max_new_tokens": cfg.max_new_tokens,
             "length_normalize": cfg.length_normalize,
             "limit": cfg.limit,
-            "shots": 0,
+            "shots": cfg.num_fewshot,
+            "fewshot_seeds": cfg.fewshot_seeds if cfg.num_fewshot else 0,
+            "self_consistency": cfg.self_consistency,
+            "temperature": cfg.temperature,
+            "seed": cfg.seed,
         },
         "tasks": {
             r.task.name: {
@@ -51,6 +55,10 @@ def summary_dict(results: Sequence[TaskResult], cfg: EvalConfig, model_name: str
                 "num_truncated_prompts": sum(e.truncated for e in r.examples),
                 "primary_metric": r.task.primary_metric,
                 "metrics": r.metrics,
+                "metrics_by_matching": r.metrics_by_matching,
+                "protocol": r.protocol,
+                "std_by_matching": r.std_by_matching,
+                "per_seed_metrics": list(r.per_seed),
                 "seconds": round(r.seconds, 2),
             } for r in results
         },
@@ -62,23 +70,36 @@ def markdown_table(summary: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of {summary['model']}",
         "",
-        f"Zero-shot, {s['decoding']} decoding, at most {s['max_new_tokens']} new tokens, template `{s['template']}`.",
+        f"At most {s['max_new_tokens']} new tokens, template `{s['template']}`; the protocol of each number is "
+        "in the `protocol` column (few-shot: mean ± std over seeds).",
         f"Answer matching: {MATCHING_TEXT[s['matching']]}.",
     ]
     if s["mode"] == "loglik":
         norm = "length-normalised " if s["length_normalize"] else ""
         lines.append(f"Multiple-choice tasks scored by {norm}log-likelihood of each choice (no generation).")
-    lines += ["", "| task | family | n | metric | score | other metrics | no prediction |",
-              "|---|---|---:|---|---:|---|---:|"]
+    lines.append("The same outputs are scored both ways: `mibe` = Me-LLaMA's reference rule (comparable with "
+                 "the paper), `strict` = the corrected scorer; other metrics are those of the run's matching.")
+    lines += ["", "| task | family | n | protocol | metric | mibe | strict | other metrics | no prediction |",
+              "|---|---|---:|---|---|---:|---:|---|---:|"]
     for name, t in summary["tasks"].items():
         metrics = dict(t["metrics"])
         primary = t["primary_metric"]
-        value = metrics.pop(primary)
+        metrics.pop(primary)
         metrics.pop("no_prediction_rate", None)
-        others = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        lines.append(f"| {name} | {t['family']} | {t['num_examples']} | {primary} | {value:.4f} | {others} | "
-                     f"{t['num_no_prediction']} |")
+        both = t.get("metrics_by_matching") or {s["matching"]: t["metrics"]}
+        std = t.get("std_by_matching") or {}
+        cells = " | ".join(_cell(both, std, m, primary) for m in ("mibe", "strict"))
+        others = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("f1["))
+        lines.append(f"| {name} | {t['family']} | {t['num_examples']} | {t.get('protocol', '')} | {primary} | "
+                     f"{cells} | {others} | {t['num_no_prediction']} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(both: dict, std: dict, matching: str, metric: str) -> str:
+    if matching not in both:
+        return "-"
+    value = f"{both[matching][metric]:.4f}"
+    return value + (f" ± {std[matching][metric]:.4f}" if matching in std else "")
 
 
 def write_report(out_dir: str, results: Sequence[TaskResult], cfg: EvalConfig, model_name: str, *,

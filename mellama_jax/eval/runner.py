@@ -1,5 +1,7 @@
 """Running the benchmark: records → prompts → greedy decoding (or log-likelihood choice) → metrics.
 
+Few-shot prompts and self-consistency sampling are the protocols of eval/protocols.py.
+
 `evaluate(model, cfg)` accepts any object with the interface of the model `mellama_jax.load` returns:
 
 * `model.tokenizer` with `.encode(text, bos=True, eos=False)`, `.decode(ids)`, `.eos_id`
@@ -16,17 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from mellama_jax.data.templates import TEMPLATE_NAMES, render_prompt, strip_response
-from mellama_jax.eval import scoring
-from mellama_jax.eval.parsing import check_matching
+from mellama_jax.eval import protocols, scoring
+from mellama_jax.eval.parsing import MATCHING_MODES, check_matching
 from mellama_jax.eval.records import EvalRecord, find_task_file, iter_records
-from mellama_jax.eval.tasks.base import ChoiceTask, Example, Task
+from mellama_jax.eval.tasks.base import ChoiceTask, Example, Judgement, Task
 from mellama_jax.eval.tasks.registry import resolve_tasks
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,13 @@ class EvalConfig:
     batch_size: int = 8
     max_length: int | None = None  # context window; default: the model's max_position_embeddings
     progress: bool = True
+    # Protocols (eval/protocols.py): few-shot from a train split, self-consistency by sampling.
+    num_fewshot: int = 0
+    fewshot_seeds: int = 1
+    fewshot_dir: str | None = None  # where each task's train split is found (as data_dir holds the test split)
+    self_consistency: int = 0  # samples per record (> 1 switches it on for multiple-choice tasks)
+    temperature: float = 0.0  # sampling temperature of self-consistency
+    seed: int = 0  # seeds shot draws and sampling
 
     def __post_init__(self):
         check_matching(self.matching)
@@ -61,6 +72,17 @@ class EvalConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.num_fewshot < 0 or self.fewshot_seeds < 1:
+            raise ValueError(f"num_fewshot must be >= 0 and fewshot_seeds >= 1, got {self.num_fewshot}, "
+                             f"{self.fewshot_seeds}")
+        if self.num_fewshot and not self.fewshot_dir:
+            raise ValueError("num_fewshot needs fewshot_dir: the directory of each task's train split")
+        if self.self_consistency > 1 and not self.temperature > 0:
+            raise ValueError(f"self_consistency={self.self_consistency} samples need temperature > 0")
+
+    @property
+    def sampling(self) -> bool:
+        return self.self_consistency > 1 and self.mode == "generate"
 
     @property
     def show_progress(self) -> bool:
@@ -72,9 +94,14 @@ class TaskResult:
     task: Task
     data_file: str
     mode: str  # how predictions were made for this task: "generate" or "loglik"
-    examples: tuple[Example, ...]
-    metrics: dict[str, float]
+    examples: tuple[Example, ...]  # judged under the run's matching mode (`other` holds the other mode)
+    metrics: dict[str, float]  # under the run's matching mode
     seconds: float
+    metrics_by_matching: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # both modes
+    protocol: str = "zero-shot, greedy"  # how these numbers were produced (eval/protocols.describe)
+    # Few-shot over several seeds: metrics are the means; their standard deviations and per-seed values.
+    std_by_matching: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    per_seed: tuple[dict[str, dict[str, float]], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,18 +110,27 @@ class _Prepared:
     data_file: str
     records: tuple[EvalRecord, ...]
     golds: tuple[Any, ...]
+    shot_pool: tuple[EvalRecord, ...] = ()  # the train split few-shot examples are drawn from
 
 
 def load_tasks(cfg: EvalConfig) -> list[_Prepared]:
-    """Read and validate every record of every task (raises RecordError / FileNotFoundError)."""
+    """Read and validate every record of every task, and of its train split for few-shot (raises
+    RecordError / FileNotFoundError)."""
     prepared = []
     for task in resolve_tasks(list(cfg.tasks)):
-        path = find_task_file(cfg.data_dir, task.name, task.aliases)
+        path = find_task_file(cfg.data_dir, task.name, task.file_names)
         records = tuple(iter_records(path, cfg.limit))
         if not records:
             raise ValueError(f"{path}: no records for task {task.name}")
         golds = tuple(task.gold(r) for r in records)
-        prepared.append(_Prepared(task, path, records, golds))
+        pool: tuple[EvalRecord, ...] = ()
+        if cfg.num_fewshot:
+            pool_path = find_task_file(cfg.fewshot_dir, task.name, task.file_names, split="train")
+            pool = tuple(iter_records(pool_path, split="train"))
+            for r in pool:  # a shot must have a usable answer too
+                protocols.shot_answer(task, r)
+            protocols.check_leakage(task.name, pool, records, pool_path)
+        prepared.append(_Prepared(task, path, records, golds, pool))
     return prepared
 
 
@@ -117,7 +153,8 @@ def fit_prompt(ids: list[int], budget: int, keep_head: int = 1) -> tuple[list[in
     return ids[:keep_head] + ids[len(ids) - (budget - keep_head):], True
 
 
-def _generate_outputs(model, prompts: Sequence[str], cfg: EvalConfig, window: int, desc: str):
+def _generate_outputs(model, prompts: Sequence[str], cfg: EvalConfig, window: int, desc: str,
+                      temperature: float = 0.0, seed_tag: str = ""):
     tok = model.tokenizer
     budget = window - cfg.max_new_tokens
     encoded = [fit_prompt(tok.encode(p, bos=True), budget) for p in prompts]
@@ -127,8 +164,10 @@ def _generate_outputs(model, prompts: Sequence[str], cfg: EvalConfig, window: in
     with tqdm(total=len(prompts), desc=desc, disable=not cfg.show_progress) as bar:
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start:start + cfg.batch_size]
+            # Sampling: one decode seed per (run seed, sample, batch), so a run is reproducible.
+            sampling = {"seed": random.Random(f"{seed_tag}:{start}").getrandbits(31)} if temperature > 0 else {}
             new_tokens = model.generate([encoded[i][0] for i in rows], max_new_tokens=cfg.max_new_tokens,
-                                        temperature=0.0, eos_id=tok.eos_id)
+                                        temperature=temperature, eos_id=tok.eos_id, **sampling)
             for i, ids in zip(rows, new_tokens):
                 ids = list(ids)
                 if tok.eos_id in ids:  # generators may or may not return the EOS that stopped a row
@@ -139,12 +178,40 @@ def _generate_outputs(model, prompts: Sequence[str], cfg: EvalConfig, window: in
     return outputs, [t for _, t in encoded]
 
 
-def run_task(model, prepared: _Prepared, cfg: EvalConfig) -> TaskResult:
+def _prompts(task: Task, prepared: _Prepared, cfg: EvalConfig, shot_seed: int) -> list[str]:
+    if not cfg.num_fewshot:
+        return [render_prompt(cfg.template, task.prompt(r)) for r in prepared.records]
+    return [render_prompt(cfg.template, protocols.fewshot_prompt(
+                task, r, protocols.draw_shots(prepared.shot_pool, cfg.num_fewshot, seed=cfg.seed + shot_seed,
+                                              task=task.name, index=i, exclude_query=r.query)))
+            for i, r in enumerate(prepared.records)]
+
+
+def _self_consistent(model, task: ChoiceTask, prompts, prepared: _Prepared, cfg: EvalConfig, window: int):
+    """n sampled outputs per record, judged; the majority prediction under each matching (protocols.majority)."""
+    samples = [_generate_outputs(model, prompts, cfg, window, desc=f"{task.name} sample {i + 1}",
+                                 temperature=cfg.temperature, seed_tag=f"{cfg.seed}:{i}")
+               for i in range(cfg.self_consistency)]
+    truncated = samples[0][1]
+    outputs, judged = [], {m: [] for m in MATCHING_MODES}
+    for j, (record, gold) in enumerate(zip(prepared.records, prepared.golds)):
+        texts = [out[j] for out, _ in samples]
+        for m in MATCHING_MODES:
+            verdicts = [task.judge(t, record, gold, m) for t in texts]
+            winner = protocols.majority([v.prediction for v in verdicts])
+            votes = sum(v.prediction == winner for v in verdicts) if winner is not None else 0
+            judged[m].append(Judgement(winner, winner == gold, {"votes": float(votes)}))
+        outputs.append(texts[0])  # the per-example report shows the first sample
+    return outputs, truncated, judged
+
+
+def run_task(model, prepared: _Prepared, cfg: EvalConfig, shot_seed: int = 0) -> TaskResult:
     task, records, golds = prepared.task, prepared.records, prepared.golds
     started = time.perf_counter()
-    prompts = [render_prompt(cfg.template, task.prompt(r)) for r in records]
+    prompts = _prompts(task, prepared, cfg, shot_seed)
     window = context_window(model, cfg)
     use_loglik = cfg.mode == "loglik" and isinstance(task, ChoiceTask)
+    use_sc = cfg.sampling and isinstance(task, ChoiceTask)
     if use_loglik:
         tok = model.tokenizer
         candidates = [task.candidates(r) for r in records]
@@ -154,19 +221,44 @@ def run_task(model, prepared: _Prepared, cfg: EvalConfig) -> TaskResult:
                                       progress=cfg.show_progress)
         outputs = [cands[i] for cands, i in zip(candidates, picks)]
         truncated = [False] * len(records)
-        judgements = [task.judge_choice_index(i, r, g) for i, r, g in zip(picks, records, golds)]
+        judged = {m: [task.judge_choice_index(i, r, g) for i, r, g in zip(picks, records, golds)]
+                  for m in MATCHING_MODES}
+    elif use_sc:
+        outputs, truncated, judged = _self_consistent(model, task, prompts, prepared, cfg, window)
     else:
         outputs, truncated = _generate_outputs(model, prompts, cfg, window, desc=task.name)
-        judgements = [task.judge(o, r, g, cfg.matching) for o, r, g in zip(outputs, records, golds)]
-    examples = tuple(
-        Example(id=r.id, where=r.where, prompt=p, output=o, prediction=j.prediction, gold=g, correct=j.correct,
-                scores=dict(j.scores), truncated=t)
-        for r, p, o, j, g, t in zip(records, prompts, outputs, judgements, golds, truncated))
+        # Matching is applied after decoding, so both modes cost one generation: the report shows both.
+        judged = {m: [task.judge(o, r, g, m) for o, r, g in zip(outputs, records, golds)] for m in MATCHING_MODES}
+    by_mode = {m: tuple(Example(id=r.id, where=r.where, prompt=p, output=o, prediction=j.prediction, gold=g,
+                                correct=j.correct, scores=dict(j.scores), truncated=t)
+                        for r, p, o, j, g, t in zip(records, prompts, outputs, judged[m], golds, truncated))
+               for m in MATCHING_MODES}
+    metrics = {m: task.aggregate(by_mode[m], m) for m in MATCHING_MODES}
+    (other_mode,) = [m for m in MATCHING_MODES if m != cfg.matching]
+    examples = tuple(dataclasses.replace(e, other={"matching": other_mode, "prediction": x.prediction,
+                                                   "correct": x.correct, "scores": x.scores})
+                     for e, x in zip(by_mode[cfg.matching], by_mode[other_mode]))
     if any(truncated):
         log.warning("%s: %d prompts were cut to fit %d tokens (with %d new tokens)", task.name, sum(truncated),
                     window, cfg.max_new_tokens)
+    protocol = protocols.describe(cfg.num_fewshot, cfg.fewshot_seeds, cfg.self_consistency, cfg.temperature,
+                                  "loglik" if use_loglik else "generate", use_sc)
     return TaskResult(task, prepared.data_file, "loglik" if use_loglik else "generate", examples,
-                      task.aggregate(examples), time.perf_counter() - started)
+                      metrics[cfg.matching], time.perf_counter() - started, metrics, protocol)
+
+
+def _over_seeds(runs: Sequence[TaskResult], matching: str) -> TaskResult:
+    """One result from the few-shot runs of each seed: mean metrics, their std, the first seed's examples."""
+    means, stds = {}, {}
+    for m in runs[0].metrics_by_matching:
+        keys = runs[0].metrics_by_matching[m]
+        values = {k: np.array([r.metrics_by_matching[m][k] for r in runs]) for k in keys}
+        means[m] = {k: float(v.mean()) for k, v in values.items()}
+        stds[m] = {k: float(v.std()) for k, v in values.items()}
+    first = runs[0]
+    return dataclasses.replace(first, metrics=means[matching], metrics_by_matching=means, std_by_matching=stds,
+                               per_seed=tuple(r.metrics_by_matching for r in runs),
+                               seconds=sum(r.seconds for r in runs))
 
 
 def evaluate(model, cfg: EvalConfig, prepared: Sequence[_Prepared] | None = None) -> list[TaskResult]:
@@ -175,7 +267,11 @@ def evaluate(model, cfg: EvalConfig, prepared: Sequence[_Prepared] | None = None
     prepared = load_tasks(cfg) if prepared is None else prepared
     results = []
     for p in prepared:
-        result = run_task(model, p, cfg)
+        if cfg.num_fewshot:
+            result = _over_seeds([run_task(model, p, cfg, shot_seed=k) for k in range(cfg.fewshot_seeds)],
+                                 cfg.matching)
+        else:
+            result = run_task(model, p, cfg)
         log.info("%s: %s", p.task.name, {k: round(v, 4) for k, v in result.metrics.items()})
         results.append(result)
     return results

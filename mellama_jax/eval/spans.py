@@ -1,6 +1,7 @@
 """The HTML-like span format of the NER task, and its conversion to BIO tags over whitespace tokens.
 
-The model (and the gold `answer`) mark entities inline: `Pt has <problem>chest pain</problem> .`.
+The model (and the gold `answer`) mark entities inline: `Pt has <problem>chest pain</problem> .` or, in
+Me-LLaMA's HTML form, `Pt has <span class="problem">chest pain</span> .`.
 Both sides are turned into BIO tags over the whitespace tokens of the gold sentence, then seqeval scores
 entity F1 (metrics.entity_f1).
 
@@ -21,6 +22,9 @@ import string
 from typing import Sequence
 
 _TAG = re.compile(r"<\s*(/?)\s*([A-Za-z][A-Za-z_\-]*)\s*>")
+# Me-LLaMA's HTML form of a span, `<span class="problem">chest pain</span>`, read as `<problem>…</problem>`.
+_SPAN_CLASS = re.compile(r"""<\s*span\s+class\s*=\s*["']?([A-Za-z][A-Za-z_\-]*)["']?\s*>(.*?)<\s*/\s*span\s*>""",
+                         re.DOTALL)
 _EDGE_PUNCT = string.punctuation + "“”‘’"
 
 
@@ -39,6 +43,7 @@ class Entity:
 def parse_spans(marked: str, types: Sequence[str], *, strict: bool) -> tuple[str, list[Entity]]:
     """(text without tags, entities) of span-marked text. Types compare case-insensitively."""
     known = {t.lower(): t for t in types}
+    marked = _SPAN_CLASS.sub(lambda m: f"<{m[1]}>{m[2]}</{m[1]}>", marked)
     plain: list[str] = []
     length = 0
     entities: list[Entity] = []

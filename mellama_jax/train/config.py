@@ -16,7 +16,7 @@ Layout of the schema:
     train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora.*
     optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, REFERENCE §2)
     checkpoint.*     every_steps, keep, async_save
-    eval.*           held-out evaluation cadence and size
+    eval.*           held-out evaluation cadence and size; benchmark tasks during training (eval.tasks ...)
     log.*            logging cadence, TensorBoard, progress bar, device peak FLOP/s for MFU
     data.*           kind ("synthetic" | "mixture" | "sft"), tokenizer, synthetic.*, mixture (opaque, for
                      mellama_jax.data: the pretraining components, and for kind="sft" its `instruct` group)
@@ -135,10 +135,18 @@ class EvalConfig:
     every_steps: int = 0  # 0 disables held-out evaluation
     batches: int = 2  # batches per mixture component
     batch_size: int = 0  # 0: the training global batch size
+    tasks: str = ""  # benchmark tasks evaluated during training ("pubmedqa,medqa"); "" = none
+    task_data_dir: str = ""  # their records (as `python -m mellama_jax.evaluate --data_dir`)
+    task_every_steps: int = 0  # 0 with tasks set: only at the last step
+    task_limit: int = 0  # first N records of each task; 0 = all
+    task_max_new_tokens: int = 256  # MIBE's generation length
 
     def __post_init__(self):
         if self.every_steps < 0 or self.batches < 1 or self.batch_size < 0:
             raise ConfigError("eval.every_steps >= 0, eval.batches >= 1 and eval.batch_size >= 0 are required")
+        if self.task_every_steps < 0 or self.task_limit < 0 or self.task_max_new_tokens < 1:
+            raise ConfigError("eval.task_every_steps >= 0, eval.task_limit >= 0 and eval.task_max_new_tokens >= 1 "
+                              "are required")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from mellama_jax.train.peak import system_peak
 from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainState, init_state, state_layout
 from mellama_jax.train.step import compile_eval_step, compile_train_step
 from mellama_jax.model import params as P
+from mellama_jax.train.task_eval import TaskEvaluator
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TrainResult:
     eval_metrics: dict
     preempted: bool = False
     engine: Optional[Engine] = None  # reusable by a later train() call with the same config
+    task_results: list = dataclasses.field(default_factory=list)  # latest in-loop benchmark results (eval.tasks)
 
 
 def check_batch_divisibility(cfg: TrainConfig, mesh) -> None:
@@ -178,6 +180,8 @@ def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = No
 
 def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], source, engine: Optional[Engine]):
     workdir = os.path.abspath(workdir)
+    # Benchmark tasks: their records are read and validated first, before anything is compiled or written.
+    tasks = TaskEvaluator(cfg) if cfg.eval.tasks else None
     engine = engine or build_engine(cfg, trainable=trainable)
     mesh, t = engine.mesh, cfg.train
     source = source or make_source(cfg, engine)
@@ -220,6 +224,7 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
     last_train: dict = {}
     last_eval: dict = {}
     timer = (time.perf_counter(), start)
+    run_started = timer[0]
     preempted = False
 
     def check(upto: int) -> None:
@@ -259,18 +264,30 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
             stop = watch.reached(n)
             save = ckpt.due(n) or n == t.steps or stop
             run_eval = eval_step is not None and (n % cfg.eval.every_steps == 0 or n == t.steps)
-            if save or run_eval:
+            every = cfg.eval.task_every_steps
+            run_tasks = tasks is not None and ((every and n % every == 0) or n == t.steps)
+            if save or run_eval or run_tasks:
                 check(n)
             if save:
                 ckpt.save(n, state, source, config_dict)
             if run_eval:
                 last_eval = evaluate(eval_step, state, heldout, mesh, eval_bs)
                 writer.write(n, "eval", last_eval)
+            if run_tasks:
+                task_metrics = tasks.run(state, engine.trainable, mesh)
+                writer.write(n, "tasks", task_metrics)
+                last_eval = {**last_eval, **{f"tasks/{k}": v for k, v in task_metrics.items()}}
+                if primary:
+                    log.info("step %d: benchmark tasks evaluated in %.1f s", n, task_metrics["seconds"])
             if stop:
                 log.warning("preemption signal: saved step %d, exiting", n)
                 preempted = True
                 break
         check(t.steps)
+        if tasks is not None and tasks.runs and primary:
+            wall = time.perf_counter() - run_started
+            log.info("in-loop task evaluation: %d runs, %.1f s in all (%.1f%% of this run's %.1f s)", tasks.runs,
+                     tasks.total_seconds, 100 * tasks.total_seconds / max(wall, 1e-9), wall)
         final = int(jax.device_get(state.step))
         if final == t.steps and ckpt.latest_step() != final:  # e.g. resumed at the last step
             ckpt.save(final, state, source, config_dict)
@@ -279,4 +296,5 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
         ckpt.close()
         writer.close()
     return TrainResult(state=state, step=int(jax.device_get(state.step)), train_metrics=last_train,
-                       eval_metrics=last_eval, preempted=preempted, engine=engine)
+                       eval_metrics=last_eval, preempted=preempted, engine=engine,
+                       task_results=tasks.last_results if tasks is not None else [])

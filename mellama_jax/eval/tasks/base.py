@@ -11,7 +11,8 @@ import dataclasses
 from typing import Any, Sequence
 
 from mellama_jax.eval import metrics as M
-from mellama_jax.eval.parsing import match_choice
+from mellama_jax.eval import mibe
+from mellama_jax.eval.parsing import check_matching, match_choice_strict
 from mellama_jax.eval.records import EvalRecord, RecordError
 
 
@@ -34,9 +35,17 @@ class Example:
     correct: bool | None
     scores: dict[str, float]
     truncated: bool = False  # the prompt was cut to fit the context window
+    # The same output judged under the other matching mode: {"matching", "prediction", "correct", "scores"}.
+    other: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# What a task's `gold` field holds (declared per task; a record that does not fit is an error, never a guess).
+GOLD_INDEX = "index"  # an integer index into `choices`
+GOLD_MULTI_HOT = "multi_hot"  # a 0/1 vector as long as `choices` (HoC)
+GOLD_NONE = "none"  # `gold` is unused; `answer` is the target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +55,13 @@ class Task(abc.ABC):
     primary_metric: str
     description: str = ""
     aliases: tuple[str, ...] = ()
+    released_as: str = ""  # Me-LLaMA's Hugging Face dataset name (clinicalnlplab/<this>), "" if none
+    gold_format: str = GOLD_NONE
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """Names the task's records are looked up under in a data directory (records.find_task_file)."""
+        return self.aliases + ((self.released_as,) if self.released_as else ())
 
     def prompt(self, record: EvalRecord) -> str:
         """The zero-shot prompt: MIBE queries already carry their instruction, so the query as is."""
@@ -57,11 +73,11 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def judge(self, output: str, record: EvalRecord, gold: Any, matching: str) -> Judgement:
-        ...
+        """The verdict on one output under `matching` ("mibe": the reference rule, "strict": ours)."""
 
     @abc.abstractmethod
-    def aggregate(self, examples: Sequence[Example]) -> dict[str, float]:
-        ...
+    def aggregate(self, examples: Sequence[Example], matching: str) -> dict[str, float]:
+        """Metrics of examples judged under `matching` (the reference aggregates differently: eval/mibe.py)."""
 
     def candidates(self, record: EvalRecord) -> list[str] | None:
         """Continuations for log-likelihood scoring; None where the task is not multiple choice."""
@@ -79,18 +95,24 @@ def no_prediction_rate(examples: Sequence[Example]) -> float:
 class ChoiceTask(Task):
     """Single-label multiple choice: accuracy and macro-F1.
 
-    `choices` in the record are the answer strings the model may say; `gold` is an index into them (or the
-    gold choice string itself). `default_choices` fill in records without choices. For lettered tasks
-    (MedQA, MedMCQA) the class label is the option letter, since option texts differ per question.
+    `choices` in the record are the answer strings the model may say; `gold` is an index into them (absent
+    `gold`, `answer` must equal one of them). `default_choices` fill in records without choices. For
+    lettered tasks (MedQA, MedMCQA) the class label is the option letter, since option texts differ per
+    question. Under mibe, `mibe_lower_case` and `mibe_exactly_one` select the reference's rule
+    (eval/mibe.py).
     """
     primary_metric: str = "accuracy"
+    gold_format: str = GOLD_INDEX
     default_choices: tuple[str, ...] = ()
     lettered: bool = False
+    mibe_lower_case: bool = True  # vital_measure.py Classification.LOWER_CASE (False for MedQA/MedMCQA)
+    mibe_exactly_one: bool = False  # DDI2013's rule: exactly one label in the output
 
     def choices(self, record: EvalRecord) -> tuple[str, ...]:
         choices = record.choices or self.default_choices
         if len(choices) < 2:
-            raise RecordError(f"{record.where}: task {self.name} needs at least two 'choices', got {list(choices)}")
+            raise RecordError(f"{record.where}: field 'choices': task {self.name} needs at least two, "
+                              f"got {list(choices)}")
         return choices
 
     def label(self, index: int, choices: Sequence[str]) -> str:
@@ -100,34 +122,50 @@ class ChoiceTask(Task):
         choices = self.choices(record)
         gold = record.gold
         if gold is None:
-            gold = record.answer if isinstance(record.answer, str) else None
-        if isinstance(gold, int):
-            if not 0 <= gold < len(choices):
-                raise RecordError(f"{record.where}: 'gold'={gold} is out of range for {len(choices)} choices")
-            return gold
-        if isinstance(gold, str):
-            lowered = [c.lower().strip() for c in choices]
-            if gold.lower().strip() in lowered:
-                return lowered.index(gold.lower().strip())
-        raise RecordError(f"{record.where}: task {self.name} needs 'gold' as an index into 'choices' "
-                          f"(or an answer equal to one of {list(choices)}), got gold={record.gold!r}, "
-                          f"answer={record.answer!r}")
+            if isinstance(record.answer, str) and record.answer in choices:
+                return choices.index(record.answer)
+            raise RecordError(f"{record.where}: field 'gold' is missing and 'answer'={record.answer!r} is not one "
+                              f"of the choices {list(choices)}")
+        if not isinstance(gold, int):
+            raise RecordError(f"{record.where}: field 'gold': task {self.name} expects an integer index into "
+                              f"'choices', got {gold!r}")
+        if not 0 <= gold < len(choices):
+            raise RecordError(f"{record.where}: field 'gold': {gold} is out of range for {len(choices)} choices")
+        if isinstance(record.answer, str) and record.answer and record.answer != choices[gold]:
+            raise RecordError(f"{record.where}: field 'answer': {record.answer!r} disagrees with "
+                              f"choices[gold]={choices[gold]!r}")
+        return gold
 
     def gold(self, record: EvalRecord) -> str:
         return self.label(self.gold_index(record), self.choices(record))
 
     def judge(self, output: str, record: EvalRecord, gold: str, matching: str) -> Judgement:
         choices = self.choices(record)
-        index = match_choice(output, choices, matching, lettered=self.lettered)
-        return self.judge_choice_index(index, record, gold)
+        if check_matching(matching) == "strict":
+            return self.judge_choice_index(match_choice_strict(output, choices, lettered=self.lettered), record,
+                                           gold)
+        if self.mibe_exactly_one:
+            index = mibe.exactly_one_choice_found(output, choices)
+        else:
+            index = mibe.first_choice_found(output, choices, self.mibe_lower_case)
+        prediction = None if index is None else self.label(index, choices)
+        # The reference compares the found choice with choices[gold] as strings, lower-cased when the task
+        # lower-cases (vital_measure.py:104-124).
+        key = (lambda c: c) if self.mibe_exactly_one else (lambda c: mibe.choice_key(c, self.mibe_lower_case))
+        correct = index is not None and key(choices[index]) == key(choices[self.gold_index(record)])
+        return Judgement(prediction, correct)
 
     def judge_choice_index(self, index: int | None, record: EvalRecord, gold: str) -> Judgement:
         prediction = None if index is None else self.label(index, self.choices(record))
         return Judgement(prediction, prediction == gold)
 
-    def aggregate(self, examples: Sequence[Example]) -> dict[str, float]:
+    def aggregate(self, examples: Sequence[Example], matching: str) -> dict[str, float]:
         golds = [e.gold for e in examples]
         preds = [e.prediction for e in examples]
+        if check_matching(matching) == "mibe":
+            out = mibe.classification_metrics(golds, preds)
+            out["no_prediction_rate"] = out["missing"]
+            return out
         return {"accuracy": M.accuracy(golds, preds), "macro_f1": M.macro_f1(golds, preds),
                 "no_prediction_rate": no_prediction_rate(examples)}
 

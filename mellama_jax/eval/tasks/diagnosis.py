@@ -1,6 +1,7 @@
 """Diagnosis from a case description (NEJM-style case challenges): top-k accuracy.
 
-Me-LLaMA did not publish its protocol; ours, fixed so results are comparable run to run:
+Me-LLaMA did not publish its protocol (and its scorer has no diagnosis task, so "mibe" here is our loose
+variant, not a reference rule); ours, fixed so results are comparable run to run:
 
 1. Prompt: the record's `query` (the case) followed by DIAGNOSIS_INSTRUCTION, which asks for the
    `max_k` most likely diagnoses, most likely first, one per numbered line.
@@ -72,7 +73,7 @@ class DiagnosisTask(Task):
         # rank 0 = not found among the candidates (JSON has no None-friendly ints for averaging).
         return Judgement(candidates, rank == 1, {"rank": rank or 0})
 
-    def aggregate(self, examples: Sequence[Example]) -> dict[str, float]:
+    def aggregate(self, examples: Sequence[Example], matching: str) -> dict[str, float]:
         ranks = [e.scores["rank"] or None for e in examples]
         out = M.top_k_accuracy(ranks, self.ks)
         out["no_prediction_rate"] = no_prediction_rate(examples)

@@ -1,9 +1,11 @@
 """2010 i2b2 concept extraction (problem / treatment / test) in the inline span format.
 
 The record's `answer` is the sentence with its entities marked (`<problem>chest pain</problem>`), the
-model is asked to reproduce the sentence with the same markup, and both are scored as BIO tags over the
-sentence's whitespace tokens with seqeval (eval/spans.py has the conversion rules). `choices`, when given,
-lists the entity types. Strict matching rejects malformed markup (no prediction); mibe reads what it can.
+model is asked to reproduce the sentence with the same markup, and both are scored as BIO tags with seqeval.
+strict: over the gold sentence's whitespace tokens, malformed markup = no prediction (eval/spans.py); mibe:
+Me-LLaMA's HTML → BIO reading and token alignment, where the type is a tag's `class` (eval/mibe_ner.py).
+`<span class="problem">…</span>` and `<problem>…</problem>` both mark a problem for strict. `choices`, when
+given, lists the entity types.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import dataclasses
 from typing import Sequence
 
 from mellama_jax.eval import metrics as M
+from mellama_jax.eval import mibe_ner
+from mellama_jax.eval.parsing import check_matching
 from mellama_jax.eval.records import EvalRecord, RecordError
 from mellama_jax.eval.spans import SpanError, gold_bio, predicted_bio
 from mellama_jax.eval.tasks.base import Example, Judgement, Task, no_prediction_rate
@@ -36,12 +40,20 @@ class SpanNERTask(Task):
         return {"tokens": tokens, "tags": tags}
 
     def judge(self, output: str, record: EvalRecord, gold: dict, matching: str) -> Judgement:
-        tags = predicted_bio(output, gold["tokens"], self.types(record), strict=matching == "strict")
+        if check_matching(matching) == "mibe":
+            # The reference re-reads both sides and aligns them; the prediction is the aligned tag pair.
+            pred_tags, gold_tags = mibe_ner.aligned_tags(output, record.answer)
+            return Judgement({"pred": pred_tags, "gold": gold_tags}, pred_tags == gold_tags)
+        tags = predicted_bio(output, gold["tokens"], self.types(record), strict=True)
         if tags is None:
             return Judgement(None, False)
         return Judgement(tags, tags == gold["tags"])
 
-    def aggregate(self, examples: Sequence[Example]) -> dict[str, float]:
+    def aggregate(self, examples: Sequence[Example], matching: str) -> dict[str, float]:
+        if check_matching(matching) == "mibe":
+            scores = mibe_ner.entity_scores([(e.prediction["pred"], e.prediction["gold"]) for e in examples])
+            return {"entity_f1": scores["f1"], "entity_precision": scores["precision"],
+                    "entity_recall": scores["recall"], "no_prediction_rate": 0.0}
         scores = M.entity_scores([e.gold["tags"] for e in examples], [e.prediction for e in examples])
         return {"entity_f1": scores["f1"], "entity_precision": scores["precision"],
                 "entity_recall": scores["recall"], "no_prediction_rate": no_prediction_rate(examples)}

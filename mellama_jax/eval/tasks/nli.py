@@ -7,10 +7,10 @@ from mellama_jax.eval.tasks.base import ChoiceTask
 MEDNLI = ChoiceTask(
     name="mednli", family="nli", primary_metric="macro_f1",
     description="MedNLI: entailment / contradiction / neutral between clinical sentences",
-    default_choices=("entailment", "contradiction", "neutral"))
+    default_choices=("entailment", "contradiction", "neutral"), released_as="MedNLI_test")
 BIONLI = ChoiceTask(
     name="bionli", family="nli", primary_metric="macro_f1",
     description="BioNLI: entailment / contradiction of a biomedical conclusion",
-    default_choices=("entailment", "contradiction"))
+    default_choices=("entailment", "contradiction"), released_as="BioNLI_test")
 
 TASKS = (BIONLI, MEDNLI)
