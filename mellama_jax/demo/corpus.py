@@ -285,13 +285,15 @@ def _mednli(r):
 def _i2b2(r):
     disease = r.choice(DISEASES)
     drug, test, finding, organ = FACTS[disease]
-    sentence = (f"Patient with <problem>{finding}</problem> ; <test>{test}</test> showed "
-                f"<problem>{disease}</problem> , started <treatment>{drug}</treatment> .")
-    plain = sentence
-    for tag in ("problem", "test", "treatment"):
-        plain = plain.replace(f"<{tag}>", "").replace(f"</{tag}>", "")
-    query = ("Mark every medical problem, treatment and test in the sentence with <problem>, <treatment> and "
-             f"<test> tags.\nSentence: {plain}\nAnswer:")
+    # Me-LLaMA's NER format: entities marked as <span class="problem|treatment|test">, the type read from
+    # the class (the reference scorer's rule, eval/mibe_ner.py).
+    span = lambda kind, text: f'<span class="{kind}">{text}</span>'
+    sentence = (f"Patient with {span('problem', finding)} ; {span('test', test)} showed "
+                f"{span('problem', disease)} , started {span('treatment', drug)} .")
+    plain = (f"Patient with {finding} ; {test} showed {disease} , started {drug} .")
+    query = ('Mark every medical problem, treatment and test in the sentence with <span class="problem">, '
+             '<span class="treatment"> and <span class="test"> tags.\n'
+             f"Sentence: {plain}\nAnswer:")
     return {"query": query, "answer": sentence, "choices": ["problem", "treatment", "test"], "gold": None}
 
 
