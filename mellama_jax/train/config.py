@@ -9,7 +9,7 @@ to the data package (mellama_jax.data), which owns and validates its schema.
 Layout of the schema (see `default_config`):
     model.*          ModelConfig fields (mellama_jax/config.py); param_dtype must stay float32 (master copy)
     init_from        "" or a model checkpoint directory (params only) for continual pretraining
-    mesh.*           MeshConfig (data, fsdp, tensor, dcn_data)
+    mesh.*           MeshConfig (data, fsdp, tensor, dcn_data, allow_plain_device_order)
     train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora
     optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, REFERENCE §2)
     checkpoint.*     every_steps, keep, async_save
@@ -49,7 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = model_fields("tiny")
     c.init_from = ""
-    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, dcn_data=1))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, dcn_data=1, allow_plain_device_order=False))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, seq_len=4096, global_batch_size=8, micro_batches=1, seed=0,
         # LoRA (train/lora.py): rank 0 trains every parameter; rank > 0 trains adapters on `targets`
