@@ -174,13 +174,13 @@ def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = No
     ckpt = Checkpointer(workdir, cfg.checkpoint)
     config_dict = cfg.to_dict()
 
-    latest = ckpt.latest_step()
     # The frozen part (the LoRA base) is not in checkpoints: load it from its reference, fresh run or resume.
     frozen = engine.trainable.load_frozen(engine.layout.shardings.frozen)
     if frozen is not None:
         copy_init_tokenizer(cfg, workdir)
-    if latest is not None:
-        state, _ = ckpt.restore(latest, engine.layout.abstract, source)
+    resumed = ckpt.restore_latest(engine.layout.abstract, source)
+    if resumed is not None:
+        state, _, latest = resumed
         state = state.replace(frozen=frozen)
         log.info("resumed from %s/%d", ckpt.directory, latest)
     else:

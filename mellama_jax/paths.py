@@ -1,0 +1,149 @@
+"""The one path layer: every file the project reads or writes goes through `etils.epath`.
+
+Why epath rather than fsspec directly: orbax (our checkpoints) already takes and returns `epath.Path`, so a
+workdir is the same object for checkpoints, metrics, TensorBoard and config copies; its `gs://` / `s3://`
+backend *is* fsspec (gcsfs / s3fs), so nothing is lost, and local paths stay `pathlib`-like. Array data in
+checkpoints does not go through Python at all: orbax hands the same `gs://` path to tensorstore's own GCS
+driver.
+
+Rules:
+* `resolve(p)` turns a user's string into an absolute local path or a URL with a scheme we handle; any other
+  scheme is an error naming it (no silent `./hdfs:/...` directory on the local disk).
+* Object stores have no atomic rename: a directory that must look complete only when it is (exports,
+  prepared corpora) is written in place and committed last by a marker file (`write_commit_marker`);
+  readers refuse a directory without it (`require_committed`). Checkpoints use orbax's own commit markers.
+
+Test/emulator endpoints are the clients' own settings: `STORAGE_EMULATOR_HOST` (gcsfs) and
+`TENSORSTORE_GCS_HTTP_URL` (tensorstore); nothing here knows about them.
+"""
+from __future__ import annotations
+
+import glob as stdlib_glob
+import json
+import os
+import re
+import time
+from typing import Iterable
+
+import fsspec
+from etils import epath
+
+from mellama_jax.config import ConfigError
+
+REMOTE_SCHEMES = ("gs", "s3")  # served by epath's fsspec backend (gcsfs / s3fs)
+COMMIT_MARKER = "COMMIT"  # written last into a finished export / prepared directory
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class PathSchemeError(ConfigError):
+    """A path names a storage scheme this project cannot read or write."""
+
+
+class NotCommittedError(FileNotFoundError):
+    """A directory that must be committed (marker file written last) has no marker: it is incomplete."""
+
+
+def scheme(p: str | os.PathLike) -> str:
+    """'gs' for gs://b/x, '' for a local path."""
+    m = _SCHEME.match(os.fspath(p))
+    return m.group(1).lower() if m else ""
+
+
+def is_remote(p: str | os.PathLike) -> bool:
+    return scheme(p) != ""
+
+
+def resolve(p: str | os.PathLike, *, what: str = "path") -> epath.Path:
+    """An absolute local path (~ expanded) or a gs:// / s3:// URL; other schemes raise PathSchemeError."""
+    s = os.fspath(p)
+    sch = scheme(s)
+    if sch == "file":
+        s, sch = s[len("file://"):], ""
+    if sch and sch not in REMOTE_SCHEMES:
+        raise PathSchemeError(f"{what} {s!r}: the scheme '{sch}://' is not supported; use a local path or one of "
+                              f"{', '.join(x + '://' for x in REMOTE_SCHEMES)}")
+    if sch:
+        return epath.Path(s)
+    return epath.Path(os.path.abspath(os.path.expanduser(s)))
+
+
+def as_str(p: str | os.PathLike, *, what: str = "path") -> str:
+    return os.fspath(resolve(p, what=what))
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """os.path.join that keeps a URL a URL (epath joins with '/')."""
+    return os.fspath(epath.Path(os.fspath(base)).joinpath(*parts))
+
+
+def glob(pattern: str | os.PathLike) -> list[str]:
+    """Sorted matches of a glob pattern (local or remote); `**` is supported by both backends."""
+    s = os.fspath(pattern)
+    if is_remote(s):
+        resolve(s)
+        fs, _ = fsspec.core.url_to_fs(s)
+        prefix = scheme(s) + "://"
+        return sorted(m if "://" in m else prefix + m for m in fs.glob(s))
+    return sorted(stdlib_glob.glob(os.path.expanduser(s), recursive=True))
+
+
+def open_file(p: str | os.PathLike, mode: str = "rb"):
+    """A file object for a local or remote path (binary or text by mode)."""
+    return resolve(p).open(mode)
+
+
+def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a directory tree file by file (any backend to any backend)."""
+    src_p, dst_p = resolve(src), resolve(dst)
+    for root, _, files in src_p.walk():
+        rel = os.path.relpath(os.fspath(root), os.fspath(src_p)) if not is_remote(src_p) else \
+            os.fspath(root)[len(os.fspath(src_p)):].lstrip("/")
+        target = dst_p / rel if rel not in ("", ".") else dst_p
+        target.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            (root / f).copy(target / f, overwrite=True)
+
+
+def move_aside(p: str | os.PathLike, tag: str) -> str:
+    """Rename a directory to `<name>.<tag>-<UTC timestamp>` next to it (never deletes its contents).
+
+    Local: one atomic rename. Object stores: server-side copy of every object, then removal of the
+    originals (gcsfs' rename tries a per-object move API first, which emulators and older buckets lack)."""
+    src = resolve(p)
+    dst = src.parent / f"{src.name}.{tag}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    if not is_remote(src):
+        os.rename(src, dst)
+        return os.fspath(dst)
+    fs, src_path = fsspec.core.url_to_fs(os.fspath(src))
+    _, dst_path = fsspec.core.url_to_fs(os.fspath(dst))
+    fs.copy(src_path, dst_path, recursive=True)
+    fs.rm(src_path, recursive=True)
+    return os.fspath(dst)
+
+
+def remove_tree(p: str | os.PathLike) -> None:
+    p = resolve(p)
+    if p.exists():
+        p.rmtree()
+
+
+def write_commit_marker(directory: str | os.PathLike, info: dict | None = None) -> None:
+    """Mark a directory complete. Call it after every other file of the directory is written."""
+    (resolve(directory) / COMMIT_MARKER).write_text(json.dumps(info or {}, sort_keys=True) + "\n")
+
+
+def is_committed(directory: str | os.PathLike) -> bool:
+    return (resolve(directory) / COMMIT_MARKER).exists()
+
+
+def require_committed(directory: str | os.PathLike, *, what: str = "directory") -> None:
+    if not is_committed(directory):
+        raise NotCommittedError(f"{os.fspath(directory)}: {what} has no {COMMIT_MARKER} marker, so it was not "
+                                f"finished (a writer died mid-way); rewrite it")
+
+
+def files_under(directory: str | os.PathLike) -> Iterable[epath.Path]:
+    for root, _, files in resolve(directory).walk():
+        for f in files:
+            yield root / f
