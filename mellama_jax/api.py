@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
 from mellama_jax.convert import ckpt as ckpt_lib
 from mellama_jax.model import params as P
@@ -156,8 +157,8 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
     LoRA adapters stored in a checkpoint are merged into the weights (`Model.lora_config` records them).
     """
     from mellama_jax.convert import hf as hf_lib
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.isdir(path):
+    path = paths.as_str(path, what="model path")  # a local directory or gs://...
+    if not paths.resolve(path).is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
     extras: dict[str, Any] = {}
     if ckpt_lib.is_model_checkpoint(path):
@@ -224,7 +225,7 @@ def _load_tokenizer(tokenizer_dir: str | None):
         return None
     if hasattr(Tokenizer, "from_dir"):
         return Tokenizer.from_dir(tokenizer_dir)
-    return Tokenizer(os.path.join(tokenizer_dir, "tokenizer.model"))
+    return Tokenizer(paths.join(tokenizer_dir, "tokenizer.model"))
 
 
 __all__ = ["Model", "load", "load_model_config", "param_shardings"]

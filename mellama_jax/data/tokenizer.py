@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
+from mellama_jax import paths
 from mellama_jax.data.errors import DataError
 
 MODEL_FILE = "tokenizer.model"
@@ -55,11 +56,10 @@ class Tokenizer:
     """
 
     def __init__(self, model_path: str):
-        if not os.path.isfile(model_path):
+        path = paths.resolve(model_path, what="tokenizer")  # local or gs://: read as bytes either way
+        if not path.is_file():
             raise DataError(f"{model_path}: no such sentencepiece model file")
-        with open(model_path, "rb") as f:
-            proto = f.read()
-        self._init_from_proto(proto, model_path)
+        self._init_from_proto(path.read_bytes(), os.fspath(path))
 
     def _init_from_proto(self, proto: bytes, model_path: str) -> None:
         self.model_path = model_path
@@ -73,8 +73,8 @@ class Tokenizer:
     @classmethod
     def from_dir(cls, directory: str) -> "Tokenizer":
         """Load a directory holding `tokenizer.model` (an HF export, a checkpoint's tokenizer/ dir)."""
-        path = os.path.join(directory, MODEL_FILE)
-        if not os.path.isfile(path):
+        path = paths.join(paths.as_str(directory, what="tokenizer directory"), MODEL_FILE)
+        if not paths.resolve(path).is_file():
             raise DataError(f"{directory}: no {MODEL_FILE} in this directory")
         return cls(path)
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 from typing import Any, Optional
 
 import jax
 import numpy as np
 
-from mellama_jax import parallel
+from mellama_jax import parallel, paths
 from mellama_jax.config import ConfigError
 from mellama_jax.train import batches as B
 from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch
@@ -133,7 +132,7 @@ def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
         raise ConfigError(f"init_from={cfg.init_from}: checkpoint architecture differs from config.model "
                           f"(field: (checkpoint, config)) {diff}")
     if extras.get("tokenizer_dir") and jax.process_index() == 0:
-        ckpt.copy_tokenizer_files(extras["tokenizer_dir"], os.path.join(workdir, ckpt.TOKENIZER_DIR))
+        ckpt.copy_tokenizer_files(extras["tokenizer_dir"], paths.join(workdir, ckpt.TOKENIZER_DIR))
     return params
 
 
@@ -142,9 +141,9 @@ def copy_init_tokenizer(cfg: TrainConfig, workdir: str) -> None:
     if not cfg.init_from or jax.process_index() != 0:
         return
     from mellama_jax.convert import ckpt
-    for candidate in (os.path.join(cfg.init_from, ckpt.TOKENIZER_DIR), cfg.init_from):
-        if os.path.isdir(candidate) and ckpt.has_tokenizer(candidate):
-            ckpt.copy_tokenizer_files(candidate, os.path.join(workdir, ckpt.TOKENIZER_DIR))
+    for candidate in (paths.join(cfg.init_from, ckpt.TOKENIZER_DIR), cfg.init_from):
+        if paths.resolve(candidate).is_dir() and ckpt.has_tokenizer(candidate):
+            ckpt.copy_tokenizer_files(candidate, paths.join(workdir, ckpt.TOKENIZER_DIR))
             return
 
 
@@ -167,7 +166,7 @@ def evaluate(eval_step, state: TrainState, heldout: dict[str, list[dict]], mesh,
 def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = None, source=None,
           engine: Optional[Engine] = None) -> TrainResult:
     """Train (or resume) to cfg.train.steps, logging and checkpointing into `workdir`."""
-    workdir = os.path.abspath(workdir)
+    workdir = paths.as_str(workdir, what="workdir")  # a local directory or gs://bucket/...
     engine = engine or build_engine(cfg, trainable=trainable)
     mesh, t = engine.mesh, cfg.train
     source = source or make_source(cfg, engine)
@@ -253,6 +252,7 @@ def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = No
                 check(n)
             if save:
                 ckpt.save(n, state, source, config_dict)
+                writer.sync()  # on object storage: metrics up to this checkpoint are stored with it
             if run_eval:
                 last_eval = evaluate(eval_step, state, heldout, mesh, eval_bs)
                 writer.write(n, "eval", last_eval)
