@@ -25,8 +25,8 @@ import re
 import time
 from typing import Iterable
 
-import fsspec
 from etils import epath
+from etils.epath import backend as epath_backend
 
 from mellama_jax.config import ConfigError
 
@@ -82,9 +82,8 @@ def glob(pattern: str | os.PathLike) -> list[str]:
     s = os.fspath(pattern)
     if is_remote(s):
         resolve(s)
-        fs, _ = fsspec.core.url_to_fs(s)
         prefix = scheme(s) + "://"
-        return sorted(m if "://" in m else prefix + m for m in fs.glob(s))
+        return sorted(m if "://" in m else prefix + m for m in _fs(s).glob(s))
     return sorted(stdlib_glob.glob(os.path.expanduser(s), recursive=True))
 
 
@@ -93,13 +92,23 @@ def open_file(p: str | os.PathLike, mode: str = "rb"):
     return resolve(p).open(mode)
 
 
+def walk(directory: str | os.PathLike) -> Iterable[tuple[epath.Path, list[str], list[str]]]:
+    """epath's walk, with every root a full path (its gs:// backend yields roots without the scheme)."""
+    top = resolve(directory)
+    prefix = scheme(top) + "://" if is_remote(top) else ""
+    for root, dirs, files in top.walk():
+        root_s = os.fspath(root)
+        if prefix and not root_s.startswith(prefix):
+            root = epath.Path(prefix + root_s)
+        yield root, dirs, files
+
+
 def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy a directory tree file by file (any backend to any backend)."""
     src_p, dst_p = resolve(src), resolve(dst)
-    for root, _, files in src_p.walk():
-        rel = os.path.relpath(os.fspath(root), os.fspath(src_p)) if not is_remote(src_p) else \
-            os.fspath(root)[len(os.fspath(src_p)):].lstrip("/")
-        target = dst_p / rel if rel not in ("", ".") else dst_p
+    for root, _, files in walk(src_p):
+        rel = os.fspath(root)[len(os.fspath(src_p)):].strip("/")
+        target = dst_p / rel if rel else dst_p
         target.mkdir(parents=True, exist_ok=True)
         for f in files:
             (root / f).copy(target / f, overwrite=True)
@@ -115,11 +124,16 @@ def move_aside(p: str | os.PathLike, tag: str) -> str:
     if not is_remote(src):
         os.rename(src, dst)
         return os.fspath(dst)
-    fs, src_path = fsspec.core.url_to_fs(os.fspath(src))
-    _, dst_path = fsspec.core.url_to_fs(os.fspath(dst))
-    fs.copy(src_path, dst_path, recursive=True)
-    fs.rm(src_path, recursive=True)
+    fs = _fs(src)
+    fs.copy(os.fspath(src), os.fspath(dst), recursive=True)
+    fs.rm(os.fspath(src), recursive=True)
+    fs.invalidate_cache()  # gcsfs caches listings; the next listing (orbax's steps) must see the move
     return os.fspath(dst)
+
+
+def _fs(p):
+    """The fsspec filesystem epath itself uses for a remote path (one instance, so one listing cache)."""
+    return epath_backend.fsspec_backend.fs(os.fspath(p))
 
 
 def remove_tree(p: str | os.PathLike) -> None:
@@ -144,6 +158,6 @@ def require_committed(directory: str | os.PathLike, *, what: str = "directory") 
 
 
 def files_under(directory: str | os.PathLike) -> Iterable[epath.Path]:
-    for root, _, files in resolve(directory).walk():
+    for root, _, files in walk(directory):
         for f in files:
             yield root / f

@@ -47,7 +47,7 @@ DAMAGED_TAG = "damaged"  # <step>.damaged-<time>: not a step name for orbax, so 
 # TensorStore reports unreadable stored data with these status codes (a changed model is reported differently:
 # orbax's "Requested shape ... is not compatible" ValueError).
 _STORAGE_STATUS = re.compile(r"^(OUT_OF_RANGE|DATA_LOSS|FAILED_PRECONDITION|NOT_FOUND|UNAVAILABLE): (.*)", re.S)
-_TS_READING = re.compile(r'Error reading "([^"]+)" in OCDBT database at [^"]*"([^"]+)"')
+_TS_READING = re.compile(r'Error reading "([^"]+)" in OCDBT database at (?:local file "([^"]+)"|(\S+?)): ')
 
 
 class CheckpointError(RuntimeError):
@@ -84,7 +84,7 @@ def damage_of(step: int, step_dir: str, error: BaseException) -> CheckpointDamag
         m = _STORAGE_STATUS.match(str(e))
         if m:
             where = _TS_READING.search(m.group(2))
-            name = (f"array file {where.group(1)!r} of {where.group(2)}" if where else step_dir)
+            name = (f"array file {where.group(1)!r} of {where.group(2) or where.group(3)}" if where else step_dir)
             return CheckpointDamaged(step, name, f"{m.group(1)}: {m.group(2).splitlines()[0][:300]}")
         if isinstance(e, FileNotFoundError):
             return CheckpointDamaged(step, str(e.filename or step_dir), "missing file")
