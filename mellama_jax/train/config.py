@@ -68,6 +68,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         kind="synthetic",
         tokenizer="",  # sentencepiece tokenizer.model (or a directory holding one) for kind="mixture"
+        # Logical data shards of the global batch (kind mixture/sft): the batch order depends on this, not
+        # on the process count, so a run resumes on any number of hosts. 0: the process count of the run's
+        # first start (recorded in its checkpoints).
+        shards=0,
         synthetic=ml_collections.ConfigDict(dict(seed=1234, min_doc_len=8, max_doc_len=64, pad_fraction=0.05)),
         mixture=ml_collections.ConfigDict()))
     return c
@@ -185,8 +189,11 @@ class DataConfig:
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
     mixture: Any = None  # ml_collections.ConfigDict for mellama_jax.data (kind="mixture")
     tokenizer: str = ""
+    shards: int = 0
 
     def __post_init__(self):
+        if self.shards < 0:
+            raise ConfigError(f"data.shards={self.shards}: must be >= 0 (0: the process count at the first start)")
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"data.kind={self.kind!r}; expected one of {DATA_KINDS}")
         if self.kind in ("mixture", "sft") and not self.tokenizer:
@@ -234,7 +241,8 @@ class TrainConfig:
             checkpoint=CheckpointConfig(**values["checkpoint"]),
             eval=EvalConfig(**values["eval"]),
             log=LogConfig(**values["log"]),
-            data=DataConfig(kind=data["kind"], tokenizer=data["tokenizer"], synthetic=SyntheticDataConfig(**data["synthetic"]),
+            data=DataConfig(kind=data["kind"], tokenizer=data["tokenizer"], shards=data["shards"],
+                            synthetic=SyntheticDataConfig(**data["synthetic"]),
                             mixture=ml_collections.ConfigDict(mixture)),
             init_from=values["init_from"],
             raw=ml_collections.ConfigDict(values),

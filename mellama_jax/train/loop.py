@@ -104,8 +104,10 @@ def make_source(cfg: TrainConfig, engine: Engine):
         return B.SyntheticSource(cfg.data.synthetic, vocab_size=cfg.model.vocab_size, seq_len=t.seq_len,
                                  global_batch_size=t.global_batch_size, rows=engine.rows)
     if cfg.data.kind == "sft":
-        return B.sft_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed)
-    return B.mixture_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed)
+        return B.sft_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
+                            rows=engine.rows)
+    return B.mixture_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
+                            rows=engine.rows)
 
 
 def make_heldout(cfg: TrainConfig, engine: Engine) -> dict[str, list[dict]]:
