@@ -166,7 +166,9 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
         cfg, params, extras = ckpt_lib.load_model_checkpoint(path, shardings=shardings, dtype=dtype,
                                                              scan_layers=scan_layers)
     elif hf_lib.is_hf_dir(path):
-        cfg, params = hf_lib.load_hf_params(path, dtype=dtype, scan_layers=scan_layers, allow_pickle=allow_pickle)
+        with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
+            cfg, params = hf_lib.load_hf_params(local, dtype=dtype, scan_layers=scan_layers,
+                                                allow_pickle=allow_pickle)
         extras = {"tokenizer_dir": path if ckpt_lib.has_tokenizer(path) else None, "adapters": None}
     elif ckpt_lib.is_training_workdir(path):
         cfg, params, extras = _load_workdir(path, mesh=mesh, dtype=dtype, step=step, scan_layers=scan_layers)

@@ -18,12 +18,15 @@ Test/emulator endpoints are the clients' own settings: `STORAGE_EMULATOR_HOST` (
 """
 from __future__ import annotations
 
+import contextlib
 import glob as stdlib_glob
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from etils import epath
 from etils.epath import backend as epath_backend
@@ -161,3 +164,18 @@ def files_under(directory: str | os.PathLike) -> Iterable[epath.Path]:
     for root, _, files in walk(directory):
         for f in files:
             yield root / f
+
+
+@contextlib.contextmanager
+def local_copy(directory: str | os.PathLike) -> Iterator[str]:
+    """A local path holding `directory`'s files: itself when local, else a temporary download (for readers
+    that need real files, e.g. memory-mapped safetensors), removed afterwards."""
+    if not is_remote(directory):
+        yield as_str(directory)
+        return
+    stage = tempfile.mkdtemp(prefix="mellama-in-")
+    try:
+        copy_tree(directory, stage)
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

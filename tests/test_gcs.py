@@ -6,6 +6,7 @@
   marker (what a killed writer leaves on object storage) is refused.
 * A truncated array object in the newest checkpoint on gs:// is set aside and the run resumes from the previous
   step, bitwise-equal to the uninterrupted run.
+* HF -> ours -> HF with both ends on gs:// returns the tensors transformers saved, bit for bit.
 """
 import json
 import os
@@ -22,9 +23,11 @@ import pytest
 from etils import epath
 
 import mellama_jax
+from hf_fixtures import make_hf_model
 from mellama_jax import paths
 from mellama_jax.config import config_module
 from mellama_jax.convert import ckpt
+from mellama_jax.convert.hf import convert_checkpoint_to_hf, convert_hf_to_checkpoint
 from mellama_jax.train.checkpoint import export_model_checkpoint
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train
@@ -150,3 +153,28 @@ def test_damaged_newest_checkpoint_on_gcs_falls_back(gcs, reference):
     assert sorted(redone) == [9, 10, 11, 12] and redone == {s: local[s] for s in redone}
     names = [p.name for p in epath.Path(workdir, "checkpoints").iterdir()]
     assert any(n.startswith("12.damaged-") for n in names), names
+
+
+def read_hf_tensors(hf_dir):
+    from safetensors.numpy import load_file
+    out = {}
+    for path in sorted(epath.Path(hf_dir).glob("*.safetensors")):
+        out.update(load_file(os.fspath(path)))
+    return out
+
+
+def test_convert_hf_to_ours_to_hf_on_gcs(gcs, tmp_path):
+    src = str(tmp_path / "hf")
+    make_hf_model(src, seed=5, num_attention_heads=4, num_key_value_heads=2)
+    remote_src = gcs.fresh_prefix("hf")
+    paths.copy_tree(src, remote_src)
+    ours = convert_hf_to_checkpoint(remote_src, gcs.fresh_prefix("ours"), progress=False)
+    assert ours.startswith("gs://") and paths.is_committed(ours)
+    back = convert_checkpoint_to_hf(ours, gcs.fresh_prefix("hf-back"), progress=False)
+    assert back.startswith("gs://") and paths.is_committed(back)
+    with paths.local_copy(back) as local:
+        got = read_hf_tensors(local)
+    want = read_hf_tensors(src)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and got[name].tobytes() == want[name].tobytes(), name

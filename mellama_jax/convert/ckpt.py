@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from typing import Any, Iterator
 
 import jax
@@ -138,6 +139,24 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
         if _is_primary():
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def local_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+    """Like atomic_output_dir, for writers that need local files (safetensors): on object storage the block
+    writes into a local staging directory, uploaded (then committed by the marker) only if it succeeds."""
+    if not paths.is_remote(out_dir):
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            yield tmp
+        return
+    stage = tempfile.mkdtemp(prefix="mellama-out-")
+    try:
+        yield stage
+        with atomic_output_dir(out_dir, overwrite=overwrite) as remote:
+            if _is_primary():
+                paths.copy_tree(stage, remote)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def require_complete(directory: str | os.PathLike, what: str) -> None:
@@ -424,7 +443,7 @@ def load_lora_base(cfg: ModelConfig, init_from: str, *, seed: int = 0, dtype="fl
     if is_model_checkpoint(path):
         src_cfg = read_model_config(path)
     elif hf.is_hf_dir(path):
-        src_cfg = hf.read_hf_config(path)
+        src_cfg = ModelConfig.from_hf_config(read_json(paths.join(path, hf.CONFIG)))
     else:
         raise CheckpointError(f"{path}: the LoRA base (init_from) is neither a model checkpoint directory "
                               f"({MODEL_CONFIG} + {PARAMS_DIR}/) nor a Hugging Face directory")
@@ -438,7 +457,8 @@ def load_lora_base(cfg: ModelConfig, init_from: str, *, seed: int = 0, dtype="fl
             raise CheckpointError(f"{path}: the LoRA base itself carries LoRA adapters; export it merged first "
                                   f"(mellama_jax.load / convert_jax_to_hf.py --merge_lora) and train on that")
     else:
-        _, params = hf.load_hf_params(path, dtype=dtype, scan_layers=cfg.scan_layers)
+        with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
+            _, params = hf.load_hf_params(local, dtype=dtype, scan_layers=cfg.scan_layers)
         if shardings is not None:
             params = jax.device_put(params, shardings)
     return params
