@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Iterator
+
+from mellama_jax import paths
 
 
 class RecordError(ValueError):
@@ -32,7 +33,7 @@ class EvalRecord:
 
 
 def task_file_candidates(data_dir: str, task: str) -> list[str]:
-    return [os.path.join(data_dir, f"{task}.jsonl"), os.path.join(data_dir, task, "test.jsonl")]
+    return [paths.join(data_dir, f"{task}.jsonl"), paths.join(data_dir, task, "test.jsonl")]
 
 
 def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = ()) -> str:
@@ -41,7 +42,7 @@ def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = ()) -> s
     for name in (task,) + tuple(aliases):
         for path in task_file_candidates(data_dir, name):
             tried.append(path)
-            if os.path.isfile(path):
+            if paths.resolve(path).is_file():  # local or gs://
                 return path
     raise FileNotFoundError(f"no data file for task {task!r}; looked for: {', '.join(tried)}")
 
@@ -81,7 +82,7 @@ def parse_record(obj: Any, where: str, index: int) -> EvalRecord:
 def iter_records(path: str, limit: int | None = None) -> Iterator[EvalRecord]:
     """Records of one JSONL file, in file order; blank lines are skipped; `limit` keeps the first N."""
     count = 0
-    with open(path, encoding="utf-8") as f:
+    with paths.resolve(path).open("r") as f:
         for lineno, line in enumerate(f, start=1):
             if limit is not None and count >= limit:
                 return
