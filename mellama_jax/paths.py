@@ -81,13 +81,24 @@ def join(base: str | os.PathLike, *parts: str) -> str:
 
 
 def glob(pattern: str | os.PathLike) -> list[str]:
-    """Sorted matches of a glob pattern (local or remote); `**` is supported by both backends."""
+    """Sorted matches of a glob pattern: local patterns as Python's glob (no `**` recursion), remote ones as
+    gcsfs' glob."""
     s = os.fspath(pattern)
     if is_remote(s):
         resolve(s)
         prefix = scheme(s) + "://"
         return sorted(m if "://" in m else prefix + m for m in _fs(s).glob(s))
-    return sorted(stdlib_glob.glob(os.path.expanduser(s), recursive=True))
+    return sorted(stdlib_glob.glob(os.path.expanduser(s)))
+
+
+def info(p: str | os.PathLike) -> tuple[int, float]:
+    """(size in bytes, modification time) of a local or remote file."""
+    s = os.fspath(p)
+    if not is_remote(s):
+        st = os.stat(os.path.expanduser(s))
+        return st.st_size, st.st_mtime_ns
+    i = _fs(s).info(s)
+    return int(i.get("size", 0)), hash(str(i.get("generation") or i.get("updated") or i.get("mtime") or ""))
 
 
 def open_file(p: str | os.PathLike, mode: str = "rb"):

@@ -7,6 +7,8 @@
 * A truncated array object in the newest checkpoint on gs:// is set aside and the run resumes from the previous
   step, bitwise-equal to the uninterrupted run.
 * HF -> ours -> HF with both ends on gs:// returns the tensors transformers saved, bit for bit.
+* The data loader reads a raw corpus (JSONL, .jsonl.gz, Parquet) and the tokenizer from gs:// into exactly the
+  batches it makes from the same files on local disk.
 """
 import json
 import os
@@ -23,6 +25,7 @@ import pytest
 from etils import epath
 
 import mellama_jax
+from data_fixtures import demo_config, make_demo
 from hf_fixtures import make_hf_model
 from mellama_jax import paths
 from mellama_jax.config import config_module
@@ -178,3 +181,21 @@ def test_convert_hf_to_ours_to_hf_on_gcs(gcs, tmp_path):
     assert sorted(got) == sorted(want)
     for name in want:
         assert got[name].dtype == want[name].dtype and got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_loader_reads_a_raw_corpus_and_tokenizer_from_gcs(gcs, tmp_path):
+    from mellama_jax.data.loader import make_pretrain_iterator
+    from mellama_jax.data.tokenizer import Tokenizer
+    data, tok = make_demo(str(tmp_path))
+    remote = gcs.fresh_prefix("corpus")
+    paths.copy_tree(data, remote)
+    paths.copy_tree(os.path.dirname(tok.model_path), remote + "-tok")
+    kw = dict(seq_len=256, global_batch_size=4, seed=3, process_index=0, process_count=1)
+    local_it = make_pretrain_iterator(demo_config(data), tok, **kw)
+    remote_tok = Tokenizer(f"{remote}-tok/{os.path.basename(tok.model_path)}")
+    remote_it = make_pretrain_iterator(demo_config(remote), remote_tok, **kw)
+    for _ in range(3):
+        a, b = next(local_it), next(remote_it)
+        assert sorted(a) == sorted(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -28,6 +28,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.data import instruct as I
 from mellama_jax.data.config import ComponentConfig, DataConfig
 from mellama_jax.data.errors import DataError, DataReport
@@ -116,12 +117,13 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 
 
 def _file_signature(comp_sources) -> tuple:
-    import glob
     sig = []
     for s in comp_sources:
-        for p in sorted(glob.glob(os.path.expanduser(s.path))):
-            st = os.stat(p)
-            sig.append((p, st.st_mtime_ns, st.st_size))
+        if s.format == "tfds":
+            continue
+        for p in paths.glob(s.path):
+            size, mtime = paths.info(p)
+            sig.append((p, mtime, size))
     return tuple(sig)
 
 
