@@ -231,3 +231,28 @@ def test_adapters_do_not_merge_into_a_base_of_other_shapes(env, tmp_path):
     with pytest.raises(ConfigError, match=r"another architecture than the run's model config \(field: \(base, run\)\) "
                                           r"\{'intermediate_size': \(96, 192\)\}"):
         trainable.load_frozen(None)
+
+
+def test_lora_run_with_everything_on_gcs_resumes_exactly_and_loads(env, lora_run, gcs):
+    """Base checkpoint (init_from), tokenizer, instruction data and workdir on the GCS server: the run ends
+    bit-identical to the local one, a rerun from its step-6 checkpoint too, and mellama_jax.load reads it."""
+    import mellama_jax
+    from mellama_jax import paths
+    _, local_workdir, local = lora_run
+    remote = gcs.fresh_prefix("lora")
+    paths.copy_tree(env["base_ckpt"], f"{remote}/base")
+    paths.copy_tree(env["data"], f"{remote}/data")
+    paths.copy_tree(os.path.dirname(env["tokenizer"]), f"{remote}/tok")
+    cfg = _chat_config("tiny_chat_lora", f"{remote}/data", f"{remote}/tok/{os.path.basename(env['tokenizer'])}",
+                       env["model_cfg"], init_from=f"{remote}/base")
+    result = train(cfg, f"{remote}/run")
+    paths.copy_tree(f"{remote}/run/checkpoints/6", f"{remote}/resumed/checkpoints/6")
+    again = train(cfg, f"{remote}/resumed", engine=result.engine)
+    for run in (result, again):
+        assert run.step == STEPS
+        for a, b in zip(jax.tree.leaves(jax.device_get(run.state.params)), jax.tree.leaves(jax.device_get(local.state.params))):
+            np.testing.assert_array_equal(a, b)
+    loaded, reference = mellama_jax.load(f"{remote}/run"), mellama_jax.load(local_workdir)
+    assert loaded.lora_config == reference.lora_config and loaded.step == STEPS
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
