@@ -42,3 +42,31 @@ def test_preemption_service_failure_propagates(tmp_path, monkeypatch):
         watch.close()
     finally:
         ckpt.close()
+
+
+def test_unknown_path_scheme_is_an_error_naming_it(tmp_path):
+    import mellama_jax
+    from mellama_jax import paths
+    from mellama_jax.train.config import TrainConfig, default_config
+    from mellama_jax.train.loop import train
+    with pytest.raises(paths.PathSchemeError, match=r"workdir 'hdfs://nn/run': the scheme 'hdfs://' is not supported"):
+        c = default_config()
+        c.train.seq_len = 64
+        train(TrainConfig.from_config_dict(c), "hdfs://nn/run")
+    with pytest.raises(ConfigError, match="'ftp://'"):
+        mellama_jax.load("ftp://host/model")
+    # Local paths are what they were: absolute, ~ expanded; file:// is a local path.
+    import os
+    assert paths.as_str("rel/x") == os.path.abspath("rel/x")
+    assert paths.as_str("~/x") == os.path.join(os.path.expanduser("~"), "x")
+    assert paths.as_str("file:///tmp/x") == "/tmp/x" and paths.as_str("gs://b/x") == "gs://b/x"
+
+
+def test_object_storage_gaps_are_named_not_silent(tmp_path):
+    from mellama_jax.data.errors import DataError
+    from mellama_jax.data.prepare import prepare_corpus
+    from mellama_jax.recipe.driver import Recipe
+    with pytest.raises(DataError, match="out_dir=gs://b/prepared: ArrayRecord files need local"):
+        prepare_corpus({"components": []}, None, "gs://b/prepared")
+    with pytest.raises(ConfigError, match="--workdir gs://b/recipe: the recipe needs a local workdir"):
+        Recipe(None, "gs://b/recipe")

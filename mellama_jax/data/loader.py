@@ -144,6 +144,9 @@ def _indexed_component(comp: ComponentConfig, strict: bool, signature: tuple):
 
 
 def read_corpus_report(prepared_dir: str) -> dict:
+    if paths.is_remote(prepared_dir):
+        raise DataError(f"prepared_dir={prepared_dir}: {paths.ARRAY_RECORD_LOCAL_ONLY}; copy the prepared corpus "
+                        f"to local disk or mount the bucket")
     path = os.path.join(prepared_dir, CORPUS_REPORT)
     if not os.path.isfile(path):
         raise DataError(f"{prepared_dir}: no {CORPUS_REPORT}; this is not a finished prepared corpus "
