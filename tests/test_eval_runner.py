@@ -4,7 +4,9 @@ import json
 import os
 
 import pytest
+from etils import epath
 
+from mellama_jax import paths
 from mellama_jax.eval import synthetic
 from mellama_jax.eval.records import RecordError
 from mellama_jax.eval.report import write_report
@@ -196,9 +198,6 @@ def test_cli_reports_a_bad_record_before_loading_the_model(tmp_path, capsys):
 
 def test_evaluation_reads_data_from_and_writes_its_report_to_gcs(gcs, data_dir, tmp_path):
     """The same evaluation with data and report on the GCS server (tests/gcs_server.py) as with local ones."""
-    from etils import epath
-
-    from mellama_jax import paths
     remote_data = gcs.fresh_prefix("mibe")
     paths.copy_tree(data_dir, remote_data)
     script = _perfect_script(data_dir)

@@ -17,6 +17,8 @@ import pytest
 
 from data_fixtures import make_demo
 from hf_fixtures import hf_logits, make_hf_model
+import mellama_jax
+from mellama_jax import paths
 from mellama_jax.config import ConfigError, ModelConfig, config_module
 from mellama_jax.convert import ckpt
 from mellama_jax.model import params as P
@@ -236,8 +238,6 @@ def test_adapters_do_not_merge_into_a_base_of_other_shapes(env, tmp_path):
 def test_lora_run_with_everything_on_gcs_resumes_exactly_and_loads(env, lora_run, gcs):
     """Base checkpoint (init_from), tokenizer, instruction data and workdir on the GCS server: the run ends
     bit-identical to the local one, a rerun from its step-6 checkpoint too, and mellama_jax.load reads it."""
-    import mellama_jax
-    from mellama_jax import paths
     _, local_workdir, local = lora_run
     remote = gcs.fresh_prefix("lora")
     paths.copy_tree(env["base_ckpt"], f"{remote}/base")

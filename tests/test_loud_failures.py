@@ -1,13 +1,21 @@
-"""Failures that used to be silent are loud: topology-aware mesh placement and the preemption watch."""
+"""Failures that used to be silent are loud: topology-aware mesh placement, the preemption watch, path schemes
+we cannot handle and object-storage operations this stack cannot do."""
 import logging
+import os
 
 import jax
 import pytest
 
+import mellama_jax
+from mellama_jax import paths
 from mellama_jax.config import ConfigError
+from mellama_jax.data.errors import DataError
+from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.parallel import MeshConfig, make_mesh
+from mellama_jax.recipe.driver import Recipe
 from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch, PreemptionWatchError
-from mellama_jax.train.config import CheckpointConfig
+from mellama_jax.train.config import CheckpointConfig, TrainConfig, default_config
+from mellama_jax.train.loop import train
 
 
 def test_mesh_placement_failure_is_an_error_unless_opted_in(caplog):
@@ -24,7 +32,6 @@ def test_mesh_placement_failure_is_an_error_unless_opted_in(caplog):
 
 
 def test_mesh_option_reaches_the_train_config():
-    from mellama_jax.train.config import TrainConfig, default_config
     c = default_config()
     c.mesh.allow_plain_device_order = True
     c.train.seq_len = 64
@@ -45,10 +52,6 @@ def test_preemption_service_failure_propagates(tmp_path, monkeypatch):
 
 
 def test_unknown_path_scheme_is_an_error_naming_it(tmp_path):
-    import mellama_jax
-    from mellama_jax import paths
-    from mellama_jax.train.config import TrainConfig, default_config
-    from mellama_jax.train.loop import train
     with pytest.raises(paths.PathSchemeError, match=r"workdir 'hdfs://nn/run': the scheme 'hdfs://' is not supported"):
         c = default_config()
         c.train.seq_len = 64
@@ -56,16 +59,12 @@ def test_unknown_path_scheme_is_an_error_naming_it(tmp_path):
     with pytest.raises(ConfigError, match="'ftp://'"):
         mellama_jax.load("ftp://host/model")
     # Local paths are what they were: absolute, ~ expanded; file:// is a local path.
-    import os
     assert paths.as_str("rel/x") == os.path.abspath("rel/x")
     assert paths.as_str("~/x") == os.path.join(os.path.expanduser("~"), "x")
     assert paths.as_str("file:///tmp/x") == "/tmp/x" and paths.as_str("gs://b/x") == "gs://b/x"
 
 
 def test_object_storage_gaps_are_named_not_silent(tmp_path):
-    from mellama_jax.data.errors import DataError
-    from mellama_jax.data.prepare import prepare_corpus
-    from mellama_jax.recipe.driver import Recipe
     with pytest.raises(DataError, match="out_dir=gs://b/prepared: ArrayRecord files need local"):
         prepare_corpus({"components": []}, None, "gs://b/prepared")
     with pytest.raises(ConfigError, match="--workdir gs://b/recipe: the recipe needs a local workdir"):
