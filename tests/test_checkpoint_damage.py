@@ -120,3 +120,18 @@ def test_a_changed_model_is_not_mistaken_for_damage(uninterrupted, tmp_path):
     with pytest.raises(CheckpointError, match="model or optimizer changed"):
         train(small_config(**{"model.intermediate_size": 96}), workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]
+
+
+def test_a_per_process_data_state_of_an_earlier_version_is_refused_not_set_aside(uninterrupted, tmp_path):
+    ref_dir, ref = uninterrupted
+    workdir = str(tmp_path / "run")
+    shutil.copytree(ref_dir, workdir)
+    for step in ("4", "8", "12"):  # what grain's own handler wrote, one file per process
+        data_iter = os.path.join(workdir, "checkpoints", step, "data_iter")
+        os.remove(os.path.join(data_iter, "metadata"))
+        for p in range(2):
+            with open(os.path.join(data_iter, f"process_{p}-of-2.json"), "w") as f:
+                f.write("{}")
+    with pytest.raises(CheckpointError, match=r"per-process grain states \(process_0-of-2.json, process_1-of-2.json\)"):
+        train(small_config(), workdir, engine=ref.engine)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]

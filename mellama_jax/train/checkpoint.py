@@ -74,6 +74,18 @@ def unreadable_json_files(step_dir: str) -> list[str]:
     return bad
 
 
+def check_data_iter_format(step_dir: str) -> None:
+    """Refuse a data position saved per process by grain's own handler (before data.shards): it restores only
+    with the same process count, and is not damage."""
+    data_iter = paths.resolve(step_dir) / "data_iter"
+    legacy = sorted(p.name for p in data_iter.iterdir()) if data_iter.is_dir() else []
+    legacy = [n for n in legacy if re.fullmatch(r"process_\d+-of-\d+\.json", n)]
+    if legacy:
+        raise CheckpointError(f"{step_dir}/data_iter holds per-process grain states ({', '.join(legacy)}) from an "
+                              f"earlier version; this version saves one state for all data shards. Resume it with "
+                              f"that version, or start a new workdir with init_from pointing at an export of it")
+
+
 def damage_of(step: int, step_dir: str, error: BaseException) -> CheckpointDamaged | None:
     """Describe `error` (raised restoring `step`) as damage to the stored files, or None if it is not."""
     chain, e = [], error
@@ -134,6 +146,7 @@ class Checkpointer:
             state=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args_for(abstract)),
             data_iter=source.restore_args(), config=ocp.args.JsonRestore())
         step_dir = paths.join(self.directory, str(step))
+        check_data_iter_format(step_dir)
         try:
             restored = self.manager.restore(step, args=args)
         except Exception as e:  # noqa: BLE001 - tensorstore read errors reach us as bare Exception
