@@ -1,7 +1,9 @@
 """Run N JAX processes on this machine, joined by jax.distributed on 127.0.0.1 (local multi-host rehearsal).
 
-    python launch/local.py --num_processes 2 --devices_per_process 4 [--port 12355] [--dry_run] \
+    python launch/local.py --num_processes 2 --devices_per_process 4 \
         -- -m mellama_jax.train --config configs/tiny_pretrain.py --workdir runs/mp
+
+Options: --port (default 12355), --log_dir, --timeout, --dry_run.
 
 Everything after `--` is the Python command line of one process; each process gets
 `--coordinator 127.0.0.1:PORT --num_processes N --process_id i --local_device_count K` appended (the flags

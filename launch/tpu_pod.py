@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Cloud TPU VM / pod launcher: every step of a run is one subcommand, and each prints its exact commands.
 
-    python launch/tpu_pod.py create  --name me13b --zone us-east5-a --project P --accelerator v5p-128
-    python launch/tpu_pod.py wait    --name me13b --zone us-east5-a --project P
-    python launch/tpu_pod.py setup   --name me13b --zone us-east5-a --project P      # copy code + install
-    python launch/tpu_pod.py run     --name me13b --zone us-east5-a --project P -- \
-        python tools/train.py --config configs/me_llama/pretrain_13b.py --workdir gs://BUCKET/me13b
-    python launch/tpu_pod.py logs    --name me13b ...     # stream worker 0's log (--worker all: every worker)
-    python launch/tpu_pod.py stop    --name me13b ...     # SIGTERM: the trainer checkpoints and exits
-    python launch/tpu_pod.py delete  --name me13b ...
-    python launch/tpu_pod.py up      ... -- <train command>   # create, wait, setup, run in one go
+    python launch/tpu_pod.py create --name me13b --zone us-east5-a --project P --accelerator v5p-128
+    python launch/tpu_pod.py wait   --name me13b --zone us-east5-a --project P
+    python launch/tpu_pod.py setup  --name me13b --zone us-east5-a --project P    # copy code + install
+    python launch/tpu_pod.py run    --name me13b --zone us-east5-a --project P -- \
+        python -m mellama_jax.train --config configs/me_llama/pretrain_13b.py --workdir gs://BUCKET/me13b
+    python launch/tpu_pod.py logs   --name me13b --zone us-east5-a --project P    # worker 0's log (--worker all)
+    python launch/tpu_pod.py stop   --name me13b --zone us-east5-a --project P    # SIGTERM: checkpoint and exit
+    python launch/tpu_pod.py delete --name me13b --zone us-east5-a --project P
+    python launch/tpu_pod.py up     --name me13b --zone us-east5-a --project P --accelerator v5p-128 -- \
+        python -m mellama_jax.train --config configs/me_llama/pretrain_13b.py --workdir gs://BUCKET/me13b
 
 `--dry_run` prints the commands (one per line, shell-quoted) instead of running them. `--num_slices N`
 creates a multi-slice queued resource (nodes NAME-0 ... NAME-{N-1}, joined over DCN; libtpu's megascale
@@ -162,7 +163,7 @@ def _train_command(args) -> list[str]:
     if cmd[:1] == ["--"]:
         cmd = cmd[1:]
     if not cmd:
-        raise SystemExit(f"{args.subcommand}: give the training command after '--', e.g. -- python tools/train.py "
+        raise SystemExit(f"{args.subcommand}: give the training command after '--', e.g. -- python -m mellama_jax.train "
                          f"--config configs/me_llama/pretrain_13b.py --workdir gs://BUCKET/run")
     return cmd
 

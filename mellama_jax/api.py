@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
 from mellama_jax.convert import ckpt as ckpt_lib
 from mellama_jax.model import params as P
@@ -156,8 +157,8 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
     LoRA adapters stored in a checkpoint are merged into the weights (`Model.lora_config` records them).
     """
     from mellama_jax.convert import hf as hf_lib
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.isdir(path):
+    path = paths.as_str(path, what="model path")  # a local directory or gs://...
+    if not paths.resolve(path).is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
     extras: dict[str, Any] = {}
     if ckpt_lib.is_model_checkpoint(path):
@@ -165,7 +166,9 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
         cfg, params, extras = ckpt_lib.load_model_checkpoint(path, shardings=shardings, dtype=dtype,
                                                              scan_layers=scan_layers)
     elif hf_lib.is_hf_dir(path):
-        cfg, params = hf_lib.load_hf_params(path, dtype=dtype, scan_layers=scan_layers, allow_pickle=allow_pickle)
+        with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
+            cfg, params = hf_lib.load_hf_params(local, dtype=dtype, scan_layers=scan_layers,
+                                                allow_pickle=allow_pickle)
         extras = {"tokenizer_dir": path if ckpt_lib.has_tokenizer(path) else None, "adapters": None}
     elif ckpt_lib.is_training_workdir(path):
         cfg, params, extras = _load_workdir(path, mesh=mesh, dtype=dtype, step=step, scan_layers=scan_layers)

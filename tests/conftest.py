@@ -14,5 +14,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
+from gcs_server import GcsServer  # noqa: E402 - tests/ is on sys.path (pytest's rootdir conftest)
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A GCS server on localhost (tests/gcs_server.py); yields it, with every GCS client pointed at it."""
+    server = GcsServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

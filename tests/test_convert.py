@@ -255,7 +255,7 @@ def test_existing_output_refused_unless_overwrite(tiny_hf, tmp_path):
         convert_hf_to_checkpoint(hf_dir, out, progress=False)
     assert (out / "keep.txt").read_text() == "mine"
     convert_hf_to_checkpoint(hf_dir, out, overwrite=True, progress=False)
-    assert sorted(os.listdir(out)) == ["model_config.json", "params"]
+    assert sorted(os.listdir(out)) == ["COMMIT", "model_config.json", "params"]  # COMMIT: written last (paths.py)
     hf_out = tmp_path / "hf_out"
     hf_out.mkdir()
     with pytest.raises(FileExistsError, match=r"hf_out: output directory already exists"):

@@ -4,7 +4,9 @@ import json
 import os
 
 import pytest
+from etils import epath
 
+from mellama_jax import paths
 from mellama_jax.demo import mibe as synthetic
 from mellama_jax.eval.records import RecordError
 from mellama_jax.eval.report import write_report
@@ -209,3 +211,28 @@ def test_cli_reports_a_bad_record_before_loading_the_model(tmp_path, capsys):
     assert code == 2
     assert "mednli.jsonl:2: missing field 'query'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluation_reads_data_from_and_writes_its_report_to_gcs(gcs, data_dir, tmp_path):
+    """The same evaluation with data and report on the GCS server (tests/gcs_server.py) as with local ones."""
+    remote_data = gcs.fresh_prefix("mibe")
+    paths.copy_tree(data_dir, remote_data)
+    script = _perfect_script(data_dir)
+    reports = {}
+    for where, data, out in (("local", data_dir, str(tmp_path / "report")),
+                             ("gcs", remote_data, gcs.fresh_prefix("report"))):
+        cfg = EvalConfig(tasks=("pubmedqa", "medqa"), data_dir=data, progress=False)
+        results = evaluate(ScriptedModel(script), cfg)
+        summary = write_report(out, results, cfg, "scripted")
+        reports[where] = (summary, {name: epath.Path(out, name).read_text()
+                                    for name in ("examples/pubmedqa.jsonl", "examples/medqa.jsonl")})
+        if where == "gcs":
+            assert paths.is_committed(out)
+            with pytest.raises(FileExistsError):
+                write_report(out, results, cfg, "scripted")
+    local, remote = reports["local"], reports["gcs"]
+    for name, task in remote[0]["tasks"].items():
+        assert task["data_file"] == f"{remote_data}/{name}.jsonl"  # read from the server
+        assert dict(task, data_file=None, seconds=None) == dict(local[0]["tasks"][name], data_file=None, seconds=None)
+    assert {k: v.replace(remote_data, data_dir) for k, v in remote[1].items()} == local[1]
+    assert all(t["metrics"][t["primary_metric"]] == 1.0 for t in remote[0]["tasks"].values())

@@ -16,6 +16,8 @@ import pytest
 
 from data_fixtures import make_demo
 from hf_fixtures import hf_logits, make_hf_model
+import mellama_jax
+from mellama_jax import paths
 from mellama_jax.config import ConfigError, ModelConfig, config_module
 from mellama_jax.convert import ckpt
 from mellama_jax.model import params as P
@@ -288,3 +290,26 @@ def test_export_carries_model_card_chat_template_and_generates(env, lora_run, tm
         theirs = hf_model.generate(**ids, max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
     ours = model.generate([prompt], max_new_tokens=8)[0]
     assert theirs[:len(ours)] == ours and len(theirs) >= 1
+
+
+def test_lora_run_with_everything_on_gcs_resumes_exactly_and_loads(env, lora_run, gcs):
+    """Base checkpoint (init_from), tokenizer, instruction data and workdir on the GCS server: the run ends
+    bit-identical to the local one, a rerun from its step-6 checkpoint too, and mellama_jax.load reads it."""
+    _, local_workdir, local = lora_run
+    remote = gcs.fresh_prefix("lora")
+    paths.copy_tree(env["base_ckpt"], f"{remote}/base")
+    paths.copy_tree(env["data"], f"{remote}/data")
+    paths.copy_tree(os.path.dirname(env["tokenizer"]), f"{remote}/tok")
+    cfg = _chat_config("tiny_chat_lora", f"{remote}/data", f"{remote}/tok/{os.path.basename(env['tokenizer'])}",
+                       env["model_cfg"], init_from=f"{remote}/base")
+    result = train(cfg, f"{remote}/run")
+    paths.copy_tree(f"{remote}/run/checkpoints/6", f"{remote}/resumed/checkpoints/6")
+    again = train(cfg, f"{remote}/resumed", engine=result.engine)
+    for run in (result, again):
+        assert run.step == STEPS
+        for a, b in zip(jax.tree.leaves(jax.device_get(run.state.params)), jax.tree.leaves(jax.device_get(local.state.params))):
+            np.testing.assert_array_equal(a, b)
+    loaded, reference = mellama_jax.load(f"{remote}/run"), mellama_jax.load(local_workdir)
+    assert loaded.lora_config == reference.lora_config and loaded.step == STEPS
+    for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -24,7 +24,6 @@ LoRA checkpoints (a LoRA training workdir, or a model checkpoint with lora_confi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -61,6 +60,7 @@ def export_peft_dir(ckpt_dir: str, peft_dir: str, *, overwrite: bool, base_model
     base_model: recorded as the adapter's base_model_name_or_path; default: the run's init_from when that
     is a Hugging Face directory (else empty: name the base with --out_dir).
     """
+    from mellama_jax import paths
     from mellama_jax.convert.ckpt import load_checkpoint
     from mellama_jax.convert.hf import is_hf_dir
     from mellama_jax.convert.peft import export_peft
@@ -69,8 +69,8 @@ def export_peft_dir(ckpt_dir: str, peft_dir: str, *, overwrite: bool, base_model
         raise ValueError(f"{ckpt_dir}: no LoRA adapters (not a LoRA run; no lora_config.json + lora/) to "
                          f"export with --peft_dir")
     reference = extras.get("base") or ""
-    if not base_model and reference and os.path.isdir(reference) and is_hf_dir(reference):
-        base_model = os.path.abspath(reference)
+    if not base_model and reference and is_hf_dir(reference):
+        base_model = paths.as_str(reference)
     return export_peft(peft_dir, cfg, extras["lora_config"], extras["adapters"], base_model_name_or_path=base_model,
                        overwrite=overwrite)
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                                        chat_template="" if args.chat_template == "none" else args.chat_template)
         print(f"wrote {out}")
         if base_only:
-            base_model = os.path.abspath(out)
+            base_model = out  # absolute local path or gs:// URL
     if args.peft_dir is not None:
         print(f"wrote {export_peft_dir(args.ckpt_dir, args.peft_dir, overwrite=args.overwrite, base_model=base_model, step=args.step)}")
     return 0

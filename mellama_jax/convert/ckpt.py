@@ -15,8 +15,10 @@ with items `state` = {"params", "opt_state", "step"} and `config` (JSON). Only `
 adapters as `state/params` and not the frozen base: the run config names the base (`init_from`), which is
 reloaded from there (`load_lora_base`).
 
-Every directory is written atomically: into `<out>.tmp-XXXX` next to the destination, renamed at the end,
-so a failed or interrupted save never leaves something that looks like a complete checkpoint.
+Every directory is written atomically, so a failed or interrupted save never leaves something that looks
+like a complete checkpoint: locally into `<out>.tmp-XXXX` next to the destination, renamed at the end; on
+object storage (gs://, no atomic rename) in place, with a COMMIT marker written last, and readers refuse a
+remote directory without it. Paths go through `mellama_jax.paths` (etils.epath): local or gs://.
 """
 from __future__ import annotations
 
@@ -26,11 +28,13 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from typing import Any, Iterator
 
 import jax
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert.model_card import TRAINING_RUN
 from mellama_jax.data.hf_tokenizer import TOKENIZER_JSON, export_tokenizer_dir
@@ -72,19 +76,41 @@ def _shared_token() -> str:
 
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
-    """Yield a fresh temporary directory next to `out_dir`; it becomes `out_dir` only if the block succeeds.
+    """Yield the directory to write into; what it holds becomes `out_dir` only if the block succeeds.
 
-    An existing `out_dir` is an error unless `overwrite`; it is then replaced only after the new content is
-    complete. On failure the temporary directory is removed and the exception propagates.
+    Local: a fresh temporary directory next to `out_dir`, renamed onto it at the end. Object storage (no
+    atomic rename): `out_dir` itself, with the COMMIT marker written last (readers require it). Either way a
+    COMMIT marker ends up in the finished directory.
+    An existing `out_dir` is an error unless `overwrite`; locally it is replaced only after the new content is
+    complete, on object storage its marker is removed first (so it never looks complete half-replaced).
+    On failure the partial output is removed (best effort) and the exception propagates.
     In multi-process runs every process must enter this together; process 0 does the file-system moves.
     """
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    if os.path.lexists(out_dir):
+    out = paths.resolve(out_dir, what="output directory")
+    out_dir = os.fspath(out)
+    remote = paths.is_remote(out_dir)
+    if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out_dir}: output directory already exists; pass overwrite=True "
                                   f"(--overwrite) to replace it")
-        if not os.path.isdir(out_dir):
+        if not out.is_dir():
             raise FileExistsError(f"{out_dir}: exists and is not a directory; refusing to replace it")
+    if remote:
+        if _is_primary() and out.exists():
+            (out / paths.COMMIT_MARKER).unlink(missing_ok=True)  # not complete from here on
+            out.rmtree()
+        _barrier(f"mellama_jax.remote_clear:{out_dir}")
+        try:
+            yield out_dir
+            _barrier(f"mellama_jax.remote_done:{out_dir}")
+            if _is_primary():
+                paths.write_commit_marker(out_dir)
+            _barrier(f"mellama_jax.remote_commit:{out_dir}")
+        except BaseException:
+            if _is_primary():
+                paths.remove_tree(out_dir)
+            raise
+        return
     parent = os.path.dirname(out_dir)
     tmp = f"{out_dir}.tmp-{_shared_token()}"
     if _is_primary():
@@ -95,6 +121,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
         yield tmp
         _barrier(f"mellama_jax.atomic_done:{tmp}")
         if _is_primary():
+            paths.write_commit_marker(tmp)
             if os.path.lexists(out_dir):
                 old = f"{out_dir}.old-{secrets.token_hex(4)}"
                 os.rename(out_dir, old)
@@ -109,16 +136,56 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
         raise
 
 
+@contextlib.contextmanager
+def local_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+    """Like atomic_output_dir, for writers that need local files (safetensors): on object storage the block
+    writes into a local staging directory, uploaded (then committed by the marker) only if it succeeds."""
+    if not paths.is_remote(out_dir):
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            yield tmp
+        return
+    stage = tempfile.mkdtemp(prefix="mellama-out-")
+    try:
+        yield stage
+        with atomic_output_dir(out_dir, overwrite=overwrite) as remote:
+            if _is_primary():
+                paths.copy_tree(stage, remote)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def require_complete(directory: str | os.PathLike, what: str) -> None:
+    """Object storage: refuse a directory whose writer did not finish (no COMMIT marker). Local directories
+    were renamed into place complete (and older ones predate the marker)."""
+    if paths.is_remote(directory) and not paths.is_committed(directory):
+        raise CheckpointError(f"{os.fspath(directory)}: incomplete {what} (no {paths.COMMIT_MARKER} marker: its "
+                              f"writer did not finish); write it again")
+
+
 # ---------------------------------------------------------------- tokenizer files
 def copy_tokenizer_files(src: str | os.PathLike, dst_dir: str | os.PathLike) -> list[str]:
     """The tokenizer found in `src` (a directory, or a path to tokenizer.model) as HF tokenizer files in
-    `dst_dir` that give sentencepiece's ids (`hf_tokenizer.export_tokenizer_dir`); [] when `src` holds none."""
-    return export_tokenizer_dir(src, os.fspath(dst_dir))
+    `dst_dir` that give sentencepiece's ids (`hf_tokenizer.export_tokenizer_dir`); [] when `src` holds none.
+    Either end may be on object storage (read and written through a local stage)."""
+    source = paths.resolve(src, what="tokenizer")
+    src_dir = paths.as_str(source.parent if source.is_file() else source)
+    with paths.local_copy(src_dir) as local_dir:
+        local_src = os.path.join(local_dir, source.name) if source.is_file() else local_dir
+        if not paths.is_remote(dst_dir):
+            return export_tokenizer_dir(local_src, paths.as_str(dst_dir))
+        stage = tempfile.mkdtemp(prefix="mellama-tok-")
+        try:
+            names = export_tokenizer_dir(local_src, stage)
+            if names:
+                paths.copy_tree(stage, dst_dir)
+            return names
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def has_tokenizer(directory: str | os.PathLike) -> bool:
-    directory = os.fspath(directory)
-    return any(os.path.isfile(os.path.join(directory, n)) for n in (MODEL_FILE, TOKENIZER_JSON))
+    directory = paths.resolve(directory)
+    return any((directory / n).is_file() for n in (MODEL_FILE, TOKENIZER_JSON))
 
 
 # ---------------------------------------------------------------- orbax helpers
@@ -188,8 +255,8 @@ def _with_shardings(abstract: dict, shardings, cfg: ModelConfig) -> dict:
 
 # ---------------------------------------------------------------- model checkpoint directory
 def is_model_checkpoint(path: str | os.PathLike) -> bool:
-    path = os.fspath(path)
-    return os.path.isfile(os.path.join(path, MODEL_CONFIG)) and os.path.isdir(os.path.join(path, PARAMS_DIR))
+    path = paths.resolve(path)
+    return (path / MODEL_CONFIG).is_file() and (path / PARAMS_DIR).is_dir()
 
 
 def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dict, *,
@@ -208,25 +275,31 @@ def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: 
     if (lora_cfg is None) != (adapters is None):
         raise CheckpointError("save_model_checkpoint: pass lora_cfg and adapters together (or neither)")
     if tokenizer_dir is not None and not has_tokenizer(
-            os.path.dirname(os.fspath(tokenizer_dir)) if os.path.isfile(tokenizer_dir) else tokenizer_dir):
+            paths.resolve(tokenizer_dir).parent if paths.resolve(tokenizer_dir).is_file() else tokenizer_dir):
         raise CheckpointError(f"{tokenizer_dir}: no tokenizer.model or tokenizer.json to copy")
 
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         if _is_primary():
-            cfg.save_json(os.path.join(tmp, MODEL_CONFIG))
+            write_json(paths.join(tmp, MODEL_CONFIG), cfg.to_dict())
             if tokenizer_dir is not None:
-                copy_tokenizer_files(tokenizer_dir, os.path.join(tmp, TOKENIZER_DIR))
+                copy_tokenizer_files(tokenizer_dir, paths.join(tmp, TOKENIZER_DIR))
             if lora_cfg is not None:
-                with open(os.path.join(tmp, LORA_CONFIG), "w") as f:
-                    json.dump(dataclasses.asdict(lora_cfg), f, indent=2, sort_keys=True)
+                write_json(paths.join(tmp, LORA_CONFIG), dataclasses.asdict(lora_cfg))
             if training_run is not None:
-                with open(os.path.join(tmp, TRAINING_RUN), "w") as f:
-                    json.dump(training_run, f, indent=2)
-        _save_tree(os.path.join(tmp, PARAMS_DIR), params)
+                write_json(paths.join(tmp, TRAINING_RUN), training_run)
+        _save_tree(paths.join(tmp, PARAMS_DIR), params)
         if adapters is not None:
             _check_adapters(cfg, lora_cfg, adapters, source=f"save_model_checkpoint({out_dir})")
-            _save_tree(os.path.join(tmp, LORA_DIR), adapters)
-    return os.path.abspath(os.fspath(out_dir))
+            _save_tree(paths.join(tmp, LORA_DIR), adapters)
+    return paths.as_str(out_dir)
+
+
+def write_json(path: str, value) -> None:
+    paths.resolve(path).write_text(json.dumps(value, indent=2, sort_keys=True))
+
+
+def read_json(path: str):
+    return json.loads(paths.resolve(path).read_text())
 
 
 def _check_adapters(cfg: ModelConfig, lora_cfg, adapters: dict, source: str) -> None:
@@ -243,11 +316,11 @@ def _check_adapters(cfg: ModelConfig, lora_cfg, adapters: dict, source: str) -> 
 
 
 def read_model_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
-    path = os.path.join(os.fspath(ckpt_dir), MODEL_CONFIG)
-    if not os.path.isfile(path):
+    path = paths.join(os.fspath(ckpt_dir), MODEL_CONFIG)
+    if not paths.resolve(path).is_file():
         raise CheckpointError(f"{ckpt_dir}: not a model checkpoint (no {MODEL_CONFIG})")
     try:
-        return ModelConfig.load_json(path)
+        return ModelConfig.from_dict(read_json(path), source=path)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
 
@@ -265,12 +338,13 @@ def load_model_checkpoint(ckpt_dir: str | os.PathLike, *, shardings: dict | None
     extras: {"tokenizer_dir": path or None, "lora_config": LoraConfig or None, "adapters": tree or None,
              "path": absolute checkpoint path, "training_run": the run it was exported from, or None}.
     """
-    ckpt_dir = os.path.abspath(os.fspath(ckpt_dir))
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = paths.as_str(ckpt_dir, what="checkpoint")
+    if not paths.resolve(ckpt_dir).is_dir():
         raise CheckpointError(f"{ckpt_dir}: no such checkpoint directory")
+    require_complete(ckpt_dir, "model checkpoint")
     cfg = read_model_config(ckpt_dir)
-    params_dir = os.path.join(ckpt_dir, PARAMS_DIR)
-    if not os.path.isdir(params_dir):
+    params_dir = paths.join(ckpt_dir, PARAMS_DIR)
+    if not paths.resolve(params_dir).is_dir():
         raise CheckpointError(f"{ckpt_dir}: incomplete model checkpoint (no {PARAMS_DIR}/ directory)")
     target_dtype = np.dtype(dtype or cfg.param_dtype).name
     relayout = scan_layers is not None and scan_layers != cfg.scan_layers
@@ -289,15 +363,14 @@ def load_model_checkpoint(ckpt_dir: str | os.PathLike, *, shardings: dict | None
 
     extras: dict[str, Any] = {"path": ckpt_dir, "lora_config": None, "adapters": None, "tokenizer_dir": None,
                               "training_run": None}
-    run_path = os.path.join(ckpt_dir, TRAINING_RUN)
-    if os.path.isfile(run_path):
-        with open(run_path) as f:
-            extras["training_run"] = json.load(f)
-    tok_dir = os.path.join(ckpt_dir, TOKENIZER_DIR)
-    if os.path.isdir(tok_dir) and has_tokenizer(tok_dir):
+    run_path = paths.resolve(paths.join(ckpt_dir, TRAINING_RUN))
+    if run_path.is_file():
+        extras["training_run"] = json.loads(run_path.read_text())
+    tok_dir = paths.join(ckpt_dir, TOKENIZER_DIR)
+    if paths.resolve(tok_dir).is_dir() and has_tokenizer(tok_dir):
         extras["tokenizer_dir"] = tok_dir
-    lora_path = os.path.join(ckpt_dir, LORA_CONFIG)
-    if os.path.isfile(lora_path):
+    lora_path = paths.join(ckpt_dir, LORA_CONFIG)
+    if paths.resolve(lora_path).is_file():
         extras["lora_config"], extras["adapters"] = _load_adapters(ckpt_dir, cfg, lora_path, scan_layers)
     return cfg, params, extras
 
@@ -313,16 +386,15 @@ def _relayout(cfg: ModelConfig, params: dict, scan_layers: bool, shardings: dict
 
 def _load_adapters(ckpt_dir: str, cfg: ModelConfig, lora_path: str, scan_layers: bool | None):
     from mellama_jax.model.lora import LoraConfig, iter_lora
-    with open(lora_path) as f:
-        try:
-            lora_cfg = LoraConfig(**json.load(f))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise CheckpointError(f"{lora_path}: not a valid LoRA config ({e})") from e
-    stored_scanned = ModelConfig.load_json(os.path.join(ckpt_dir, MODEL_CONFIG)).scan_layers
+    try:
+        lora_cfg = LoraConfig(**read_json(lora_path))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{lora_path}: not a valid LoRA config ({e})") from e
+    stored_scanned = read_model_config(ckpt_dir).scan_layers
     abstract = P.tree_from_paths({p: jax.ShapeDtypeStruct(shape, np.float32)
                                   for p, shape, _, _, _ in iter_lora(cfg, lora_cfg, scanned=stored_scanned)})
-    lora_dir = os.path.join(ckpt_dir, LORA_DIR)
-    if not os.path.isdir(lora_dir):
+    lora_dir = paths.join(ckpt_dir, LORA_DIR)
+    if not paths.resolve(lora_dir).is_dir():
         raise CheckpointError(f"{ckpt_dir}: has {LORA_CONFIG} but no {LORA_DIR}/ directory")
     adapters = _restore_tree(lora_dir, abstract)
     if scan_layers is not None and scan_layers != stored_scanned:
@@ -340,7 +412,7 @@ RANDOM_BASE_SALT = 0xBA5E
 
 
 def is_training_workdir(path: str | os.PathLike) -> bool:
-    return os.path.isdir(os.path.join(os.fspath(path), CHECKPOINTS_DIR))
+    return (paths.resolve(path) / CHECKPOINTS_DIR).is_dir()
 
 
 def architecture_differences(a: ModelConfig, b: ModelConfig) -> dict[str, tuple]:
@@ -364,11 +436,11 @@ def load_lora_base(cfg: ModelConfig, init_from: str, *, seed: int = 0, dtype="fl
         init = lambda k: P.init_params(cfg, k, dtype=dtype)
         return (jax.jit(init) if shardings is None else jax.jit(init, out_shardings=shardings))(key)
     from mellama_jax.convert import hf
-    path = os.path.abspath(os.fspath(init_from))
+    path = paths.as_str(init_from, what="init_from")
     if is_model_checkpoint(path):
         src_cfg = read_model_config(path)
     elif hf.is_hf_dir(path):
-        src_cfg = hf.read_hf_config(path)
+        src_cfg = ModelConfig.from_hf_config(read_json(paths.join(path, hf.CONFIG)))
     else:
         raise CheckpointError(f"{path}: the LoRA base (init_from) is neither a model checkpoint directory "
                               f"({MODEL_CONFIG} + {PARAMS_DIR}/) nor a Hugging Face directory")
@@ -382,7 +454,8 @@ def load_lora_base(cfg: ModelConfig, init_from: str, *, seed: int = 0, dtype="fl
             raise CheckpointError(f"{path}: the LoRA base itself carries LoRA adapters; export it merged first "
                                   f"(mellama_jax.load / convert_jax_to_hf.py --merge_lora) and train on that")
     else:
-        _, params = hf.load_hf_params(path, dtype=dtype, scan_layers=cfg.scan_layers)
+        with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
+            _, params = hf.load_hf_params(local, dtype=dtype, scan_layers=cfg.scan_layers)
         if shardings is not None:
             params = jax.device_put(params, shardings)
     return params
@@ -396,16 +469,16 @@ def _workdir_configs(workdir: str, manager, step: int):
     workdir/model_config.json (then the run config is {}).
     """
     import orbax.checkpoint as ocp
-    step_dir = os.path.join(workdir, CHECKPOINTS_DIR, str(step))
-    if os.path.isdir(os.path.join(step_dir, "config")):
+    step_dir = paths.join(workdir, CHECKPOINTS_DIR, str(step))
+    if (paths.resolve(step_dir) / "config").is_dir():
         run_cfg = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
         model = run_cfg.get("model") if isinstance(run_cfg, dict) else None
         if isinstance(model, dict):
             cfg = ModelConfig.from_dict(model, source=f"{step_dir}/config['model']")
             return cfg, _lora_from_run_config(run_cfg, f"{step_dir}/config"), run_cfg
-    fallback = os.path.join(workdir, WORKDIR_MODEL_CONFIG)
-    if os.path.isfile(fallback):
-        return ModelConfig.load_json(fallback), None, {}
+    fallback = paths.join(workdir, WORKDIR_MODEL_CONFIG)
+    if paths.resolve(fallback).is_file():
+        return ModelConfig.from_dict(read_json(fallback), source=fallback), None, {}
     raise CheckpointError(f"{workdir}: cannot find the model config: expected a 'model' group in "
                           f"{step_dir}/config or a {fallback}")
 
@@ -449,9 +522,9 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     workdir's `tokenizer/` when the run saved one there.
     """
     import orbax.checkpoint as ocp
-    workdir = os.path.abspath(os.fspath(workdir))
-    ckpt_root = os.path.join(workdir, CHECKPOINTS_DIR)
-    if not os.path.isdir(ckpt_root):
+    workdir = paths.as_str(workdir, what="workdir")
+    ckpt_root = paths.join(workdir, CHECKPOINTS_DIR)
+    if not paths.resolve(ckpt_root).is_dir():
         raise CheckpointError(f"{workdir}: not a training workdir (no {CHECKPOINTS_DIR}/ directory)")
     manager = ocp.CheckpointManager(ckpt_root, options=ocp.CheckpointManagerOptions(read_only=True),
                                     item_names=("state", "config"))
@@ -464,7 +537,7 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
         elif step not in steps:
             raise CheckpointError(f"{ckpt_root}: no checkpoint for step {step}; available steps: {sorted(steps)}")
         cfg, lora_cfg, run_cfg = _workdir_configs(workdir, manager, step)
-        state_dir = os.path.join(ckpt_root, str(step), "state")
+        state_dir = paths.join(ckpt_root, str(step), "state")
         if lora_cfg is None:
             target_dtype = np.dtype(dtype or cfg.param_dtype).name
             abstract = {"params": _with_shardings(P.abstract_params(cfg, dtype=target_dtype), shardings, cfg)}
@@ -487,10 +560,10 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     finally:
         manager.close()
     cfg = cfg.replace(param_dtype=target_dtype)
-    tok_dir = os.path.join(workdir, TOKENIZER_DIR)
+    tok_dir = paths.join(workdir, TOKENIZER_DIR)
     extras = {"path": workdir, "step": int(step), "lora_config": lora_cfg, "adapters": None, "base": None,
               "run_config": run_cfg,
-              "tokenizer_dir": tok_dir if os.path.isdir(tok_dir) and has_tokenizer(tok_dir) else None}
+              "tokenizer_dir": tok_dir if paths.resolve(tok_dir).is_dir() and has_tokenizer(tok_dir) else None}
     if lora_cfg is None:
         return cfg, restored.state["params"], extras
     extras["adapters"] = restored.state["params"]
@@ -505,8 +578,8 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     except (CheckpointError, OSError) as e:
         raise CheckpointError(f"{workdir}: LoRA run (step {step}) stores adapters only; its base "
                               f"init_from={init_from!r} cannot be loaded: {e}") from e
-    if extras["tokenizer_dir"] is None and init_from and os.path.isdir(os.path.join(init_from, TOKENIZER_DIR)):
-        extras["tokenizer_dir"] = os.path.join(os.path.abspath(init_from), TOKENIZER_DIR)
+    if extras["tokenizer_dir"] is None and init_from and (paths.resolve(init_from) / TOKENIZER_DIR).is_dir():
+        extras["tokenizer_dir"] = paths.join(paths.as_str(init_from), TOKENIZER_DIR)
     return cfg, base, extras
 
 
@@ -525,7 +598,7 @@ def load_checkpoint(path: str | os.PathLike, *, step: int | None = None, shardin
                     scan_layers: bool | None = None) -> tuple[ModelConfig, dict, dict[str, Any]]:
     """A model checkpoint directory or a training workdir -> (cfg, params, extras), LoRA adapters unmerged
     in extras["adapters"]. `step` only applies to workdirs; `shardings` only when no relayout is asked."""
-    path = os.path.abspath(os.fspath(path))
+    path = paths.as_str(path)
     if is_model_checkpoint(path):
         return load_model_checkpoint(path, shardings=shardings, dtype=dtype, scan_layers=scan_layers)
     if is_training_workdir(path):

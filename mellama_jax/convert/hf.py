@@ -21,9 +21,10 @@ from typing import Callable, Iterator
 import ml_dtypes
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert import mapping, model_card
-from mellama_jax.convert.ckpt import atomic_output_dir
+from mellama_jax.convert.ckpt import local_output_dir
 from mellama_jax.data.hf_tokenizer import export_tokenizer_dir
 from mellama_jax.data.templates import get_template, hf_chat_template
 from mellama_jax.data.tokenizer import MODEL_FILE, Tokenizer
@@ -199,9 +200,9 @@ def open_hf_weights(hf_dir: str, *, allow_pickle: bool = False):
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
-    path = os.fspath(path)
-    return os.path.isfile(os.path.join(path, CONFIG)) and any(
-        os.path.exists(os.path.join(path, n)) for n in (SAFE_SINGLE, SAFE_INDEX, PICKLE_SINGLE, PICKLE_INDEX))
+    path = paths.resolve(path)
+    return (path / CONFIG).is_file() and any(
+        (path / n).exists() for n in (SAFE_SINGLE, SAFE_INDEX, PICKLE_SINGLE, PICKLE_INDEX))
 
 
 def read_hf_config(hf_dir: str | os.PathLike, **overrides) -> ModelConfig:
@@ -330,7 +331,7 @@ def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dic
     file_dtype = np.dtype(dtype) if dtype is not None else max(leaf_dtypes, key=lambda d: d.itemsize)
     primary = jax.process_index() == 0
 
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with local_output_dir(out_dir, overwrite=overwrite) as tmp:  # gs://: staged locally, uploaded, committed
         shards: list[dict[str, np.ndarray]] = []  # only the names are kept once a shard is written
         current: dict[str, np.ndarray] = {}
         current_bytes = 0
@@ -368,7 +369,7 @@ def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dic
             if model_card is not None:
                 with open(os.path.join(tmp, MODEL_CARD), "w") as f:
                     f.write(model_card)
-    return os.path.abspath(os.fspath(out_dir))
+    return paths.as_str(out_dir)
 
 
 def _finish_shards(tmp: str, shard_names: list[list[str]], total_size: int) -> None:
@@ -396,18 +397,18 @@ def convert_hf_to_checkpoint(hf_dir: str | os.PathLike, out_dir: str | os.PathLi
                              progress: bool = True) -> str:
     """HF directory -> our model checkpoint directory (orbax params + model_config.json [+ tokenizer/])."""
     from mellama_jax.convert.ckpt import has_tokenizer, save_model_checkpoint
-    hf_dir = os.fspath(hf_dir)
-    if os.path.lexists(out_dir) and not overwrite:  # fail before the (long) read
-        raise FileExistsError(f"{os.path.abspath(out_dir)}: output directory already exists; pass "
+    if paths.resolve(out_dir).exists() and not overwrite:  # fail before the (long) read
+        raise FileExistsError(f"{paths.as_str(out_dir)}: output directory already exists; pass "
                               f"overwrite=True (--overwrite) to replace it")
-    if not os.path.isdir(hf_dir):
+    if not paths.resolve(hf_dir).is_dir():
         raise HFCheckpointError(f"{hf_dir}: no such directory")
-    total = len(mapping.hf_tensor_names(read_hf_config(hf_dir)))
-    with _progress(progress, "read HF tensors", hf_dir, total=total) as on_tensor:
-        cfg, params = load_hf_params(hf_dir, dtype=dtype, scan_layers=scan_layers, allow_pickle=allow_pickle,
-                                     on_tensor=on_tensor)
-    tok = hf_dir if has_tokenizer(hf_dir) else None
-    return save_model_checkpoint(out_dir, cfg, params, tokenizer_dir=tok, overwrite=overwrite)
+    with paths.local_copy(hf_dir) as local:  # gs://: downloaded (safetensors are memory-mapped)
+        total = len(mapping.hf_tensor_names(read_hf_config(local)))
+        with _progress(progress, "read HF tensors", os.fspath(hf_dir), total=total) as on_tensor:
+            cfg, params = load_hf_params(local, dtype=dtype, scan_layers=scan_layers, allow_pickle=allow_pickle,
+                                         on_tensor=on_tensor)
+        tok = local if has_tokenizer(local) else None
+        return save_model_checkpoint(out_dir, cfg, params, tokenizer_dir=tok, overwrite=overwrite)
 
 
 def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *, dtype=None,
@@ -427,8 +428,8 @@ def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.Path
     (templates.TEMPLATE_NAMES) to use instead, or "" for none; None: the run's (instruction-tuned runs only).
     """
     from mellama_jax.convert.ckpt import load_checkpoint
-    if os.path.lexists(out_dir) and not overwrite:
-        raise FileExistsError(f"{os.path.abspath(out_dir)}: output directory already exists; pass "
+    if paths.resolve(out_dir).exists() and not overwrite:
+        raise FileExistsError(f"{paths.as_str(out_dir)}: output directory already exists; pass "
                               f"overwrite=True (--overwrite) to replace it")
     if merge_lora and base_only:
         raise ValueError("merge_lora and base_only exclude each other (merged weights or the bare base)")

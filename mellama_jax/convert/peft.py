@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.config import ModelConfig
+from mellama_jax.convert.ckpt import local_output_dir
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
 
@@ -81,27 +81,18 @@ def peft_adapter_config(cfg: ModelConfig, lora: LoraConfig, base_model_name_or_p
 
 def export_peft(out_dir: str, cfg: ModelConfig, lora: LoraConfig, adapters: dict, *,
                 base_model_name_or_path: str = "", scanned: bool | None = None, overwrite: bool = False) -> str:
-    """Write a PEFT adapter directory atomically (temp dir + rename)."""
+    """Write a PEFT adapter directory atomically (local: temp dir + rename; gs://: staged, uploaded, COMMIT
+    marker last — convert.ckpt.local_output_dir)."""
     from safetensors.numpy import save_file
 
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists (pass overwrite=True / --overwrite to replace it)")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=parent)
-    try:
-        tensors = to_peft_tensors(cfg, lora, adapters, scanned=scanned)
+    if paths.resolve(out_dir).exists() and not overwrite:
+        raise FileExistsError(f"{paths.as_str(out_dir)} already exists (pass overwrite=True / --overwrite to replace it)")
+    tensors = to_peft_tensors(cfg, lora, adapters, scanned=scanned)
+    with local_output_dir(out_dir, overwrite=overwrite) as tmp:
         save_file(tensors, os.path.join(tmp, ADAPTER_WEIGHTS), metadata={"format": "pt"})
         with open(os.path.join(tmp, ADAPTER_CONFIG), "w") as f:
             json.dump(peft_adapter_config(cfg, lora, base_model_name_or_path), f, indent=2)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return paths.as_str(out_dir)
 
 
 def import_peft(adapter_dir: str, cfg: ModelConfig, *, scanned: bool | None = None) -> tuple[LoraConfig, dict]:

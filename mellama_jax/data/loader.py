@@ -28,6 +28,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.data import instruct as I
 from mellama_jax.data.config import ComponentConfig, DataConfig
 from mellama_jax.data.errors import DataError, DataReport
@@ -116,12 +117,13 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 
 
 def _file_signature(comp_sources) -> tuple:
-    import glob
     sig = []
     for s in comp_sources:
-        for p in sorted(glob.glob(os.path.expanduser(s.path))):
-            st = os.stat(p)
-            sig.append((p, st.st_mtime_ns, st.st_size))
+        if s.format == "tfds":
+            continue
+        for p in paths.glob(s.path):
+            size, mtime = paths.info(p)
+            sig.append((p, mtime, size))
     return tuple(sig)
 
 
@@ -142,6 +144,9 @@ def _indexed_component(comp: ComponentConfig, strict: bool, signature: tuple):
 
 
 def read_corpus_report(prepared_dir: str) -> dict:
+    if paths.is_remote(prepared_dir):
+        raise DataError(f"prepared_dir={prepared_dir}: {paths.ARRAY_RECORD_LOCAL_ONLY}; copy the prepared corpus "
+                        f"to local disk or mount the bucket")
     path = os.path.join(prepared_dir, CORPUS_REPORT)
     if not os.path.isfile(path):
         raise DataError(f"{prepared_dir}: no {CORPUS_REPORT}; this is not a finished prepared corpus "

@@ -36,6 +36,7 @@ import numpy as np
 from etils import epath
 from tqdm.auto import tqdm
 
+from mellama_jax import paths
 from mellama_jax.data import errors as E
 from mellama_jax.data import readers
 from mellama_jax.data.config import DataConfig
@@ -281,6 +282,13 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
                    beam_options: Sequence[str] = (), overwrite: bool = False, unit_bytes: int = UNIT_BYTES,
                    show_progress: bool = True) -> dict:
     """Tokenize every component of `data_cfg` into `out_dir`; returns the corpus report (also saved)."""
+    if paths.is_remote(out_dir):
+        raise DataError(f"out_dir={out_dir}: {paths.ARRAY_RECORD_LOCAL_ONLY}; prepare to local disk and copy or "
+                        f"mount it (sources may stay on gs://)")
+    try:
+        out_dir = paths.as_str(out_dir, what="out_dir")
+    except paths.PathSchemeError as e:
+        raise DataError(str(e)) from e
     if runner not in ("local", "beam"):
         raise DataError(f"runner={runner!r}: expected 'local' or 'beam'")
     if runner == "beam" and importlib.util.find_spec("apache_beam") is None:

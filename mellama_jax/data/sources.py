@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import gzip
+import io
 import json
 import mmap
 import os
@@ -29,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mellama_jax.data import errors as E
+from mellama_jax import paths
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.readers.jats import INCLUDE as JATS_INCLUDE
 from mellama_jax.data.readers.mimic import DEID_RULES
@@ -100,11 +102,17 @@ def detect_format(path: str) -> str:
 
 
 def expand_paths(pattern: str) -> list[str]:
-    pattern = os.path.expanduser(pattern)
-    paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-    if not paths:
+    try:
+        paths.as_str(pattern, what="source path")  # a scheme we cannot read is an error naming it
+    except paths.PathSchemeError as e:
+        raise DataError(str(e)) from e
+    if paths.is_remote(pattern):
+        found = paths.glob(pattern)  # gs://: listing on the bucket
+    else:
+        found = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+    if not found:
         raise DataError(f"{pattern}: no file matches this path/glob")
-    return paths
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -144,6 +152,14 @@ def text_check(fields: Sequence[str]) -> Callable[[Any, str, DataReport], bool]:
 def _read_bytes(path: str):
     """The file's (decompressed) bytes: a read-only mmap for plain files, bytes for .gz/.zst."""
     lower = path.lower()
+    if paths.is_remote(path):  # object storage: the whole object, read once (mmap needs a local file)
+        raw = paths.resolve(path).read_bytes()
+        if lower.endswith(".gz"):
+            return gzip.decompress(raw)
+        if lower.endswith((".zst", ".zstd")):
+            import zstandard
+            return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
+        return raw
     if lower.endswith(".gz"):
         with gzip.open(path, "rb") as f:
             return f.read()
@@ -227,7 +243,8 @@ class _ParquetFile:
         if self._table is None:
             import pyarrow.parquet as pq
             try:
-                self._table = pq.read_table(self.path, memory_map=True)
+                self._table = (pq.read_table(io.BytesIO(paths.resolve(self.path).read_bytes()))
+                               if paths.is_remote(self.path) else pq.read_table(self.path, memory_map=True))
             except Exception as e:  # pyarrow raises ArrowInvalid / OSError subclasses
                 raise DataError(f"{self.path}: not a readable Parquet file ({e})") from e
         return self._table
@@ -264,6 +281,9 @@ class _ArrayRecordFile:
     def reader(self):
         if self._reader is None:
             from array_record.python.array_record_data_source import ArrayRecordDataSource
+            if paths.is_remote(self.path):
+                raise DataError(f"{self.path}: ArrayRecord sources on object storage are not supported yet (the "
+                                f"reader needs a local file); copy it to local disk")
             self._reader = ArrayRecordDataSource([self.path])
         return self._reader
 

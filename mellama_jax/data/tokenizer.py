@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
+from mellama_jax import paths
 from mellama_jax.data.errors import DataError
 
 MODEL_FILE = "tokenizer.model"
@@ -54,11 +55,10 @@ class Tokenizer:
     """
 
     def __init__(self, model_path: str):
-        if not os.path.isfile(model_path):
+        path = paths.resolve(model_path, what="tokenizer")  # local or gs://: read as bytes either way
+        if not path.is_file():
             raise DataError(f"{model_path}: no such sentencepiece model file")
-        with open(model_path, "rb") as f:
-            proto = f.read()
-        self._init_from_proto(proto, model_path)
+        self._init_from_proto(path.read_bytes(), os.fspath(path))
 
     def _init_from_proto(self, proto: bytes, model_path: str) -> None:
         self.model_path = model_path
@@ -148,14 +148,14 @@ class Tokenizer:
 
 
 def model_file(path: str | os.PathLike) -> str:
-    """`path` when it is a file, else `path/tokenizer.model`; DataError when neither exists."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        candidate = os.path.join(path, MODEL_FILE)
-        if not os.path.isfile(candidate):
+    """`path` when it is a file, else `path/tokenizer.model` (local or gs://); DataError when neither exists."""
+    path = paths.as_str(path, what="tokenizer")
+    if paths.resolve(path).is_dir():
+        candidate = paths.join(path, MODEL_FILE)
+        if not paths.resolve(candidate).is_file():
             raise DataError(f"{path}: no {MODEL_FILE} in this directory")
         return candidate
-    if not os.path.isfile(path):
+    if not paths.resolve(path).is_file():
         raise DataError(f"{path}: no such sentencepiece model file (or directory holding {MODEL_FILE})")
     return path
 

@@ -21,13 +21,13 @@ a snapshot or a save_to_disk directory.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
-import os
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mellama_jax import paths
 
 
 class RecordError(ValueError):
@@ -50,8 +50,8 @@ SPLIT = "test"  # the split evaluated; few-shot examples come from "train" (eval
 
 
 def task_file_candidates(data_dir: str, name: str, split: str = SPLIT) -> list[str]:
-    return [os.path.join(data_dir, f"{name}.jsonl"), os.path.join(data_dir, name, f"{split}.jsonl"),
-            os.path.join(data_dir, f"{name}.parquet"), os.path.join(data_dir, name)]
+    return [paths.join(data_dir, f"{name}.jsonl"), paths.join(data_dir, name, f"{split}.jsonl"),
+            paths.join(data_dir, f"{name}.parquet"), paths.join(data_dir, name)]
 
 
 def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = (), split: str = SPLIT) -> str:
@@ -60,7 +60,8 @@ def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = (), spli
     for name in (task,) + tuple(aliases):
         for path in task_file_candidates(data_dir, name, split):
             tried.append(path)
-            if os.path.isfile(path) or (os.path.isdir(path) and _directory_files(path, split)):
+            where = paths.resolve(path)  # local or gs://
+            if where.is_file() or (where.is_dir() and _directory_files(path, split)):
                 return path
     raise FileNotFoundError(f"no {split} data for task {task!r}; looked for: {', '.join(tried)} "
                             f"(a directory must hold data/{split}-*.parquet or a datasets.save_to_disk dataset)")
@@ -68,20 +69,19 @@ def find_task_file(data_dir: str, task: str, aliases: tuple[str, ...] = (), spli
 
 def _directory_files(path: str, split: str = SPLIT) -> list[tuple[str, str]]:
     """(kind, file) pairs of a dataset directory in read order; [] when it holds no known layout."""
-    snapshot = sorted(glob.glob(os.path.join(path, "data", f"{split}-*.parquet")))
+    snapshot = paths.glob(paths.join(path, "data", f"{split}-*.parquet"))
     if snapshot:
-        return [("parquet", f) for f in snapshot]
-    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
-        with open(os.path.join(path, "dataset_dict.json")) as f:
-            splits = json.load(f).get("splits", [])
+        return [("parquet", f) for f in sorted(snapshot)]
+    dataset_dict = paths.resolve(paths.join(path, "dataset_dict.json"))
+    if dataset_dict.is_file():
+        splits = json.loads(dataset_dict.read_text()).get("splits", [])
         if split not in splits:
             raise FileNotFoundError(f"{path}: the saved DatasetDict has splits {splits}, no {split!r} split")
-        return _directory_files(os.path.join(path, split), split)
-    state = os.path.join(path, "state.json")
-    if os.path.isfile(state):
-        with open(state) as f:
-            files = [d["filename"] for d in json.load(f).get("_data_files", [])]
-        return [("arrow", os.path.join(path, name)) for name in files]
+        return _directory_files(paths.join(path, split), split)
+    state = paths.resolve(paths.join(path, "state.json"))
+    if state.is_file():
+        files = [d["filename"] for d in json.loads(state.read_text()).get("_data_files", [])]
+        return [("arrow", paths.join(path, name)) for name in files]
     return []
 
 
@@ -122,7 +122,7 @@ def parse_record(obj: Any, where: str, index: int) -> EvalRecord:
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as f:
+    with paths.resolve(path).open("r") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -145,15 +145,16 @@ def _file_rows(kind: str, path: str) -> Iterator[tuple[str, Any]]:
     if kind == "jsonl":
         yield from _jsonl_rows(path)
     elif kind == "parquet":
-        yield from _table_rows(path, pq.ParquetFile(path).iter_batches())
+        with paths.resolve(path).open("rb") as f:
+            yield from _table_rows(path, pq.ParquetFile(f).iter_batches())
     else:  # datasets writes its arrow files in the IPC *stream* format
-        with pa.memory_map(path) as source:
-            yield from _table_rows(path, pa.ipc.open_stream(source))
+        with paths.resolve(path).open("rb") as f:
+            yield from _table_rows(path, pa.ipc.open_stream(f))
 
 
 def iter_records(path: str, limit: int | None = None, split: str = SPLIT) -> Iterator[EvalRecord]:
     """Records of a JSONL/parquet file or a dataset directory (its `split`), in order; `limit` keeps the first N."""
-    if os.path.isdir(path):
+    if paths.resolve(path).is_dir():
         files = _directory_files(path, split)
     else:
         files = [("parquet" if path.endswith(".parquet") else "jsonl", path)]

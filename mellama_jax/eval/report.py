@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import jax
 
-from mellama_jax.convert.ckpt import atomic_output_dir
+from mellama_jax.convert.ckpt import local_output_dir
 from mellama_jax.eval.runner import EvalConfig, TaskResult
 
 MATCHING_TEXT = {
@@ -107,7 +107,7 @@ def write_report(out_dir: str, results: Sequence[TaskResult], cfg: EvalConfig, m
     summary = summary_dict(results, cfg, model_name)
     # Multi-host: every process ran the same evaluation (SPMD); all enter the atomic directory together
     # (it synchronises them), and process 0 alone writes the files.
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with local_output_dir(out_dir, overwrite=overwrite) as tmp:  # gs://: staged, uploaded, COMMIT marker last
         if jax.process_index() != 0:
             return summary
         os.makedirs(os.path.join(tmp, "examples"))

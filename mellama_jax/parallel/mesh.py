@@ -33,6 +33,9 @@ class MeshConfig:
     tensor: int = 1
     dcn_data: int = 1  # number of slices; the data axis is split dcn_data x (data / dcn_data)
     rules: Rules = LOGICAL_AXIS_RULES  # logical axis -> mesh axes (rules.py); made current by the training loop
+    # Topology-aware placement (mesh_utils) failing is an error: a plain device-order mesh on a TPU pod or
+    # across slices runs, but slowly (collectives cross the wrong links). True accepts that, with a warning.
+    allow_plain_device_order: bool = False
 
     @classmethod
     def from_dict(cls, d, source: str = "mesh") -> "MeshConfig":
@@ -91,8 +94,15 @@ def make_mesh(cfg: MeshConfig | None = None, devices: Sequence | None = None) ->
                 dev_array = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
             else:
                 dev_array = mesh_utils.create_device_mesh(shape, devices)
-        except Exception as e:  # noqa: BLE001 - fall back to a plain reshape, but say so
-            log.warning("topology-aware device placement failed (%s); using device order", e)
+        except Exception as e:  # noqa: BLE001 - any failure is reported; the fallback is opt-in
+            what = (f"topology-aware device placement of mesh {dict(zip(MESH_AXES, shape))} "
+                    f"(dcn_data={cfg.dcn_data}) on {len(devices)} {devices[0].platform} devices failed: "
+                    f"{type(e).__name__}: {e}")
+            if not cfg.allow_plain_device_order:
+                raise ConfigError(f"{what}. Fix the mesh shape for this topology, or set "
+                                  f"mesh.allow_plain_device_order=True to run on a plain device-order mesh "
+                                  f"(slower collectives)") from e
+            log.warning("%s; using plain device order (mesh.allow_plain_device_order=True)", what)
     if dev_array is None:
         dev_array = np.asarray(devices, dtype=object).reshape(shape)
     kwargs = {}

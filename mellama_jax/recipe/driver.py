@@ -19,6 +19,8 @@ from typing import Any
 
 import ml_collections
 
+from mellama_jax import paths
+from mellama_jax.config import ConfigError
 from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,10 @@ def _substitute(value: Any, root: str) -> Any:
 class Recipe:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, command: str = ""):
         self.c = config
-        self.workdir = os.path.abspath(workdir)
+        if paths.is_remote(workdir):  # its data stage writes a prepared (ArrayRecord) corpus into the workdir
+            raise ConfigError(f"--workdir {workdir}: the recipe needs a local workdir ({paths.ARRAY_RECORD_LOCAL_ONLY}); "
+                              f"run python -m mellama_jax.train with a gs:// --workdir for the training stages")
+        self.workdir = paths.as_str(workdir, what="--workdir")
         self.command = command
         os.makedirs(self.workdir, exist_ok=True)
 

@@ -32,11 +32,13 @@ def main(argv) -> int:
 
     from mellama_jax.config import ConfigError
     from mellama_jax.train.config import TrainConfig
+    from mellama_jax.paths import NotCommittedError
+    from mellama_jax.train.checkpoint import CheckpointError
     from mellama_jax.train.loop import TrainingError, train
     try:
         cfg = TrainConfig.from_config_dict(_CONFIG.value)
         result = train(cfg, _WORKDIR.value)
-    except (ConfigError, TrainingError) as e:
+    except (ConfigError, TrainingError, CheckpointError, NotCommittedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"finished at step {result.step}" + (" (preempted; rerun to resume)" if result.preempted else ""))

@@ -3,17 +3,25 @@ that turns process-local rows into one global, sharded jax.Array per field.
 
 A source yields *process-local* numpy rows (this process's share of the global batch, see
 `process_rows`) and can save/restore its position so a resumed run sees exactly the batches an
-uninterrupted run would. Its state goes into the checkpoint's `data_iter` item: JSON for the synthetic
-source, grain's own checkpoint handler for grain iterators (mellama_jax.data).
+uninterrupted run would. Its state goes into the checkpoint's `data_iter` item as JSON.
+
+Resuming on another number of hosts: the synthetic source's batch i is a function of i alone. Grain
+pipelines (mellama_jax.data) are per shard of the data: `ShardedGrainSource` makes the global batch of
+`data.shards` logical shards (shard s supplies rows [s*B/S, (s+1)*B/S)), each one grain pipeline, and each
+process runs the shards overlapping its rows, taking the rows it needs (a shard spanning several processes
+is computed by each of them: identical, deterministic pipelines). Its state is every shard's grain state,
+gathered to one JSON object, so any process count with B % P == 0 restores the same global order.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Protocol
+import json
+from typing import Any, Callable, Iterator, Protocol
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from mellama_jax import parallel
@@ -121,35 +129,84 @@ class SyntheticSource:
         self.set_state(value)
 
 
-class GrainSource:
-    """A grain DatasetIterator (mellama_jax.data) as a BatchSource; grain checkpoints it per process."""
+class ShardedGrainSource:
+    """The global batch as `shards` logical grain pipelines; this process supplies rows [start, stop).
 
-    def __init__(self, iterator):
-        self.iterator = iterator
+    make_iterator(shard, shards) -> a grain DatasetIterator yielding shard `shard`'s B/shards rows per batch.
+    `shards` = 0 takes the shard count of a restored state, else the process count (fresh runs)."""
 
-    def __next__(self):
-        return next(self.iterator)
+    def __init__(self, make_iterator: Callable[[int, int], Any], *, global_batch_size: int, rows: tuple[int, int],
+                 shards: int = 0, configured: int = 0):
+        self.make_iterator, self.global_batch_size, self.rows = make_iterator, global_batch_size, rows
+        self.configured = configured  # data.shards as set by the user (0: automatic)
+        self._build(shards or configured or jax.process_count())
 
-    def get_state(self):
-        return self.iterator.get_state()
+    def _build(self, shards: int) -> None:
+        B = self.global_batch_size
+        if shards < 1 or B % shards:
+            raise ConfigError(f"data.shards={shards} must divide train.global_batch_size={B}")
+        per = B // shards
+        start, stop = self.rows
+        self.shards = shards
+        # shard -> (first, last) of its rows this process takes, in row order
+        self.take = {s: (max(start, s * per) - s * per, min(stop, (s + 1) * per) - s * per)
+                     for s in range(start // per, (stop - 1) // per + 1)}
+        self.iterators = {s: self.make_iterator(s, shards) for s in self.take}
 
-    def set_state(self, state):
-        self.iterator.set_state(state)
+    def __next__(self) -> dict[str, np.ndarray]:
+        parts = []
+        for s, (a, b) in self.take.items():
+            batch = next(self.iterators[s])
+            parts.append({k: np.asarray(v)[a:b] for k, v in batch.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def get_state(self) -> dict:
+        """This process's shards' states (the gathered form is what checkpoints hold)."""
+        return {"shards": self.shards, "states": {str(s): it.get_state() for s, it in self.iterators.items()}}
+
+    def set_state(self, state: dict) -> None:
+        saved = int(state["shards"])
+        if saved != self.shards:
+            if self.configured and self.configured != saved:
+                raise ConfigError(f"data.shards={self.configured}, but the checkpoint's data order has {saved} "
+                                  f"shards; keep data.shards={saved} (or 0) to resume this run")
+            self._build(saved)
+        missing = [s for s in self.take if str(s) not in state["states"]]
+        if missing:
+            raise ValueError(f"data iterator state lacks shard(s) {missing} of {saved}")
+        for s, it in self.iterators.items():
+            it.set_state(state["states"][str(s)])
+
+    def global_state(self) -> dict:
+        """Every shard's state, from all processes (a shard run by several processes has one state)."""
+        local = json.dumps(self.get_state()).encode()
+        if jax.process_count() == 1:
+            return json.loads(local)
+        size = np.asarray([len(local)], np.int32)
+        longest = int(np.max(multihost_utils.process_allgather(size)))
+        padded = np.zeros(longest, np.uint8)
+        padded[:len(local)] = np.frombuffer(local, np.uint8)
+        merged: dict = {"shards": self.shards, "states": {}}
+        for row in np.asarray(multihost_utils.process_allgather(padded)).reshape(-1, longest):
+            part = json.loads(row.tobytes().rstrip(b"\0"))
+            for s, st in part["states"].items():
+                merged["states"].setdefault(s, st)
+        return merged
 
     def save_args(self):
-        import grain
-        return grain.checkpoint.CheckpointSave(self.iterator)
+        return ocp.args.JsonSave(self.global_state())
 
     def restore_args(self):
-        import grain
-        return grain.checkpoint.CheckpointRestore(self.iterator)
+        return ocp.args.JsonRestore()
 
     def restored(self, value) -> None:
-        pass  # grain's handler already called set_state on self.iterator
+        self.set_state(value)
 
     def stats(self) -> dict[str, float]:
-        """Achieved token shares per component etc. (cumulative, restored with the iterator state)."""
-        return _loader_module().iterator_stats(self.iterator)
+        """Achieved token shares etc. (mean over this process's shards; cumulative, restored with the state)."""
+        per_shard = [_loader_module().iterator_stats(it) for it in self.iterators.values()]
+        keys = set().union(*per_shard) if per_shard else set()
+        return {k: float(np.mean([p[k] for p in per_shard if k in p])) for k in keys}
 
 
 def synthetic_heldout(cfg: SyntheticDataConfig, *, vocab_size: int, seq_len: int, batch_size: int,
@@ -179,13 +236,15 @@ def _tokenizer(path: str):
     return Tokenizer.load(path)
 
 
-def mixture_source(data_cfg, *, seq_len: int, global_batch_size: int, seed: int) -> GrainSource:
+def mixture_source(data_cfg, *, seq_len: int, global_batch_size: int, seed: int,
+                   rows: tuple[int, int]) -> ShardedGrainSource:
     """The Me-LLaMA mixture (mellama_jax.data) as this process's BatchSource."""
     loader = _loader_module()
-    iterator = loader.make_pretrain_iterator(data_cfg.mixture, _tokenizer(data_cfg.tokenizer), seq_len=seq_len,
-                                             global_batch_size=global_batch_size, seed=seed,
-                                             process_index=jax.process_index(), process_count=jax.process_count())
-    return GrainSource(iterator)
+    tokenizer = _tokenizer(data_cfg.tokenizer)
+    make = lambda shard, shards: loader.make_pretrain_iterator(  # noqa: E731
+        data_cfg.mixture, tokenizer, seq_len=seq_len, global_batch_size=global_batch_size, seed=seed,
+        process_index=shard, process_count=shards)
+    return ShardedGrainSource(make, global_batch_size=global_batch_size, rows=rows, configured=data_cfg.shards)
 
 
 def mixture_heldout(data_cfg, *, seq_len: int, batch_size: int, batches: int) -> dict[str, list[dict]]:
@@ -202,13 +261,15 @@ def mixture_heldout(data_cfg, *, seq_len: int, batch_size: int, batches: int) ->
     return out
 
 
-def sft_source(data_cfg, *, seq_len: int, global_batch_size: int, seed: int) -> GrainSource:
+def sft_source(data_cfg, *, seq_len: int, global_batch_size: int, seed: int,
+               rows: tuple[int, int]) -> ShardedGrainSource:
     """Packed instruction-tuning rows (mellama_jax.data: `data.mixture.instruct`; loss on responses only)."""
     loader = _loader_module()
-    iterator = loader.make_sft_iterator(data_cfg.mixture, _tokenizer(data_cfg.tokenizer), seq_len=seq_len,
-                                        global_batch_size=global_batch_size, seed=seed,
-                                        process_index=jax.process_index(), process_count=jax.process_count())
-    return GrainSource(iterator)
+    tokenizer = _tokenizer(data_cfg.tokenizer)
+    make = lambda shard, shards: loader.make_sft_iterator(  # noqa: E731
+        data_cfg.mixture, tokenizer, seq_len=seq_len, global_batch_size=global_batch_size, seed=seed,
+        process_index=shard, process_count=shards)
+    return ShardedGrainSource(make, global_batch_size=global_batch_size, rows=rows, configured=data_cfg.shards)
 
 
 def sft_heldout(data_cfg, *, seq_len: int, batch_size: int, batches: int) -> dict[str, list[dict]]:

@@ -8,14 +8,23 @@ Each step directory is a composite of three items:
                `convert.ckpt.load_training_params` rebuild the model without the config file
 
 Saving is asynchronous (training continues while the arrays are written); orbax writes into a temporary
-directory and renames it when complete, so a run killed mid-save leaves the previous step as the latest
-*complete* checkpoint, which is what a rerun resumes from. Restoring goes through ShapeDtypeStructs that
-carry the *current* mesh's shardings, so a checkpoint restores onto a different mesh shape.
+directory and renames it when complete (on object storage, where rename is not atomic, orbax writes a
+commit marker last instead), so a run killed mid-save leaves the previous step as the latest *complete*
+checkpoint, which is what a rerun resumes from. Restoring goes through ShapeDtypeStructs that carry the
+*current* mesh's shardings, so a checkpoint restores onto a different mesh shape.
+
+A complete checkpoint can still be damaged (an object cut short by a lost host or a storage hiccup).
+`restore_latest` reads the newest step; if its files cannot be read it names the step and file, moves the
+step directory aside as `<step>.damaged-<UTC time>` (kept, outside orbax's step naming) and falls back to
+the previous step, loudly. It never starts from scratch: if every step is damaged it stops, naming them.
+A restore that fails for another reason (the model or optimizer changed) is an error, not damage.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 import threading
 from typing import Any
@@ -23,7 +32,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
+from mellama_jax import paths
 from mellama_jax.train.config import CheckpointConfig
 from mellama_jax.train.state import TrainState
 
@@ -31,6 +42,68 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 ITEMS = ("state", "data_iter", "config")
+DAMAGED_TAG = "damaged"  # <step>.damaged-<time>: not a step name for orbax, so never resumed from or deleted
+
+# TensorStore reports unreadable stored data with these status codes (a changed model is reported differently:
+# orbax's "Requested shape ... is not compatible" ValueError).
+_STORAGE_STATUS = re.compile(r"^(OUT_OF_RANGE|DATA_LOSS|FAILED_PRECONDITION|NOT_FOUND|UNAVAILABLE): (.*)", re.S)
+_TS_READING = re.compile(r'Error reading "([^"]+)" in OCDBT database at (?:local file "([^"]+)"|(\S+?)): ')
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of the workdir can be restored (the message names the steps and files)."""
+
+
+class CheckpointDamaged(Exception):
+    """A step's stored files cannot be read; `where` names the file (or array inside a file)."""
+
+    def __init__(self, step: int, where: str, detail: str):
+        super().__init__(f"step {step}: {where}: {detail}")
+        self.step, self.where, self.detail = step, where, detail
+
+
+def unreadable_json_files(step_dir: str) -> list[str]:
+    """Orbax's JSON files (metadata of every item, the data position, the config) of a step that do not parse."""
+    bad = []
+    for f in paths.files_under(step_dir):
+        if f.name in ("_METADATA", "_CHECKPOINT_METADATA", "metadata", "_sharding") or f.parent.name == "array_metadatas":
+            try:
+                json.loads(f.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                bad.append(f"{os.fspath(f)} ({type(e).__name__}: {e})")
+    return bad
+
+
+def check_data_iter_format(step_dir: str) -> None:
+    """Refuse a data position saved per process by grain's own handler (before data.shards): it restores only
+    with the same process count, and is not damage."""
+    data_iter = paths.resolve(step_dir) / "data_iter"
+    legacy = sorted(p.name for p in data_iter.iterdir()) if data_iter.is_dir() else []
+    legacy = [n for n in legacy if re.fullmatch(r"process_\d+-of-\d+\.json", n)]
+    if legacy:
+        raise CheckpointError(f"{step_dir}/data_iter holds per-process grain states ({', '.join(legacy)}) from an "
+                              f"earlier version; this version saves one state for all data shards. Resume it with "
+                              f"that version, or start a new workdir with init_from pointing at an export of it")
+
+
+def damage_of(step: int, step_dir: str, error: BaseException) -> CheckpointDamaged | None:
+    """Describe `error` (raised restoring `step`) as damage to the stored files, or None if it is not."""
+    chain, e = [], error
+    while e is not None and len(chain) < 20:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        m = _STORAGE_STATUS.match(str(e))
+        if m:
+            where = _TS_READING.search(m.group(2))
+            name = (f"array file {where.group(1)!r} of {where.group(2) or where.group(3)}" if where else step_dir)
+            return CheckpointDamaged(step, name, f"{m.group(1)}: {m.group(2).splitlines()[0][:300]}")
+        if isinstance(e, FileNotFoundError):
+            return CheckpointDamaged(step, str(e.filename or step_dir), "missing file")
+    if any(isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)) for e in chain):
+        bad = unreadable_json_files(step_dir)
+        return CheckpointDamaged(step, "; ".join(bad) or step_dir, "unreadable JSON")
+    return None
 
 
 def restore_args_for(abstract) -> Any:
@@ -45,7 +118,7 @@ def restore_args_for(abstract) -> Any:
 class Checkpointer:
     def __init__(self, workdir: str, cfg: CheckpointConfig):
         self.cfg = cfg
-        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS_DIR)
+        self.directory = paths.join(paths.as_str(workdir, what="workdir"), CHECKPOINTS_DIR)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save, create=True,
             cleanup_tmp_directories=True)
@@ -72,13 +145,66 @@ class Checkpointer:
         args = ocp.args.Composite(
             state=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args_for(abstract)),
             data_iter=source.restore_args(), config=ocp.args.JsonRestore())
+        step_dir = paths.join(self.directory, str(step))
+        check_data_iter_format(step_dir)
         try:
             restored = self.manager.restore(step, args=args)
-        except (ValueError, KeyError, FileNotFoundError) as e:
-            raise RuntimeError(f"{self.directory}/{step}: cannot restore the train state for this config "
-                               f"(model or optimizer changed?): {e}") from e
+        except Exception as e:  # noqa: BLE001 - tensorstore read errors reach us as bare Exception
+            damage = damage_of(step, step_dir, e)
+            if damage is not None:
+                raise damage from e
+            raise CheckpointError(f"{step_dir}: cannot restore the train state for this config "
+                                  f"(model or optimizer changed?): {type(e).__name__}: {e}") from e
         source.restored(restored.data_iter)
         return TrainState.from_checkpoint(restored.state), restored.config
+
+    def restore_latest(self, abstract_state: TrainState, source) -> tuple[TrainState, dict, int] | None:
+        """Restore the newest readable step (state, saved config, step), or None for a fresh workdir.
+
+        Damaged newer steps are moved aside (after a readable one is found) and reported loudly; if no step is
+        readable this raises CheckpointError naming every step and file, leaving the directory untouched."""
+        damaged: list[CheckpointDamaged] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            error = None
+            try:
+                state, config = self.restore(step, abstract_state, source)
+            except CheckpointDamaged as d:
+                error = d
+            if _any_process(error is not None):  # every process falls back together
+                damaged.append(error or CheckpointDamaged(step, "(another process)", "unreadable on another process"))
+                log.error("CHECKPOINT DAMAGED: %s/%d cannot be read (%s); trying the previous step",
+                          self.directory, step, damaged[-1])
+                continue
+            for d in damaged:
+                self._set_aside(d.step)
+            if damaged:
+                log.error("RESUMING FROM AN OLDER CHECKPOINT: step %d of %s; damaged step(s) %s were moved aside "
+                          "as <step>.%s-<time> (kept for inspection)", step, self.directory,
+                          [d.step for d in damaged], DAMAGED_TAG)
+            return state, config, step
+        if damaged:
+            raise CheckpointError(f"{self.directory}: every checkpoint is damaged, nothing to resume from "
+                                  f"(not starting from scratch; move the directory away to do that):\n  "
+                                  + "\n  ".join(str(d) for d in damaged))
+        aside = self.damaged_dirs()
+        if aside:
+            raise CheckpointError(f"{self.directory}: no complete checkpoint, only damaged ones set aside earlier "
+                                  f"{aside}; not starting from scratch (move the directory away to do that)")
+        return None
+
+    def damaged_dirs(self) -> list[str]:
+        root = paths.resolve(self.directory)
+        if not root.exists():
+            return []
+        return sorted(p.name for p in root.iterdir() if f".{DAMAGED_TAG}-" in p.name)
+
+    def _set_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            dst = paths.move_aside(paths.join(self.directory, str(step)), DAMAGED_TAG)
+            log.error("moved damaged checkpoint step %d to %s", step, dst)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"mellama_set_aside_{step}")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -88,11 +214,21 @@ class Checkpointer:
         self.manager.close()
 
 
+def _any_process(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], dtype=np.int32))))
+
+
+class PreemptionWatchError(RuntimeError):
+    """The preemption watch cannot tell whether the run is being preempted."""
+
+
 class PreemptionWatch:
     """Notices SIGTERM (preemption) so the loop can save and exit at a step all processes agree on.
 
     One process: a Python SIGTERM handler sets a flag. Several processes: jax.distributed's preemption
-    sync service (which catches SIGTERM itself) picks the step, via orbax's `reached_preemption`.
+    sync service (which catches SIGTERM itself) picks the step; if that service fails, `reached` raises.
     """
 
     def __init__(self, manager: ocp.CheckpointManager):
@@ -103,11 +239,20 @@ class PreemptionWatch:
             self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
 
     def reached(self, step: int) -> bool:
+        """True at the step all processes agreed to stop at. A failing preemption service is an error, not
+        "no preemption": returning False would silently stop the saves a preempted pod depends on."""
         if jax.process_count() > 1:
             try:
-                return bool(self.manager.reached_preemption(step))
-            except Exception:  # noqa: BLE001 - no preemption service (not initialised by jax.distributed)
-                return False
+                # jax's call, not orbax's CheckpointManager.reached_preemption, which returns False when the
+                # service is missing; jax's own returns False without jax.distributed, hence the check.
+                if not jax.distributed.is_initialized():
+                    raise RuntimeError("jax.distributed is not initialised")
+                return bool(multihost_utils.reached_preemption_sync_point(step))
+            except Exception as e:  # noqa: BLE001 - re-raised with what it means for the run
+                raise PreemptionWatchError(
+                    f"step {step}: the preemption sync service failed ({type(e).__name__}: {e}); a preemption "
+                    f"would not be saved. jax.distributed.initialize must run before training (it starts the "
+                    f"service) on every process") from e
         return self._flag.is_set()
 
     def close(self) -> None:

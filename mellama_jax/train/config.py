@@ -12,7 +12,7 @@ Layout of the schema:
     model.*          ModelConfig fields (mellama_jax/config.py); param_dtype must stay float32 (master copy);
                      pad_token_id is an optional int (ml_collections placeholder)
     init_from        "" or a model checkpoint / Hugging Face directory (params only) for continual pretraining
-    mesh.*           MeshConfig (data, fsdp, tensor, dcn_data) and mesh.rules.<logical axis> (parallel/rules.py)
+    mesh.*           MeshConfig (data, fsdp, tensor, dcn_data, allow_plain_device_order) and mesh.rules.<logical axis> (parallel/rules.py)
     train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora.*
     optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, REFERENCE §2)
     checkpoint.*     every_steps, keep, async_save
@@ -181,8 +181,14 @@ class DataConfig:
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
     tokenizer: str = ""  # sentencepiece tokenizer.model (or a directory holding one) for kind="mixture"/"sft"
     mixture: Any = None  # ml_collections.ConfigDict for mellama_jax.data (kind="mixture"/"sft")
+    # Logical data shards of the global batch (kind mixture/sft): the batch order depends on this, not on the
+    # process count, so a run resumes on any number of hosts. 0: the process count of the run's first start
+    # (recorded in its checkpoints).
+    shards: int = 0
 
     def __post_init__(self):
+        if self.shards < 0:
+            raise ConfigError(f"data.shards={self.shards}: must be >= 0 (0: the process count at the first start)")
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"data.kind={self.kind!r}; expected one of {DATA_KINDS}")
         if self.kind in ("mixture", "sft") and not self.tokenizer:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 from typing import Any, Optional
 
 import jax
 
-from mellama_jax import parallel
+from mellama_jax import parallel, paths
 from mellama_jax.config import ConfigError
 from mellama_jax.train import batches as B
 from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch
@@ -112,8 +111,10 @@ def make_source(cfg: TrainConfig, engine: Engine):
         return B.SyntheticSource(cfg.data.synthetic, vocab_size=cfg.model.vocab_size, seq_len=t.seq_len,
                                  global_batch_size=t.global_batch_size, rows=engine.rows)
     if cfg.data.kind == "sft":
-        return B.sft_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed)
-    return B.mixture_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed)
+        return B.sft_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
+                            rows=engine.rows)
+    return B.mixture_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
+                            rows=engine.rows)
 
 
 def make_heldout(cfg: TrainConfig, engine: Engine) -> dict[str, list[dict]]:
@@ -140,7 +141,7 @@ def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
         raise ConfigError(f"init_from={cfg.init_from}: checkpoint architecture differs from config.model "
                           f"(field: (checkpoint, config)) {diff}")
     if extras.get("tokenizer_dir") and jax.process_index() == 0:
-        ckpt.copy_tokenizer_files(extras["tokenizer_dir"], os.path.join(workdir, ckpt.TOKENIZER_DIR))
+        ckpt.copy_tokenizer_files(extras["tokenizer_dir"], paths.join(workdir, ckpt.TOKENIZER_DIR))
     return params
 
 
@@ -149,9 +150,9 @@ def copy_init_tokenizer(cfg: TrainConfig, workdir: str) -> None:
     if not cfg.init_from or jax.process_index() != 0:
         return
     from mellama_jax.convert import ckpt
-    for candidate in (os.path.join(cfg.init_from, ckpt.TOKENIZER_DIR), cfg.init_from):
-        if os.path.isdir(candidate) and ckpt.has_tokenizer(candidate):
-            ckpt.copy_tokenizer_files(candidate, os.path.join(workdir, ckpt.TOKENIZER_DIR))
+    for candidate in (paths.join(cfg.init_from, ckpt.TOKENIZER_DIR), cfg.init_from):
+        if paths.resolve(candidate).is_dir() and ckpt.has_tokenizer(candidate):
+            ckpt.copy_tokenizer_files(candidate, paths.join(workdir, ckpt.TOKENIZER_DIR))
             return
 
 
@@ -179,7 +180,7 @@ def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = No
 
 
 def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], source, engine: Optional[Engine]):
-    workdir = os.path.abspath(workdir)
+    workdir = paths.as_str(workdir, what="workdir")  # a local directory or gs://bucket/...
     # Benchmark tasks: their records are read and validated first, before anything is compiled or written.
     tasks = TaskEvaluator(cfg) if cfg.eval.tasks else None
     engine = engine or build_engine(cfg, trainable=trainable)
@@ -188,13 +189,13 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
     ckpt = Checkpointer(workdir, cfg.checkpoint)
     config_dict = cfg.to_dict()
 
-    latest = ckpt.latest_step()
     # The frozen part (the LoRA base) is not in checkpoints: load it from its reference, fresh run or resume.
     frozen = engine.trainable.load_frozen(engine.layout.shardings.frozen)
     if frozen is not None:
         copy_init_tokenizer(cfg, workdir)
-    if latest is not None:
-        state, _ = ckpt.restore(latest, engine.layout.abstract, source)
+    resumed = ckpt.restore_latest(engine.layout.abstract, source)
+    if resumed is not None:
+        state, _, latest = resumed
         state = state.replace(frozen=frozen)
         log.info("resumed from %s/%d", ckpt.directory, latest)
     else:
@@ -270,6 +271,7 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
                 check(n)
             if save:
                 ckpt.save(n, state, source, config_dict)
+                writer.sync()  # on object storage: metrics up to this checkpoint are stored with it
             if run_eval:
                 last_eval = evaluate(eval_step, state, heldout, mesh, eval_bs)
                 writer.write(n, "eval", last_eval)
