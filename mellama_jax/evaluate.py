@@ -5,30 +5,36 @@
         [--mode generate|loglik] [--limit N] [--batch_size 8]
 
 --model: anything `mellama_jax.load` opens (HF directory, model checkpoint, training workdir).
+--template: default the prompt template the model was instruction-tuned with when its directory records one
+(training.json of a model checkpoint, the run config of a workdir), else none.
 --data_dir: local JSONL files `<task>.jsonl` or `<task>/test.jsonl` in MIBE's {query, answer, choices, gold}
 form; nothing is downloaded. --tasks all runs every task. Writes summary.json, report.md and
 examples/<task>.jsonl to --out_dir (see mellama_jax/eval/report.py) and prints the table.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import sys
 
+from mellama_jax import cli
+from mellama_jax.api import load
+from mellama_jax.eval.report import markdown_table, write_report
+
 from mellama_jax.eval.parsing import MATCHING_MODES
-from mellama_jax.eval.records import RecordError
 from mellama_jax.eval.runner import MODES, TEMPLATES, EvalConfig, evaluate, load_tasks
 from mellama_jax.eval.tasks.registry import task_names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mellama_jax.evaluate", description=__doc__.split("\n\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(prog="python -m mellama_jax.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF directory, model checkpoint directory or training workdir")
     p.add_argument("--tasks", required=True, help=f"comma-separated task names or 'all'; known: {','.join(task_names())}")
     p.add_argument("--data_dir", required=True, help="directory with <task>.jsonl or <task>/test.jsonl files")
     p.add_argument("--out_dir", required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--template", choices=TEMPLATES, default="none", help="prompt template around each query")
+    p.add_argument("--template", choices=TEMPLATES, default=None,
+                   help="prompt template around each query (default: the model's recorded one, else none)")
     p.add_argument("--matching", choices=MATCHING_MODES, default="mibe",
                    help="answer matching: mibe (loose, MIBE's rule) or strict")
     p.add_argument("--mode", choices=MODES, default="generate",
@@ -43,22 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv, user_errors=(KeyError,))  # KeyError: an unknown task name
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.quiet_third_party_logs()
     cfg = EvalConfig(tasks=tuple(t for t in args.tasks.split(",") if t.strip()), data_dir=args.data_dir,
-                     max_new_tokens=args.max_new_tokens, template=args.template, matching=args.matching,
+                     max_new_tokens=args.max_new_tokens, template=args.template or "none", matching=args.matching,
                      mode=args.mode, length_normalize=args.length_normalize, limit=args.limit,
                      batch_size=args.batch_size, max_length=args.max_length, progress=not args.no_progress)
-    try:  # fail on a missing file or bad record before spending time loading the model
-        prepared = load_tasks(cfg)
-    except (RecordError, FileNotFoundError, KeyError, ValueError) as e:
-        sys.stderr.write(f"error: {e.args[0] if isinstance(e, KeyError) else e}\n")
-        return 2
-
-    from mellama_jax.api import load
-    from mellama_jax.eval.report import markdown_table, write_report
-
+    prepared = load_tasks(cfg)  # fail on a missing file or bad record before spending time loading the model
     model = load(args.model)
+    if args.template is None and model.template:
+        sys.stderr.write(f"template: {model.template} (recorded with the model; --template overrides it)\n")
+        cfg = dataclasses.replace(cfg, template=model.template)
     results = evaluate(model, cfg, prepared)
     summary = write_report(args.out_dir, results, cfg, args.model, overwrite=args.overwrite)
     sys.stdout.write(markdown_table(summary))

@@ -15,15 +15,16 @@ Exit status: 0 if the (chosen) plan fits, 1 if nothing fits, 2 on a usage or con
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # The planner compiles for TPU devices made by libtpu; the host computation itself stays on CPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from mellama_jax import cli  # noqa: E402
 from mellama_jax.config import REMAT_POLICIES, ConfigError  # noqa: E402
 from mellama_jax.planning import config_files, planner, report  # noqa: E402
 from mellama_jax.planning.topology import libtpu_available, parse_topology  # noqa: E402
@@ -34,7 +35,11 @@ def _csv(kind):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--config", default=None, help="training config file (get_config()); default: the schema defaults")
     p.add_argument("--model", default=None, help="replace the config's model by a preset (llama2_7b, llama2_13b, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -56,22 +61,18 @@ def main(argv=None) -> int:
         print("error: libtpu is not installed; install the [tpu] extra: pip install -e '.[tpu]' "
               "(about 700 MB, no TPU needed)", file=sys.stderr)
         return 2
-    try:
-        topology = parse_topology(args.topology, args.num_slices)
-        config = config_files.load_config(args.config, model=args.model, overrides=args.set)
-        if args.sweep:
-            reports = planner.sweep(config, topology, remats=args.remat or planner.REMAT_ORDER,
-                                    micro_batches=args.micro_batch)
-        else:
-            for name, values in (("--remat", args.remat), ("--micro_batch", args.micro_batch)):
-                if values and len(values) > 1:
-                    raise ConfigError(f"{name} takes one value without --sweep, got {values}")
-            reports = [planner.plan_step(config, topology, remat=(args.remat or [None])[0],
-                                         micro_batch=(args.micro_batch or [None])[0],
-                                         save_executable=args.save_executable)]
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    topology = parse_topology(args.topology, args.num_slices)
+    config = config_files.load_config(args.config, model=args.model, overrides=args.set)
+    if args.sweep:
+        reports = planner.sweep(config, topology, remats=args.remat or planner.REMAT_ORDER,
+                                micro_batches=args.micro_batch)
+    else:
+        for name, values in (("--remat", args.remat), ("--micro_batch", args.micro_batch)):
+            if values and len(values) > 1:
+                raise ConfigError(f"{name} takes one value without --sweep, got {values}")
+        reports = [planner.plan_step(config, topology, remat=(args.remat or [None])[0],
+                                     micro_batch=(args.micro_batch or [None])[0],
+                                     save_executable=args.save_executable)]
 
     best = planner.choose(reports)
     print(report.header(config, topology))

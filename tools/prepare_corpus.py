@@ -10,7 +10,6 @@ Reads back with `tfds.data_source("mellama_corpus/<component>", data_dir=OUT_DIR
 `prepared_dir=OUT_DIR` in the data config to train from it. Prints token counts per domain and the
 bad-input report (also in OUT_DIR/corpus_report.json).
 """
-import argparse
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mellama_jax import cli  # noqa: E402
 from mellama_jax.config import ConfigError, config_module  # noqa: E402
 from mellama_jax.data.errors import DataError  # noqa: E402
 from mellama_jax.data.prepare import prepare_corpus  # noqa: E402
@@ -35,7 +35,11 @@ def load_config_file(spec: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--data_config", required=True, help="configs/data/<name>.py[:arg]")
     p.add_argument("--tokenizer", required=True, help="tokenizer.model, or a directory holding one")
     p.add_argument("--out_dir", required=True)
@@ -46,6 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.quiet_third_party_logs()
     cfg = load_config_file(args.data_config)
     if args.strict:
         cfg.strict = True

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from mellama_jax.config import ModelConfig
+from mellama_jax.data.config import InstructConfig
 from mellama_jax.model import params as P
 
 
@@ -39,6 +40,8 @@ PARAMS_DIR = "params"
 TOKENIZER_DIR = "tokenizer"
 LORA_CONFIG = "lora_config.json"
 LORA_DIR = "lora"
+TRAINING_INFO = "training.json"  # {"step", "prompt_template"} of a model exported from a training run
+DEFAULT_SFT_TEMPLATE = InstructConfig.template  # what an SFT run's data config defaults to
 CHECKPOINTS_DIR = "checkpoints"  # inside a training workdir
 WORKDIR_MODEL_CONFIG = MODEL_CONFIG  # fallback location of the model config inside a training workdir
 
@@ -214,12 +217,13 @@ def is_model_checkpoint(path: str | os.PathLike) -> bool:
 
 def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dict, *,
                           tokenizer_dir: str | os.PathLike | None = None, lora_cfg=None, adapters: dict | None = None,
-                          overwrite: bool = False) -> str:
+                          overwrite: bool = False, training_info: dict | None = None) -> str:
     """Write a model checkpoint directory (see module docstring) atomically; returns its absolute path.
 
     `params` may be numpy arrays or (sharded) jax Arrays, scanned (`layers/…`) or not (`layers_i/…`);
     the stored `model_config.json` records the layout and dtype actually saved. With `lora_cfg` and
-    `adapters` the LoRA collection is saved beside the frozen base.
+    `adapters` the LoRA collection is saved beside the frozen base. `training_info` (e.g. the step and the
+    prompt template an instruction-tuned model expects) is stored as `training.json`.
     """
     scanned = "layers" in params
     cfg = cfg.replace(scan_layers=scanned)
@@ -239,6 +243,9 @@ def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: 
             if lora_cfg is not None:
                 with open(os.path.join(tmp, LORA_CONFIG), "w") as f:
                     json.dump(dataclasses.asdict(lora_cfg), f, indent=2, sort_keys=True)
+            if training_info:
+                with open(os.path.join(tmp, TRAINING_INFO), "w") as f:
+                    json.dump(training_info, f, indent=2, sort_keys=True)
         _save_tree(os.path.join(tmp, PARAMS_DIR), params)
         if adapters is not None:
             _check_adapters(cfg, lora_cfg, adapters, source=f"save_model_checkpoint({out_dir})")
@@ -510,6 +517,7 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     cfg = cfg.replace(param_dtype=target_dtype)
     tok_dir = os.path.join(workdir, TOKENIZER_DIR)
     extras = {"path": workdir, "step": int(step), "lora_config": lora_cfg, "adapters": None, "base": None,
+              "prompt_template": trained_template(run_cfg),
               "tokenizer_dir": tok_dir if os.path.isdir(tok_dir) and has_tokenizer(tok_dir) else None}
     if lora_cfg is None:
         return cfg, restored.state["params"], extras
@@ -528,6 +536,23 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     if extras["tokenizer_dir"] is None and init_from and os.path.isdir(os.path.join(init_from, TOKENIZER_DIR)):
         extras["tokenizer_dir"] = os.path.join(os.path.abspath(init_from), TOKENIZER_DIR)
     return cfg, base, extras
+
+
+def trained_template(run_cfg: dict | None) -> str | None:
+    """The prompt template an instruction-tuning run trained with (data.mixture.instruct.template), or None."""
+    data = (run_cfg or {}).get("data") or {}
+    if data.get("kind") != "sft":
+        return None
+    return ((data.get("mixture") or {}).get("instruct") or {}).get("template") or DEFAULT_SFT_TEMPLATE
+
+
+def read_training_info(ckpt_dir: str | os.PathLike) -> dict:
+    """`training.json` of a model checkpoint ({"step", "prompt_template"}), {} when absent."""
+    path = os.path.join(os.fspath(ckpt_dir), TRAINING_INFO)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def relayout_checkpoint(cfg: ModelConfig, params: dict, extras: dict, scan_layers: bool | None):

@@ -124,4 +124,6 @@ def export_model_checkpoint(workdir: str, out_dir: str, *, step: int | None = No
     cfg, params, extras = ckpt.load_training_params(workdir, step=step)
     return ckpt.save_model_checkpoint(out_dir, cfg, params, tokenizer_dir=tokenizer_dir or extras["tokenizer_dir"],
                                       lora_cfg=extras["lora_config"], adapters=extras["adapters"],
-                                      overwrite=overwrite)
+                                      overwrite=overwrite,
+                                      training_info={"step": extras["step"],
+                                                     "prompt_template": extras["prompt_template"]})

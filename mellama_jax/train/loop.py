@@ -22,9 +22,12 @@ import numpy as np
 
 from mellama_jax import parallel
 from mellama_jax.config import ConfigError
+from mellama_jax.convert import ckpt as ckpt_lib
+from mellama_jax.convert import hf
 from mellama_jax.train import batches as B
 from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch
 from mellama_jax.train.config import TrainConfig
+from mellama_jax.train.init_from import source_model_config
 from mellama_jax.train.metrics import MetricsWriter
 from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
@@ -32,10 +35,6 @@ from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainSta
 from mellama_jax.train.step import compile_eval_step, compile_train_step
 
 log = logging.getLogger(__name__)
-
-ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                       "head_dim", "rms_norm_eps", "rope_theta")
-
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. a non-finite loss); the message names the step and last checkpoint."""
@@ -121,19 +120,26 @@ def make_heldout(cfg: TrainConfig, engine: Engine) -> dict[str, list[dict]]:
 
 
 def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
-    """Parameters of a converted HF checkpoint (`init_from`, params only) placed on the mesh, or None."""
+    """Parameters of `init_from` (a model checkpoint or an HF directory, params only) on the mesh, or None."""
     if not cfg.init_from or cfg.train.lora is not None:  # LoRA trainables load their frozen base themselves
         return None
-    from mellama_jax.convert import ckpt
-    src_cfg, params, extras = ckpt.load_model_checkpoint(cfg.init_from, shardings=engine.layout.shardings.params,
-                                                         dtype="float32", scan_layers=cfg.model.scan_layers)
-    diff = {f: (getattr(src_cfg, f), getattr(cfg.model, f)) for f in ARCHITECTURE_FIELDS
-            if getattr(src_cfg, f) != getattr(cfg.model, f)}
-    if diff:
+    src_cfg = source_model_config(cfg.init_from)
+    diff = ckpt_lib.architecture_differences(src_cfg, cfg.model)
+    if diff:  # only when the user asked for another architecture (init_from.adopt_init_from adopts it otherwise)
         raise ConfigError(f"init_from={cfg.init_from}: checkpoint architecture differs from config.model "
-                          f"(field: (checkpoint, config)) {diff}")
-    if extras.get("tokenizer_dir") and jax.process_index() == 0:
-        ckpt.copy_tokenizer_files(extras["tokenizer_dir"], os.path.join(workdir, ckpt.TOKENIZER_DIR))
+                          f"(field: (checkpoint, config)) {diff}; drop the --config.model.* overrides to use "
+                          f"the checkpoint's")
+    shardings = engine.layout.shardings.params
+    if ckpt_lib.is_model_checkpoint(cfg.init_from):
+        _, params, extras = ckpt_lib.load_model_checkpoint(cfg.init_from, shardings=shardings, dtype="float32",
+                                                       scan_layers=cfg.model.scan_layers)
+        tokenizer_dir = extras.get("tokenizer_dir")
+    else:  # an HF directory, read on the host tensor by tensor
+        _, params = hf.load_hf_params(cfg.init_from, dtype="float32", scan_layers=cfg.model.scan_layers)
+        params = jax.device_put(params, shardings)
+        tokenizer_dir = cfg.init_from if ckpt_lib.has_tokenizer(cfg.init_from) else None
+    if tokenizer_dir and jax.process_index() == 0:
+        ckpt_lib.copy_tokenizer_files(tokenizer_dir, os.path.join(workdir, ckpt_lib.TOKENIZER_DIR))
     return params
 
 
@@ -141,10 +147,9 @@ def copy_init_tokenizer(cfg: TrainConfig, workdir: str) -> None:
     """Carry the tokenizer of init_from (a model checkpoint's tokenizer/ or an HF directory) into the workdir."""
     if not cfg.init_from or jax.process_index() != 0:
         return
-    from mellama_jax.convert import ckpt
-    for candidate in (os.path.join(cfg.init_from, ckpt.TOKENIZER_DIR), cfg.init_from):
-        if os.path.isdir(candidate) and ckpt.has_tokenizer(candidate):
-            ckpt.copy_tokenizer_files(candidate, os.path.join(workdir, ckpt.TOKENIZER_DIR))
+    for candidate in (os.path.join(cfg.init_from, ckpt_lib.TOKENIZER_DIR), cfg.init_from):
+        if os.path.isdir(candidate) and ckpt_lib.has_tokenizer(candidate):
+            ckpt_lib.copy_tokenizer_files(candidate, os.path.join(workdir, ckpt_lib.TOKENIZER_DIR))
             return
 
 
@@ -164,10 +169,20 @@ def evaluate(eval_step, state: TrainState, heldout: dict[str, list[dict]], mesh,
     return out
 
 
+def check_workdir(workdir: str) -> None:
+    """A workdir must be a directory or a path that can become one (its nearest existing ancestor a directory)."""
+    existing = workdir
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"workdir {workdir}: {existing} is a file; expected a (new or existing) directory")
+
+
 def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = None, source=None,
           engine: Optional[Engine] = None) -> TrainResult:
     """Train (or resume) to cfg.train.steps, logging and checkpointing into `workdir`."""
     workdir = os.path.abspath(workdir)
+    check_workdir(workdir)  # before minutes of compiling
     engine = engine or build_engine(cfg, trainable=trainable)
     mesh, t = engine.mesh, cfg.train
     source = source or make_source(cfg, engine)

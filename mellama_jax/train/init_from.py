@@ -1,0 +1,86 @@
+"""`init_from` decides the model: a run that starts from a checkpoint takes its architecture and tokenizer.
+
+A config file's `model` group describes the model to build at random. Once `init_from` names a Hugging Face
+LLaMA directory or one of our model checkpoints, that checkpoint's architecture (and token ids) replace the
+file's, and its tokenizer becomes `data.tokenizer` when none is set, so
+`--config.init_from=/path/to/Llama-2-7b-hf` on any config file just works. Fields the user set explicitly
+(`--config.model.hidden_size=…` on the command line) are kept: a mismatch the user asked for stays an error
+(the train loop compares the checkpoint with the config before restoring).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable
+
+import ml_collections
+
+from mellama_jax.config import ConfigError, ModelConfig
+from mellama_jax.convert import ckpt, hf
+
+log = logging.getLogger(__name__)
+
+# The fields a checkpoint fixes: its architecture and the token ids its tokenizer and embeddings agree on.
+ADOPTED_FIELDS = ckpt.ARCHITECTURE_FIELDS + ("max_position_embeddings", "bos_token_id", "eos_token_id",
+                                             "pad_token_id")
+NO_PAD = -1  # how config files spell pad_token_id=None (ConfigDict fields need a type)
+
+
+def source_model_config(path: str) -> ModelConfig:
+    """The ModelConfig of `path`: a model checkpoint directory or an HF LLaMA directory."""
+    path = os.fspath(path)
+    if ckpt.is_model_checkpoint(path):
+        return ckpt.read_model_config(path)
+    if hf.is_hf_dir(path):
+        return hf.read_hf_config(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"init_from={path}: no such directory")
+    raise ConfigError(f"init_from={path}: expected a Hugging Face LLaMA directory (config.json + *.safetensors) "
+                      f"or a model checkpoint ({ckpt.MODEL_CONFIG} + {ckpt.PARAMS_DIR}/)")
+
+
+def source_tokenizer(path: str) -> str | None:
+    """Path of the sentencepiece tokenizer.model stored with checkpoint `path`, or None."""
+    for d in (os.path.join(os.fspath(path), ckpt.TOKENIZER_DIR), os.fspath(path)):
+        model = os.path.join(d, "tokenizer.model")
+        if os.path.isfile(model):
+            return model
+    return None
+
+
+def adopt_init_from(cd: ml_collections.ConfigDict, explicit: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """A copy of training config `cd` whose model and tokenizer follow `cd.init_from` (unchanged if unset).
+
+    explicit: config keys the user set on the command line ("model.hidden_size", "data.tokenizer"); those
+    values stay as given.
+    """
+    out = ml_collections.ConfigDict(cd.to_dict())
+    if not out.get("init_from"):
+        return out
+    explicit = set(explicit)
+    src = source_model_config(out.init_from)
+    changed = {}
+    for field in ADOPTED_FIELDS:
+        if f"model.{field}" in explicit:
+            continue
+        value = getattr(src, field)
+        value = NO_PAD if value is None else value
+        if out.model[field] != value:
+            changed[field] = (out.model[field], value)
+            out.model[field] = value
+    if changed:
+        log.info("model from init_from=%s: %s", out.init_from,
+                 ", ".join(f"{k} {a} -> {b}" for k, a, b in ((k, *v) for k, v in changed.items())))
+    tokenizer = source_tokenizer(out.init_from)
+    if tokenizer and not out.data.tokenizer and "data.tokenizer" not in explicit:
+        out.data.tokenizer = tokenizer
+    return out
+
+
+def command_line_keys(config_flag) -> set[str]:
+    """The `--config.<key>=…` overrides given on the command line for an ml_collections config flag."""
+    from ml_collections import config_flags
+    try:
+        return set(config_flags.get_override_values(config_flag))
+    except AttributeError:  # the flag was never parsed from a command line (e.g. set programmatically)
+        return set()
