@@ -64,12 +64,17 @@ def one_line(e: BaseException) -> str:
     return "\n".join(lines[:2])
 
 
-def parse_absl_flags(argv: Sequence[str]) -> list[str]:
-    """Parse absl / ml_collections flags; a bad flag or config override becomes UsageError naming it."""
+def parse_absl_flags(argv: Sequence[str], define_flags: Callable[[], None] | None = None) -> list[str]:
+    """Parse absl / ml_collections flags; a bad flag or config override becomes UsageError naming it.
+
+    define_flags: defines flags whose definition already reads the command line (a config-file flag with a
+    default file applies the --config.* overrides when it is defined).
+    """
     from absl import flags
-    from ml_collections import config_flags
     FLAGS = flags.FLAGS
     try:
+        if define_flags is not None:
+            define_flags()
         rest = FLAGS(list(argv))
     except flags.Error as e:
         raise UsageError(str(e)) from e
@@ -93,10 +98,12 @@ def parse_absl_flags(argv: Sequence[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, *, absl_flags: bool = False,
-        user_errors: tuple[type[BaseException], ...] = (), on_interrupt: str = "") -> int:
+        define_flags: Callable[[], None] | None = None, user_errors: tuple[type[BaseException], ...] = (),
+        on_interrupt: str = "") -> int:
     """Run `main(argv)` and turn user mistakes and Ctrl-C into one line and an exit status.
 
-    absl_flags: parse absl flags first and pass main the remaining argv (program name first, as absl does).
+    absl_flags: parse absl flags first and pass main the remaining argv (program name first, as absl does);
+        define_flags is called first (see parse_absl_flags).
     user_errors: more exception types that are the user's mistake (besides ValueError and OSError).
     on_interrupt: what to tell the user after Ctrl-C (e.g. how to resume).
     """
@@ -106,7 +113,7 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, *, 
         argv.remove(DEBUG_FLAG)
     try:
         if absl_flags:
-            argv = parse_absl_flags(argv)
+            argv = parse_absl_flags(argv, define_flags)
             quiet_third_party_logs()
             return main(argv)
         return main(argv[1:])

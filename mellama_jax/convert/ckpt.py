@@ -78,6 +78,24 @@ def _shared_token() -> str:
     return f"{token:08x}"
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str) -> None:
+    """Give `path` and everything under it the permissions of files the user creates normally (0666/0777 less
+    the umask): temporary directories are 0700 and safetensors writes 0600, which colleagues cannot read."""
+    mask = current_umask()
+    os.chmod(path, 0o777 & ~mask)
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
     """Yield a fresh temporary directory next to `out_dir`; it becomes `out_dir` only if the block succeeds.
@@ -103,6 +121,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
         yield tmp
         _barrier(f"mellama_jax.atomic_done:{tmp}")
         if _is_primary():
+            honour_umask(tmp)
             if os.path.lexists(out_dir):
                 old = f"{out_dir}.old-{secrets.token_hex(4)}"
                 os.rename(out_dir, old)

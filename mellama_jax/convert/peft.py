@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 
 from mellama_jax.config import ModelConfig
+from mellama_jax.convert.ckpt import honour_umask
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
 
@@ -95,6 +96,7 @@ def export_peft(out_dir: str, cfg: ModelConfig, lora: LoraConfig, adapters: dict
         save_file(tensors, os.path.join(tmp, ADAPTER_WEIGHTS), metadata={"format": "pt"})
         with open(os.path.join(tmp, ADAPTER_CONFIG), "w") as f:
             json.dump(peft_adapter_config(cfg, lora, base_model_name_or_path), f, indent=2)
+        honour_umask(tmp)  # mkdtemp is 0700, safetensors files 0600
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

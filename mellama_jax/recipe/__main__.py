@@ -15,7 +15,6 @@ from ml_collections import config_flags
 from mellama_jax import cli
 from mellama_jax.train.init_from import command_line_keys
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Recipe config file (configs/demo.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: config.workdir).")
 _STAGES = flags.DEFINE_string("stages", "", "Run only up to and including these stages (comma-separated).")
 _FORCE = flags.DEFINE_string("force", "", "Run this stage (and every stage after it) again even if complete.")
@@ -28,7 +27,7 @@ def main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mellama_jax.recipe.driver import Recipe, command_line
 
-    config = _CONFIG.value
+    config = flags.FLAGS.config
     workdir = _WORKDIR.value or config.workdir
     recipe = Recipe(config, workdir, command=command_line(), explicit=command_line_keys(flags.FLAGS["config"]))
     summaries = recipe.run(only=tuple(s for s in _STAGES.value.split(",") if s), force=_FORCE.value or None)
@@ -37,7 +36,13 @@ def main(argv) -> int:
     return 0
 
 
+def define_config_flag() -> None:
+    # A config flag with a default file loads it, and applies the --config.* overrides, as it is defined:
+    # defined inside cli.run, a mistyped override is reported like any other user mistake.
+    config_flags.DEFINE_config_file("config", "configs/demo.py", "Recipe config file (configs/demo.py).")
+
+
 if __name__ == "__main__":
     from mellama_jax.train.loop import TrainingError
-    sys.exit(cli.run(main, absl_flags=True, user_errors=(TrainingError,),
+    sys.exit(cli.run(main, absl_flags=True, define_flags=define_config_flag, user_errors=(TrainingError,),
                      on_interrupt="rerun the same command to continue"))

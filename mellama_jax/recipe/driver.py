@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import ml_collections
 
 from mellama_jax.config import ConfigError
+from mellama_jax.recipe.commands import EVALUATED
 from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
 from mellama_jax.train.init_from import adopt_init_from, source_tokenizer
 from mellama_jax.train.loop import check_workdir
@@ -179,7 +180,7 @@ class Recipe:
                          max_new_tokens=e.max_new_tokens, template=e.template, matching=e.matching,
                          limit=e.limit or None, batch_size=e.batch_size)
         out = {}
-        for name, stage in (("base", "pretrain"), ("tuned", "instruct")):
+        for name, stage in EVALUATED.items():
             model_dir = os.path.join(stage_dir(self.workdir, stage), "model")
             model = mellama_jax.load(model_dir)
             results = evaluate(model, cfg)
