@@ -12,7 +12,7 @@ import pytest
 
 import mellama_jax
 from hf_fixtures import make_hf_model, train_small_sentencepiece
-from mellama_jax.data.templates import TEMPLATE_NAMES, hf_chat_template
+from mellama_jax.data.templates import TEMPLATE_NAMES, hf_chat_template, strip_response
 from mellama_jax.generate import __main__ as generate_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,8 +29,11 @@ def tiny(tmp_path_factory):
 def _transformers_text(torch_model, sp, ids, max_new_tokens):
     import torch
     with torch.no_grad():
-        out = torch_model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
-                                   pad_token_id=0, eos_token_id=2)[0, len(ids):].tolist()
+        # An explicit attention mask: without one transformers masks every id equal to pad_token_id (0, which
+        # is also this tokenizer's <unk>, e.g. for "\n") as padding.
+        out = torch_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0,
+                                   eos_token_id=2)[0, len(ids):].tolist()
     if 2 in out:
         out = out[:out.index(2)]
     return sp.decode([t for t in out if t < sp.get_piece_size()])
@@ -60,7 +63,6 @@ def test_chat_messages_render_like_the_jinja_chat_template(tiny):
             text, eos, _ = part.partition("\x02")
             ids += [1] + sp.encode(text) + ([2] if eos else [])
         want = _transformers_text(torch_model, sp, ids, 10)
-        from mellama_jax.data.templates import strip_response
         assert model.generate(conversation, template=template, max_new_tokens=10) == strip_response(want, template)
     with pytest.raises(ValueError, match="prompt template"):
         model.generate(conversation[1:2], max_new_tokens=2)  # an HF directory records no template
