@@ -77,15 +77,17 @@ class ModelConfig:
         return count_params(self)
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward = 3 x forward), including attention scores.
+        """Training model FLOPs per token (forward + backward = 3 x forward), attention scores included.
 
-        6 * N for the matmuls against parameters (embedding lookup excluded, LM head included), plus
-        12 * L * T * H * D for QK^T and AV over a full (non-causal-skipped) sequence, the MaxText/PaLM
-        convention, so MFU numbers are comparable with theirs.
+        6 * N for the matmuls against parameters (embedding lookup excluded, LM head included), plus the
+        attention scores QK^T and AV counted causally: half of the 12 * L * T * H * D a full T x T score matrix
+        would take, i.e. 6 * L * T * H * D. This is MaxText's convention (calculate_tflops_training_per_device
+        halves causal attention) and Megatron-LM's, so the MFU in metrics.jsonl (train/loop.py) and the planner
+        is comparable with theirs; the older PaLM convention (full matrix) reads higher for the same speed.
         """
         n_matmul = self.num_params() - self.vocab_size * self.hidden_size
-        attn = 12 * self.num_layers * seq_len * self.num_heads * self.head_dim
-        return 6.0 * n_matmul + attn
+        causal_attn = 6 * self.num_layers * seq_len * self.num_heads * self.head_dim
+        return 6.0 * n_matmul + causal_attn
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
