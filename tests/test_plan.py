@@ -196,3 +196,27 @@ def test_out_of_memory_is_reported_not_raised(capsys, tmp_path):
     (report,) = json.loads((tmp_path / "plan.json").read_text())["reports"]
     assert report["status"] == "does not fit" and report["out_of_memory"]
     assert report["required_bytes"] > report["available_bytes"] > 15 * 1024 ** 3
+
+
+def test_estimates_and_launch_flags_from_a_report():
+    """Step time, throughput, days and chip-hours follow from the model FLOPs at the stated MFU (by hand)."""
+    from mellama_jax.planning import estimates
+    from mellama_jax.planning.compiled import CompileReport
+    from mellama_jax.planning.topology import parse_topology
+
+    topology = parse_topology("v5p-8")  # 4 chips, 459 TFLOP/s bf16 and 2765 GB/s each
+    config = config_files.load_config(CONFIG_70B, model="tiny", overrides=[
+        "train.global_batch_size=8", "train.seq_len=512", "train.steps=1000"])
+    rep = CompileReport(topology="v5p-8", remat_policy="minimal", micro_batch_per_chip=1, micro_batches=2,
+                        hbm_bytes=95 * 1024 ** 3, fits=True, model_flops_per_chip=459e12,
+                        xla_flops_per_chip=229.5e12, xla_bytes_accessed_per_chip=2765e9 * 0.25)
+    e = estimates.estimate(rep, config, topology, mfu=0.5)
+    assert e.step_seconds == pytest.approx(2.0)  # 459e12 / (459e12 x 0.5)
+    assert e.tokens_per_sec_per_chip == pytest.approx(8 * 512 / 2.0 / 4)
+    assert e.tokens_per_day == pytest.approx(8 * 512 / 2.0 * 86400)
+    assert e.days == pytest.approx(1000 * 8 * 512 / (8 * 512 / 2.0 * 86400))
+    assert e.chip_hours == pytest.approx(e.days * 24 * 4)
+    assert (e.roofline_compute_seconds, e.roofline_hbm_seconds) == pytest.approx((0.5, 0.25))
+    assert estimates.launch_flags(rep, config, topology) == ["--config.model.remat_policy=minimal",
+                                                             "--config.train.micro_batches=2"]
+    assert any("compute-bound" in line for line in e.lines())

@@ -26,7 +26,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from mellama_jax import cli  # noqa: E402
 from mellama_jax.config import REMAT_POLICIES, ConfigError  # noqa: E402
-from mellama_jax.planning import config_files, planner, report  # noqa: E402
+from mellama_jax.planning import config_files, estimates, planner, report  # noqa: E402
 from mellama_jax.planning.topology import libtpu_available, parse_topology  # noqa: E402
 
 
@@ -53,9 +53,13 @@ def _main(argv) -> int:
     p.add_argument("--sweep", action="store_true", help="try remat policies x micro-batches, name the fastest that fits")
     p.add_argument("--save_executable", default=None, help="write the serialized compiled step here")
     p.add_argument("--json", default=None, help="also write every compile report as JSON here")
+    p.add_argument("--mfu", type=float, default=estimates.DEFAULT_MFU,
+                   help="model FLOPs utilisation to estimate step time, tokens/day and chip-hours at")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # Compiles take minutes on large topologies: say what is being compiled as it starts.
+    logging.getLogger("mellama_jax.planning.planner").setLevel(logging.INFO)
 
     if not libtpu_available():
         print("error: libtpu is not installed; install the [tpu] extra: pip install -e '.[tpu]' "
@@ -80,6 +84,10 @@ def _main(argv) -> int:
         print("  " + r.summary())
     if args.sweep:
         print(f"fastest that fits: {best.summary()}" if best else "nothing fits: see the reports above")
+    if best is not None:
+        print(f"launch it with: {' '.join(estimates.launch_flags(best, config, topology))}")
+        for line in estimates.estimate(best, config, topology, mfu=args.mfu).lines():
+            print(f"  {line}")
     if args.json:
         report.write_json(args.json, config, topology, reports, best)
     if args.sweep and best and args.save_executable:

@@ -144,6 +144,8 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
     model_cfg = ModelConfig.from_dict(_model_dict(cfg))
     fields["model_flops_per_chip"] = (model_cfg.flops_per_token(shape.seq_len) * shape.global_batch * shape.seq_len
                                       / topology.num_chips)
+    log.info("compiling %s remat=%s micro_batch=%d/chip x%d ...", topology.name, fields["remat_policy"],
+             shape.micro_batch_per_chip, shape.micro_batches)
     start = time.perf_counter()
     try:
         executable, step_flops = compile_step(cfg, mesh)
