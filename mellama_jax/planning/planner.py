@@ -36,7 +36,10 @@ from mellama_jax.planning.topology import TpuTopology, fake_devices, parse_topol
 log = logging.getLogger(__name__)
 
 # Cheapest to most recompute, for tie-breaking plans with equal FLOPs.
-REMAT_ORDER = ("none", "minimal", "save_dot_except_mlp", "save_qkv_proj", "save_dots", "full")
+# Offloaded policies recompute what `full` does minus what they offload, and keep HBM like `full`.
+REMAT_ORDER = ("none", "minimal_with_context", "minimal", "save_dots", "save_dot_except_mlpwi", "save_dot_except_mlp",
+               "save_qkv_proj", "save_out_proj", "minimal_with_context_offloaded", "minimal_offloaded",
+               "qkv_proj_offloaded", "full")
 assert set(REMAT_ORDER) == set(REMAT_POLICIES)
 
 
