@@ -24,6 +24,9 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
+from absl import flags
+from absl import logging as absl_logging
+
 DEBUG_FLAG = "--debug"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -49,8 +52,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def quiet_third_party_logs() -> None:
-    """absl (orbax, TFDS) logs every file it touches at INFO and harmless conditions at WARNING."""
-    from absl import logging as absl_logging
+    """absl (orbax, TFDS) logs every file it touches at INFO and harmless conditions at WARNING (orbax: "is read
+    only, save will be skipped" on every checkpoint it opens for reading)."""
     absl_logging.set_verbosity(absl_logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
 
@@ -70,7 +73,6 @@ def parse_absl_flags(argv: Sequence[str], define_flags: Callable[[], None] | Non
     define_flags: defines flags whose definition already reads the command line (a config-file flag with a
     default file applies the --config.* overrides when it is defined).
     """
-    from absl import flags
     FLAGS = flags.FLAGS
     try:
         if define_flags is not None:

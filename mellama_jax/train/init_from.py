@@ -77,6 +77,18 @@ def adopt_init_from(cd: ml_collections.ConfigDict, explicit: Iterable[str] = ())
     return out
 
 
+def check_init_from(init_from: str, model: ModelConfig) -> None:
+    """ConfigError naming every architecture field on which `model` differs from checkpoint `init_from`
+    (after adopt_init_from that happens only where the user set the field explicitly)."""
+    if not init_from:
+        return
+    diff = ckpt.architecture_differences(source_model_config(init_from), model)
+    if diff:
+        raise ConfigError(f"init_from={init_from}: checkpoint architecture differs from config.model "
+                          f"(field: (checkpoint, config)) {diff}; drop the --config.model.* overrides to use "
+                          f"the checkpoint's")
+
+
 def command_line_keys(config_flag) -> set[str]:
     """The `--config.<key>=…` overrides given on the command line for an ml_collections config flag."""
     from ml_collections import config_flags

@@ -27,7 +27,7 @@ from mellama_jax.convert import hf
 from mellama_jax.train import batches as B
 from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch
 from mellama_jax.train.config import TrainConfig
-from mellama_jax.train.init_from import source_model_config
+from mellama_jax.train.init_from import check_init_from
 from mellama_jax.train.metrics import MetricsWriter
 from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
@@ -123,16 +123,10 @@ def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
     """Parameters of `init_from` (a model checkpoint or an HF directory, params only) on the mesh, or None."""
     if not cfg.init_from or cfg.train.lora is not None:  # LoRA trainables load their frozen base themselves
         return None
-    src_cfg = source_model_config(cfg.init_from)
-    diff = ckpt_lib.architecture_differences(src_cfg, cfg.model)
-    if diff:  # only when the user asked for another architecture (init_from.adopt_init_from adopts it otherwise)
-        raise ConfigError(f"init_from={cfg.init_from}: checkpoint architecture differs from config.model "
-                          f"(field: (checkpoint, config)) {diff}; drop the --config.model.* overrides to use "
-                          f"the checkpoint's")
-    shardings = engine.layout.shardings.params
+    shardings = engine.layout.shardings.params  # the architecture was checked at the start (check_init_from)
     if ckpt_lib.is_model_checkpoint(cfg.init_from):
         _, params, extras = ckpt_lib.load_model_checkpoint(cfg.init_from, shardings=shardings, dtype="float32",
-                                                       scan_layers=cfg.model.scan_layers)
+                                                           scan_layers=cfg.model.scan_layers)
         tokenizer_dir = extras.get("tokenizer_dir")
     else:  # an HF directory, read on the host tensor by tensor
         _, params = hf.load_hf_params(cfg.init_from, dtype="float32", scan_layers=cfg.model.scan_layers)
@@ -183,6 +177,7 @@ def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = No
     """Train (or resume) to cfg.train.steps, logging and checkpointing into `workdir`."""
     workdir = os.path.abspath(workdir)
     check_workdir(workdir)  # before minutes of compiling
+    check_init_from(cfg.init_from, cfg.model)
     engine = engine or build_engine(cfg, trainable=trainable)
     mesh, t = engine.mesh, cfg.train
     source = source or make_source(cfg, engine)
