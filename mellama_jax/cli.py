@@ -18,9 +18,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import re
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Sequence
 
@@ -99,6 +103,39 @@ def parse_absl_flags(argv: Sequence[str], define_flags: Callable[[], None] | Non
     return rest
 
 
+def _swallows_exceptions(frame) -> bool:
+    """Is `frame` (or a caller) a garbage-collector callback or a __del__, where Python prints an exception
+    as "Exception ignored" and carries on? JAX runs one on every collection."""
+    callbacks = {cb.__code__ for cb in gc.callbacks if hasattr(cb, "__code__")}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(signum, frame):
+    if _swallows_exceptions(frame):
+        # Raised here, Ctrl-C would be printed and ignored (a conversion would run to the end): ask again
+        # in a moment, when the main thread is back in ordinary code.
+        threading.Timer(0.05, signal.raise_signal, (signum,)).start()
+        return
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def ctrl_c_stops():
+    """Ctrl-C raises KeyboardInterrupt in the main program, never inside a callback that would swallow it."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:  # ignored, or the user's own
+        yield
+        return
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, *, absl_flags: bool = False,
         define_flags: Callable[[], None] | None = None, user_errors: tuple[type[BaseException], ...] = (),
         on_interrupt: str = "") -> int:
@@ -114,11 +151,12 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, *, 
     if absl_flags and debug:
         argv.remove(DEBUG_FLAG)
     try:
-        if absl_flags:
-            argv = parse_absl_flags(argv, define_flags)
-            quiet_third_party_logs()
-            return main(argv)
-        return main(argv[1:])
+        with ctrl_c_stops():
+            if absl_flags:
+                argv = parse_absl_flags(argv, define_flags)
+                quiet_third_party_logs()
+                return main(argv)
+            return main(argv[1:])
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()

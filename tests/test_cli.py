@@ -112,3 +112,29 @@ def test_ctrl_c_stops_training_and_cleans_up(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err, err[-2000:]
     assert not [p for p in os.listdir(wd) if ".tmp" in p]
+
+
+def test_ctrl_c_inside_a_garbage_collector_callback_still_stops():
+    """JAX collects garbage through a gc callback; a KeyboardInterrupt raised there is printed and ignored, so
+    a conversion interrupted at that moment used to run to the end. The handler asks again outside it."""
+    import gc
+
+    from mellama_jax import cli
+
+    fired = []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGINT)
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with cli.ctrl_c_stops():
+                gc.collect()
+                for _ in range(500):  # the deferred interrupt arrives within 0.05 s
+                    time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(callback)
+    assert fired and signal.getsignal(signal.SIGINT) is signal.default_int_handler
