@@ -25,6 +25,7 @@ def hf_dir(tmp_path_factory):
 def test_checkpoint_architecture_and_tokenizer_are_adopted(hf_dir):
     cd = default_config()
     cd.init_from = hf_dir
+    cd.train.seq_len = 128
     cd.model.dtype = "bfloat16"  # execution choices stay the config's
     out = adopt_init_from(cd)
     m = out.model
@@ -37,6 +38,7 @@ def test_checkpoint_architecture_and_tokenizer_are_adopted(hf_dir):
 def test_explicit_overrides_stay_and_a_mismatch_is_an_error(hf_dir):
     cd = default_config()
     cd.init_from = hf_dir
+    cd.train.seq_len = 128
     cd.model.hidden_size = 32
     cd.data.tokenizer = "/my/tokenizer.model"
     out = adopt_init_from(cd, explicit={"model.hidden_size", "data.tokenizer"})

@@ -6,6 +6,7 @@ With libtpu (marked `tpu`): the real train step compiled for fake v5e and 2-slic
 out-of-memory plan reported as "does not fit", the executable serialized, the CLI end to end.
 """
 import dataclasses
+import glob
 import os
 import pickle
 
@@ -170,6 +171,22 @@ def test_plan_tiny_config_fits_on_v5e_with_splash(tmp_path):
 
 @pytest.mark.tpu
 @needs_libtpu
+def test_every_remat_policy_compiles_for_tpu_and_saves_less_than_none():
+    """MaxText's policies, host-offload ones included, compile for a small v5e slice; each keeps less in HBM
+    than no remat, and offloading keeps less than saving the same tensors in HBM."""
+    from mellama_jax.config import REMAT_POLICIES
+    config = config_files.load_config(CONFIG_70B, model="tiny", overrides=TINY + ["model.attention=xla"])
+    devices = planner.fake_devices(parse_topology("v5e:2x2"))
+    reports = {r: planner.plan_step(config, "v5e:2x2", remat=r, micro_batch=4, devices=devices)
+               for r in REMAT_POLICIES}
+    assert all(r.fits for r in reports.values()), {k: r.summary() for k, r in reports.items() if not r.fits}
+    temp = {k: r.temp_bytes for k, r in reports.items()}
+    assert all(temp[k] <= temp["none"] for k in temp), temp
+    assert temp["minimal_offloaded"] <= temp["minimal"] and temp["full"] <= temp["minimal"], temp
+
+
+@pytest.mark.tpu
+@needs_libtpu
 def test_plan_two_slice_v5p():
     config = config_files.load_config(CONFIG_70B, model="tiny", overrides=TINY + ["model.attention=xla"])
     report = planner.plan_step(config, "2xv5p-8")
@@ -220,3 +237,18 @@ def test_estimates_and_launch_flags_from_a_report():
     assert estimates.launch_flags(rep, config, topology) == ["--config.model.remat_policy=minimal",
                                                              "--config.train.micro_batches=2"]
     assert any("compute-bound" in line for line in e.lines())
+
+
+SHIPPED_POD_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "me_llama", "*.py")))
+
+
+@pytest.mark.tpu
+@pytest.mark.slow
+@needs_libtpu
+@pytest.mark.parametrize("path", SHIPPED_POD_CONFIGS, ids=os.path.basename)
+def test_shipped_pod_config_fits_its_stated_topology(path):
+    """Every shipped pod config names its slice (TOPOLOGY, Cloud's spelling) and its train step fits there."""
+    from mellama_jax.config import config_module
+    topology = config_module(path).TOPOLOGY
+    rep = planner.plan_step(config_files.load_config(path), topology)
+    assert rep.fits, f"{os.path.basename(path)} on {topology}: {rep.summary()}"

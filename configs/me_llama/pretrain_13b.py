@@ -13,6 +13,10 @@ Run:  python -m mellama_jax.train --config configs/me_llama/pretrain_13b.py --wo
 """
 from mellama_jax.train.config import default_config, model_fields
 
+# The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
+# 128 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+TOPOLOGY = "v5p-256"
+
 TOTAL_TOKENS = 129_000_000_000
 
 
