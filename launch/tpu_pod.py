@@ -193,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--num_slices", type=int, default=1, help="slices joined over DCN (multi-slice)")
         p.add_argument("--dry_run", action="store_true", help="print the commands instead of running them")
         if accelerator:
-            p.add_argument("--accelerator", required=True, help="Cloud accelerator type, e.g. v5p-128 (TensorCores), v5litepod-256 or v5e-256 (chips)")
+            p.add_argument("--accelerator", required=True,
+                           help="Cloud accelerator type, e.g. v5p-128 (TensorCores), v5litepod-256 or v5e-256 (chips)")
             p.add_argument("--runtime_version", default=None, help="TPU VM image (default: by accelerator family)")
             p.add_argument("--spot", action="store_true")
             p.add_argument("--reserved", action="store_true")

@@ -123,7 +123,8 @@ def _main(argv) -> int:
     if args.chat:
         return chat(model, args)
     if text_prompts and tok is None:
-        raise cli.UsageError(f"{args.model}: no tokenizer stored with this model; pass --prompt_ids instead of --prompt")
+        raise cli.UsageError(f"{args.model}: no tokenizer stored with this model; pass --prompt_ids instead of "
+                             f"--prompt")
     if args.stop and tok is None:
         raise cli.UsageError("--stop needs a tokenizer; use --stop_ids with token ids")
     options = dict(_sampling(args), stop=args.stop, stop_sequences=stops)
