@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import subprocess
 import sys
 import time
 from typing import Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mellama_jax.planning.topology import parse_topology  # noqa: E402  (stdlib only: no JAX on the laptop)
 
 REMOTE_DIR = "~/mellama_jax"
 REMOTE_LOG = "~/mellama_run.log"
@@ -52,6 +57,15 @@ class Pod:
 
     def where(self) -> list[str]:
         return [f"--zone={self.zone}", f"--project={self.project}"]
+
+
+def cloud_accelerator(name: str) -> str:
+    """gcloud's `--accelerator-type` for a topology in either spelling (v5e-256 -> v5litepod-256), from the
+    planner's one table (mellama_jax/planning/topology.py); a name it does not know is a usage error."""
+    try:
+        return parse_topology(name).accelerator_type
+    except ValueError as e:
+        raise SystemExit(f"error: --accelerator: {e}")
 
 
 def runtime_for(accelerator: str) -> str:
@@ -180,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--num_slices", type=int, default=1, help="slices joined over DCN (multi-slice)")
         p.add_argument("--dry_run", action="store_true", help="print the commands instead of running them")
         if accelerator:
-            p.add_argument("--accelerator", required=True, help="Cloud accelerator type, e.g. v5p-128, v5litepod-256")
+            p.add_argument("--accelerator", required=True,
+                           help="Cloud accelerator type, e.g. v5p-128 (TensorCores), v5litepod-256 or v5e-256 (chips)")
             p.add_argument("--runtime_version", default=None, help="TPU VM image (default: by accelerator family)")
             p.add_argument("--spot", action="store_true")
             p.add_argument("--reserved", action="store_true")
@@ -207,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     runner = Runner(args.dry_run)
     sc = args.subcommand
     if sc in ("create", "up"):
+        args.accelerator = cloud_accelerator(args.accelerator)
         runtime = args.runtime_version or runtime_for(args.accelerator)
         runner.run(create_commands(pod, args.accelerator, runtime, spot=args.spot, reserved=args.reserved))
     if sc in ("wait", "up"):

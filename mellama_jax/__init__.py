@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import importlib
 
+from mellama_jax.libtpu_env import quiet_libtpu_without_tpu
+
 __version__ = "0.1.0"
+
+quiet_libtpu_without_tpu()  # before anything imports JAX: no libtpu errors on machines without a TPU
 
 _LAZY = {
     "load": "mellama_jax.api",

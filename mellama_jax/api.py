@@ -6,7 +6,9 @@
 * a training workdir (checkpoints/<step>/…; the latest complete step's parameters are restored).
 
 The returned `Model` holds the config, the parameters (on one device, or sharded over `mesh`), the
-tokenizer when the directory carries one, and jitted entry points: `logits(token_ids)` and `generate(...)`.
+tokenizer when the directory carries one, the prompt template an instruction-tuned model was trained with,
+and jitted entry points: `logits(token_ids)` and `generate(...)`, which takes text, chat messages or token ids
+(generate/text.py) and can stream.
 
 Model configs can also be named: `load_model_config` takes a preset name (config.PRESETS), a model_config.json,
 an HF config.json, or a Python file whose `get_config()` returns a model group (train.config.model_fields).
@@ -17,7 +19,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -25,9 +27,14 @@ import numpy as np
 from mellama_jax import paths
 from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
 from mellama_jax.convert import ckpt as ckpt_lib
+from mellama_jax.convert.model_card import chat_template_name
+from mellama_jax.generate import generate as generate_ids
+from mellama_jax.generate import text as T
 from mellama_jax.model import params as P
 
 log = logging.getLogger(__name__)
+
+STREAM_CHUNK = 16  # tokens decoded per compiled call when streaming
 
 
 # ---------------------------------------------------------------- model configs by name or file
@@ -89,6 +96,7 @@ class Model:
     source: str = ""
     lora_config: Any = None  # set when the checkpoint carried LoRA adapters (already merged into params)
     step: int | None = None  # training step, when loaded from a training workdir
+    template: str | None = None  # prompt template of an instruction-tuned model (data/templates.py), if recorded
 
     def logits(self, token_ids, *, positions=None, segment_ids=None) -> np.ndarray:
         """int [B, T] token ids -> float32 [B, T, V] numpy logits (compiled once per shape).
@@ -97,6 +105,7 @@ class Model:
         score packed rows (documents never attend to each other) or left-padded batches (segment 0).
         """
         tokens = _as_int_batch(token_ids, "token_ids")
+        check_token_ids(tokens, self.config.vocab_size)
         B, T = tokens.shape
         positions = (np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)) if positions is None
                      else _as_int_batch(positions, "positions", (B, T)))
@@ -109,13 +118,72 @@ class Model:
         out = _forward(self.params, *inputs, cfg=self.config, mesh=self.mesh)
         return _to_host(out)
 
-    def generate(self, prompt_ids, **kwargs):
-        """Decode from `prompt_ids` (list of token-id lists); see `mellama_jax.generate.generate` for kwargs."""
-        from mellama_jax.generate import generate
-        return generate(self.config, self.params, prompt_ids, mesh=self.mesh, **kwargs)
+    def generate(self, prompts, *, template: str | None = None, stop: tuple[str, ...] | list[str] = (),
+                 stream: bool = False, **kwargs):
+        """Continue prompts: text in, text out (token ids in, token ids out).
+
+        prompts: "text", ["text", ...], chat messages [{"role": "user", "content": ...}, ...] (rendered with
+            `template`, default the model's recorded one), a list of conversations, or token-id lists
+            (generate/text.py). One prompt gives one result, a list gives a list.
+        stop: stop strings (text prompts); the text is cut before the first one.
+        stream: return an iterator over pieces of the answer as they are decoded (one prompt only).
+        kwargs: max_new_tokens, temperature, top_k, top_p, seed, eos_id, stop_sequences (token ids),
+            batch_size — see `mellama_jax.generate.generate`.
+        """
+        template = template or self.template
+        p = T.to_prompts(prompts, self.tokenizer, template)
+        stops = list(stop)
+        if stops:
+            kwargs["stop_sequences"] = [*kwargs.get("stop_sequences", ()), *T.stop_ids(self.tokenizer, stops)]
+        if stream:
+            if not p.single:
+                raise ValueError("stream=True takes one prompt (a text, one conversation or one token-id list)")
+            return self._stream(p, template, stops, **kwargs)
+        outputs = generate_ids(self.config, self.params, p.ids, mesh=self.mesh, **kwargs)
+        if p.kind != "ids":
+            outputs = [T.decode(self.tokenizer, o, p.kind, template, stops) for o in outputs]
+        return outputs[0] if p.single else outputs
+
+    def _stream(self, p: "T.Prompts", template, stops, *, max_new_tokens: int = 256, seed: int = 0,
+                chunk: int = STREAM_CHUNK, **kwargs) -> Iterator:
+        """Decode `chunk` tokens per compiled call and yield what is new. The decode loop runs on the device
+        without returning to Python, so streaming re-enters it: each call prefills the text so far (prompt
+        lengths are bucketed, so a few compiled functions serve the whole answer)."""
+        prompt, new = p.ids[0], []
+        emitted = ""
+        holdback = max((len(s) for s in stops), default=1) - 1  # a stop string may still be forming
+        while len(new) < max_new_tokens:
+            n = min(chunk, max_new_tokens - len(new))
+            out = generate_ids(self.config, self.params, [prompt + new], max_new_tokens=n, seed=seed + len(new),
+                               mesh=self.mesh, **kwargs)[0]
+            new += out
+            finished = len(out) < n or len(new) >= max_new_tokens
+            if p.kind == "ids":
+                yield out
+                if finished:
+                    return
+                continue
+            text = T.decode(self.tokenizer, new, p.kind, None, stops)
+            finished = finished or any(s and s in self.tokenizer.decode(new) for s in stops)
+            if finished:
+                text = T.decode(self.tokenizer, new, p.kind, template, stops)
+            else:  # an unfinished UTF-8 character decodes as U+FFFD until its last byte arrives
+                text = text.rstrip("\ufffd")[:max(len(emitted), len(text) - holdback)]
+            if text.startswith(emitted) and len(text) > len(emitted):
+                yield text[len(emitted):]
+                emitted = text
+            if finished:
+                return
 
     def num_params(self) -> int:
         return P.count_params(self.config)
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int) -> None:
+    """Token ids must index the embedding table (XLA would clamp an out-of-range gather silently)."""
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        bad = tokens[(tokens < 0) | (tokens >= vocab_size)]
+        raise ValueError(f"token_ids: {bad.size} id(s) outside the vocabulary [0, {vocab_size}), e.g. {int(bad[0])}")
 
 
 def _as_int_batch(x, name: str, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -185,8 +253,10 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
         cfg = cfg.replace(dtype=np.dtype(compute_dtype).name)
     params = _place(cfg, params, mesh)
     tokenizer = _load_tokenizer(extras.get("tokenizer_dir"))
+    # The template it was instruction-tuned with: a workdir's run config, or an export's training_run.json.
+    template = extras.get("prompt_template") or chat_template_name(extras.get("training_run"))
     return Model(config=cfg, params=params, tokenizer=tokenizer, mesh=mesh, source=path,
-                 lora_config=extras.get("lora_config"), step=extras.get("step"))
+                 lora_config=extras.get("lora_config"), step=extras.get("step"), template=template)
 
 
 def _load_workdir(path: str, *, mesh, dtype, step, scan_layers):

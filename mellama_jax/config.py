@@ -11,8 +11,10 @@ import json
 import os
 from typing import Any, Mapping
 
-# Names accepted for `remat_policy`; the policies themselves live in mellama_jax/model/remat.py.
-REMAT_POLICIES = ("none", "full", "minimal", "save_dots", "save_qkv_proj", "save_dot_except_mlp")
+# Names accepted for `remat_policy` (MaxText's names); the policies themselves live in mellama_jax/model/remat.py.
+REMAT_POLICIES = ("none", "minimal_with_context", "minimal", "save_dots", "save_dot_except_mlpwi",
+                  "save_dot_except_mlp", "save_qkv_proj", "save_out_proj", "full",
+                  "minimal_offloaded", "minimal_with_context_offloaded", "qkv_proj_offloaded")
 ATTENTION_BACKENDS = ("xla", "splash", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -12,21 +12,26 @@ the task name or the released name (HoC_test, ...); nothing is downloaded (docs/
 runs every task. Every output is scored both by Me-LLaMA's rules (mibe) and the corrected scorer (strict);
 --matching picks the main one. Writes summary.json, report.md and examples/<task>.jsonl to --out_dir (see
 mellama_jax/eval/report.py) and prints the table.
+--template: defaults to the prompt template the model was instruction-tuned with when its directory records
+one (training_run.json of an export or model checkpoint, the run config of a workdir), else none.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import sys
 
+from mellama_jax import cli
+from mellama_jax.api import load
+from mellama_jax.eval.report import markdown_table, write_report
+
 from mellama_jax.eval.parsing import MATCHING_MODES
-from mellama_jax.eval.records import RecordError
 from mellama_jax.eval.runner import MODES, TEMPLATES, EvalConfig, evaluate, load_tasks
 from mellama_jax.eval.tasks.registry import task_names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mellama_jax.evaluate", description=__doc__.split("\n\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(prog="python -m mellama_jax.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF directory, model checkpoint directory or training workdir")
     p.add_argument("--tasks", required=True, help=f"comma-separated task names or 'all'; known: {','.join(task_names())}")
     p.add_argument("--data_dir", required=True,
@@ -34,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "<name>/data/test-*.parquet or a save_to_disk directory")
     p.add_argument("--out_dir", required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--template", choices=TEMPLATES, default="none", help="prompt template around each query")
+    p.add_argument("--template", choices=TEMPLATES, default=None,
+                   help="prompt template around each query (default: the model's recorded one, else none)")
     p.add_argument("--matching", choices=MATCHING_MODES, default="mibe",
                    help="main answer matching: mibe (Me-LLaMA's reference rules) or strict (both are reported)")
     p.add_argument("--mode", choices=MODES, default="generate",
@@ -59,25 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, argv, user_errors=(KeyError,))  # KeyError: an unknown task name
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:  # fail on a bad flag, a missing file or a bad record before spending time loading the model
-        cfg = EvalConfig(tasks=tuple(t for t in args.tasks.split(",") if t.strip()), data_dir=args.data_dir,
-                         max_new_tokens=args.max_new_tokens, template=args.template, matching=args.matching,
-                         mode=args.mode, length_normalize=args.length_normalize, limit=args.limit,
-                         batch_size=args.batch_size, max_length=args.max_length, progress=not args.no_progress,
-                         num_fewshot=args.num_fewshot, fewshot_seeds=args.fewshot_seeds,
-                         fewshot_dir=args.fewshot_dir, self_consistency=args.self_consistency,
-                         temperature=args.temperature, seed=args.seed)
-        prepared = load_tasks(cfg)
-    except (RecordError, FileNotFoundError, KeyError, ValueError) as e:
-        sys.stderr.write(f"error: {e.args[0] if isinstance(e, KeyError) else e}\n")
-        return 2
-
-    from mellama_jax.api import load
-    from mellama_jax.eval.report import markdown_table, write_report
-
+    cli.quiet_third_party_logs()
+    # Fail on a bad flag, a missing file or a bad record before spending time loading the model.
+    cfg = EvalConfig(tasks=tuple(t for t in args.tasks.split(",") if t.strip()), data_dir=args.data_dir,
+                     max_new_tokens=args.max_new_tokens, template=args.template or "none", matching=args.matching,
+                     mode=args.mode, length_normalize=args.length_normalize, limit=args.limit,
+                     batch_size=args.batch_size, max_length=args.max_length, progress=not args.no_progress,
+                     num_fewshot=args.num_fewshot, fewshot_seeds=args.fewshot_seeds,
+                     fewshot_dir=args.fewshot_dir, self_consistency=args.self_consistency,
+                     temperature=args.temperature, seed=args.seed)
+    prepared = load_tasks(cfg)
     model = load(args.model)
+    if args.template is None and model.template:
+        sys.stderr.write(f"template: {model.template} (recorded with the model; --template overrides it)\n")
+        cfg = dataclasses.replace(cfg, template=model.template)
     results = evaluate(model, cfg, prepared)
     summary = write_report(args.out_dir, results, cfg, args.model, overwrite=args.overwrite)
     sys.stdout.write(markdown_table(summary))

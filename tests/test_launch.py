@@ -150,3 +150,14 @@ def test_sbatch_forms_a_jax_cluster_from_slurm_environment(tmp_path):
     for i in range(2):
         log = (tmp_path / f"task_{i}.log").read_text()
         assert f"process {i} of 2 devices 2 gathered [1, 2]" in log, log
+
+
+def test_accelerator_names_in_either_spelling_become_gclouds(capsys):
+    # The planner's spelling (v5e-N, chips) and gcloud's (v5litepod-N) name the same slice; v5p-N counts cores.
+    for name, want in (("v5e-256", "v5litepod-256"), ("v5litepod-16", "v5litepod-16"), ("v5p-128", "v5p-128")):
+        assert tpu_pod.cloud_accelerator(name) == want
+    lines = _dry(capsys, ["create", *POD, "--accelerator", "v5e-256"])
+    assert "--accelerator-type=v5litepod-256" in lines[0]
+    with pytest.raises(SystemExit, match="v5p-127"):
+        tpu_pod.cloud_accelerator("v5p-127")
+

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mellama_jax import cli
+
 
 def _bool(value: str) -> bool:
     lowered = value.lower()
@@ -25,7 +27,7 @@ def _bool(value: str) -> bool:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hf_dir", required=True, help="HF directory with config.json and *.safetensors")
     p.add_argument("--out_dir", required=True, help="model checkpoint directory to create")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
@@ -40,8 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from mellama_jax.convert import run_conversion
-    return run_conversion(run, parse_args(argv))
+    return cli.run(lambda a: run(parse_args(a)), argv)
 
 
 def run(args: argparse.Namespace) -> int:

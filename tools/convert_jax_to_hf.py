@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mellama_jax import cli
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt_dir", required=True,
                    help="model checkpoint directory (model_config.json + params/) or training workdir")
     p.add_argument("--step", type=int, default=None, help="training workdir only: the step to export")
@@ -76,8 +78,7 @@ def export_peft_dir(ckpt_dir: str, peft_dir: str, *, overwrite: bool, base_model
 
 
 def main(argv=None) -> int:
-    from mellama_jax.convert import run_conversion
-    return run_conversion(run, parse_args(argv))
+    return cli.run(lambda a: run(parse_args(a)), argv)
 
 
 def run(args: argparse.Namespace) -> int:

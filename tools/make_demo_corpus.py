@@ -5,7 +5,6 @@
 Layout: see mellama_jax/demo/corpus.py. With --tokenizer_vocab, also trains `OUT_DIR/tokenizer/tokenizer.model`
 on the corpus (LLaMA-2 sentencepiece options).
 """
-import argparse
 import json
 import os
 import sys
@@ -13,12 +12,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mellama_jax import cli  # noqa: E402
 from mellama_jax.demo import corpus as demo  # noqa: E402
 from mellama_jax.data.tokenizer import train_tokenizer  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--out_dir", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the number of corpus documents")

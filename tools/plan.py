@@ -15,17 +15,18 @@ Exit status: 0 if the (chosen) plan fits, 1 if nothing fits, 2 on a usage or con
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # The planner compiles for TPU devices made by libtpu; the host computation itself stays on CPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from mellama_jax import cli  # noqa: E402
 from mellama_jax.config import REMAT_POLICIES, ConfigError  # noqa: E402
-from mellama_jax.planning import config_files, planner, report  # noqa: E402
+from mellama_jax.planning import config_files, estimates, planner, report  # noqa: E402
 from mellama_jax.planning.topology import libtpu_available, parse_topology  # noqa: E402
 
 
@@ -34,7 +35,11 @@ def _csv(kind):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--config", default=None, help="training config file (get_config()); default: the schema defaults")
     p.add_argument("--model", default=None, help="replace the config's model by a preset (llama2_7b, llama2_13b, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -48,30 +53,30 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", action="store_true", help="try remat policies x micro-batches, name the fastest that fits")
     p.add_argument("--save_executable", default=None, help="write the serialized compiled step here")
     p.add_argument("--json", default=None, help="also write every compile report as JSON here")
+    p.add_argument("--mfu", type=float, default=estimates.DEFAULT_MFU,
+                   help="model FLOPs utilisation to estimate step time, tokens/day and chip-hours at")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # Compiles take minutes on large topologies: say what is being compiled as it starts.
+    logging.getLogger("mellama_jax.planning.planner").setLevel(logging.INFO)
 
     if not libtpu_available():
         print("error: libtpu is not installed; install the [tpu] extra: pip install -e '.[tpu]' "
               "(about 700 MB, no TPU needed)", file=sys.stderr)
         return 2
-    try:
-        topology = parse_topology(args.topology, args.num_slices)
-        config = config_files.load_config(args.config, model=args.model, overrides=args.set)
-        if args.sweep:
-            reports = planner.sweep(config, topology, remats=args.remat or planner.REMAT_ORDER,
-                                    micro_batches=args.micro_batch)
-        else:
-            for name, values in (("--remat", args.remat), ("--micro_batch", args.micro_batch)):
-                if values and len(values) > 1:
-                    raise ConfigError(f"{name} takes one value without --sweep, got {values}")
-            reports = [planner.plan_step(config, topology, remat=(args.remat or [None])[0],
-                                         micro_batch=(args.micro_batch or [None])[0],
-                                         save_executable=args.save_executable)]
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    topology = parse_topology(args.topology, args.num_slices)
+    config = config_files.load_config(args.config, model=args.model, overrides=args.set)
+    if args.sweep:
+        reports = planner.sweep(config, topology, remats=args.remat or planner.REMAT_ORDER,
+                                micro_batches=args.micro_batch)
+    else:
+        for name, values in (("--remat", args.remat), ("--micro_batch", args.micro_batch)):
+            if values and len(values) > 1:
+                raise ConfigError(f"{name} takes one value without --sweep, got {values}")
+        reports = [planner.plan_step(config, topology, remat=(args.remat or [None])[0],
+                                     micro_batch=(args.micro_batch or [None])[0],
+                                     save_executable=args.save_executable)]
 
     best = planner.choose(reports)
     print(report.header(config, topology))
@@ -79,6 +84,10 @@ def main(argv=None) -> int:
         print("  " + r.summary())
     if args.sweep:
         print(f"fastest that fits: {best.summary()}" if best else "nothing fits: see the reports above")
+    if best is not None:
+        print(f"launch it with: {' '.join(estimates.launch_flags(best, config, topology))}")
+        for line in estimates.estimate(best, config, topology, mfu=args.mfu).lines():
+            print(f"  {line}")
     if args.json:
         report.write_json(args.json, config, topology, reports, best)
     if args.sweep and best and args.save_executable:

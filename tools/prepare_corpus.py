@@ -15,7 +15,6 @@ Reads back with `tfds.data_source("mellama_corpus/<component>", data_dir=OUT_DIR
 decontamination removed, and the bad-input report (all in OUT_DIR/corpus_report.json). OUT_DIR must be new,
 empty, or a previous output (with --overwrite); a failed run leaves nothing in it.
 """
-import argparse
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mellama_jax import cli  # noqa: E402
 from mellama_jax.config import ConfigError, config_module  # noqa: E402
 from mellama_jax.data.errors import DataError  # noqa: E402
 from mellama_jax.data.prepare import prepare_corpus  # noqa: E402
@@ -40,7 +40,11 @@ def load_config_file(spec: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--data_config", required=True, help="configs/data/<name>.py[:arg]")
     p.add_argument("--tokenizer", required=True, help="tokenizer.model, or a directory holding one")
     p.add_argument("--out_dir", required=True)
@@ -51,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.quiet_third_party_logs()
     cfg = load_config_file(args.data_config)
     if args.strict:
         cfg.strict = True

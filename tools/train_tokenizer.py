@@ -6,13 +6,13 @@
 Inputs are JSONL (.gz/.zst), Parquet or plain-text files (.txt: one sentence per line). The output directory
 gets `tokenizer.model` and, with --hf, the Hugging Face tokenizer files (data/hf_tokenizer.py).
 """
-import argparse
 import glob
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mellama_jax import cli  # noqa: E402
 from mellama_jax.data.errors import DataError, DataReport  # noqa: E402
 from mellama_jax.data.sources import RecordSource, SourceConfig, text_check, text_of  # noqa: E402
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer  # noqa: E402
@@ -41,7 +41,11 @@ def iter_texts(patterns, fields, strict):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--input", action="append", required=True, help="file or glob; repeatable")
     p.add_argument("--text_fields", default="text", help="comma-separated record fields holding text")
     p.add_argument("--vocab_size", type=int, default=32000)

@@ -30,6 +30,10 @@ import math
 from mellama_jax.config import sibling_config
 from mellama_jax.train.config import default_config, model_fields
 
+# The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
+# 8 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+TOPOLOGY = "v5p-16"
+
 SAMPLES = 214_595
 EPOCHS = 3
 MEAN_SAMPLE_TOKENS = 640  # estimate; see the docstring

@@ -15,6 +15,10 @@ Check the fit: `python tools/plan.py --config configs/me_llama/chat_70b_lora.py 
 """
 from mellama_jax.config import sibling_config
 
+# The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
+# 32 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+TOPOLOGY = "v5p-64"
+
 
 def _chat_13b():
     return sibling_config(__file__, "chat_13b_lora.py")

@@ -6,12 +6,16 @@ sequence length (LLaMA-2's 4096 here), global batch (512 x 4096 = 2.1M tokens, L
 clipping (1.0). 129e9 / (512 * 4096) = 61,513 steps.
 
 Sharding: FSDP over all 128 chips (13B x 16 bytes of params + Adam + grads = 1.6 GiB/chip); 4 sequences
-per chip; remat keeps q/k/v and attention outputs (save_dot_except_mlp). Check the fit before a run with
+per chip; remat keeps q/k/v and the attention output projection (save_dot_except_mlp). Check the fit before a run with
 the AOT planner (tools/plan.py) on the target topology.
 Run:  python -m mellama_jax.train --config configs/me_llama/pretrain_13b.py --workdir gs://BUCKET/me-llama-13b \
       --config.init_from=gs://BUCKET/llama2-13b-jax --config.data.tokenizer=gs://BUCKET/llama2-13b-jax/tokenizer
 """
 from mellama_jax.train.config import default_config, model_fields
+
+# The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
+# 128 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+TOPOLOGY = "v5p-256"
 
 TOTAL_TOKENS = 129_000_000_000
 

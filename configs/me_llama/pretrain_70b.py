@@ -9,6 +9,10 @@ only the gradient all-reduce crosses it) and mesh.data to a multiple of it. Veri
 from mellama_jax.config import sibling_config
 from mellama_jax.train.config import model_fields
 
+# The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
+# 256 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+TOPOLOGY = "v5p-512"
+
 
 def get_config():
     c = sibling_config(__file__, "pretrain_13b.py").get_config()  # the recipe: optimizer, data, steps, logging

@@ -36,7 +36,7 @@ import numpy as np
 
 from mellama_jax import paths
 from mellama_jax.config import ModelConfig
-from mellama_jax.convert.model_card import TRAINING_RUN
+from mellama_jax.convert.model_card import TRAINING_RUN, chat_template_name
 from mellama_jax.data.hf_tokenizer import TOKENIZER_JSON, export_tokenizer_dir
 from mellama_jax.data.tokenizer import MODEL_FILE
 from mellama_jax.model import params as P
@@ -72,6 +72,24 @@ def _shared_token() -> str:
         from jax.experimental import multihost_utils
         token = int(multihost_utils.broadcast_one_to_all(np.int32(token)))
     return f"{token:08x}"
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str) -> None:
+    """Give `path` and everything under it the permissions of files the user creates normally (0666/0777 less
+    the umask): temporary directories are 0700 and safetensors writes 0600, which colleagues cannot read."""
+    mask = current_umask()
+    os.chmod(path, 0o777 & ~mask)
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o666 & ~mask)
 
 
 @contextlib.contextmanager
@@ -121,6 +139,7 @@ def atomic_output_dir(out_dir: str | os.PathLike, *, overwrite: bool = False) ->
         yield tmp
         _barrier(f"mellama_jax.atomic_done:{tmp}")
         if _is_primary():
+            honour_umask(tmp)
             paths.write_commit_marker(tmp)
             if os.path.lexists(out_dir):
                 old = f"{out_dir}.old-{secrets.token_hex(4)}"
@@ -266,7 +285,8 @@ def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: 
 
     `params` may be numpy arrays or (sharded) jax Arrays, scanned (`layers/…`) or not (`layers_i/…`);
     the stored `model_config.json` records the layout and dtype actually saved. With `lora_cfg` and
-    `adapters` the LoRA collection is saved beside the frozen base.
+    `adapters` the LoRA collection is saved beside the frozen base. `training_info` (e.g. the step and the
+    prompt template an instruction-tuned model expects) is stored as `training.json`.
     """
     scanned = "layers" in params
     cfg = cfg.replace(scan_layers=scanned)
@@ -563,6 +583,7 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     tok_dir = paths.join(workdir, TOKENIZER_DIR)
     extras = {"path": workdir, "step": int(step), "lora_config": lora_cfg, "adapters": None, "base": None,
               "run_config": run_cfg,
+              "prompt_template": trained_template(run_cfg),
               "tokenizer_dir": tok_dir if paths.resolve(tok_dir).is_dir() and has_tokenizer(tok_dir) else None}
     if lora_cfg is None:
         return cfg, restored.state["params"], extras
@@ -581,6 +602,11 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     if extras["tokenizer_dir"] is None and init_from and (paths.resolve(init_from) / TOKENIZER_DIR).is_dir():
         extras["tokenizer_dir"] = paths.join(paths.as_str(init_from), TOKENIZER_DIR)
     return cfg, base, extras
+
+
+def trained_template(run_cfg: dict | None) -> str | None:
+    """The prompt template an instruction-tuning run trained with (data.mixture.instruct.template), or None."""
+    return chat_template_name({"config": run_cfg or {}})
 
 
 def relayout_checkpoint(cfg: ModelConfig, params: dict, extras: dict, scan_layers: bool | None):

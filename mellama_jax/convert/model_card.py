@@ -14,6 +14,7 @@ import os
 from typing import Any, Iterable
 
 from mellama_jax.config import ModelConfig
+from mellama_jax.data.config import InstructConfig
 from mellama_jax.model import params as P
 
 TRAINING_RUN = "training_run.json"  # in a model checkpoint exported from a training workdir
@@ -69,7 +70,7 @@ def chat_template_name(run: dict | None) -> str | None:
     data = (run or {}).get("config", {}).get("data") or {}
     if data.get("kind") != "sft":
         return None
-    return ((data.get("mixture") or {}).get("instruct") or {}).get("template") or "me_llama"
+    return ((data.get("mixture") or {}).get("instruct") or {}).get("template") or InstructConfig.template
 
 
 def find_eval_summaries(directory: str | None) -> list[str]:

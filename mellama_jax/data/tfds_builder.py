@@ -49,3 +49,11 @@ class MellamaCorpus(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split):
         return self._plan.generate(split)
+
+    # TFDS prints "Downloading and preparing dataset …" and "… downloaded and prepared" to stdout; nothing is
+    # downloaded here and prepare_corpus reports progress itself, so those lines would only mislead.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass

@@ -110,14 +110,17 @@ def count_params(cfg: ModelConfig) -> int:
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward = 3 x forward), including attention scores.
+    """Training model FLOPs per token (forward + backward = 3 x forward), attention scores included.
 
-    6 * N for the matmuls against parameters (embedding lookup excluded, LM head included), plus
-    12 * L * T * H * D for QK^T and AV over a full (non-causal-skipped) sequence, the PaLM convention.
+    6 * N for the matmuls against parameters (embedding lookup excluded, LM head included), plus the
+    attention scores QK^T and AV counted causally: half of the 12 * L * T * H * D a full T x T score matrix
+    would take, i.e. 6 * L * T * H * D. This is MaxText's convention (calculate_tflops_training_per_device
+    halves causal attention) and Megatron-LM's, so the MFU in metrics.jsonl (train/loop.py) and the planner
+    is comparable with theirs; the older PaLM convention (full matrix) reads higher for the same speed.
     """
     n_matmul = count_params(cfg) - cfg.vocab_size * cfg.hidden_size
-    attn = 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
-    return 6.0 * n_matmul + attn
+    causal_attn = 6 * cfg.num_layers * seq_len * cfg.num_heads * cfg.head_dim
+    return 6.0 * n_matmul + causal_attn
 
 
 # ---------------------------------------------------------------- tree helpers

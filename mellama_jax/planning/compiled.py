@@ -31,6 +31,7 @@ class CompileReport:
     flops_per_chip: float = 0.0  # matmul FLOPs per chip per optimizer step, remat recompute included (flops.py)
     model_flops_per_chip: float = 0.0  # the model's training FLOPs (6N + attention) per chip per step
     xla_flops_per_chip: float = 0.0  # XLA's cost analysis (counts each loop body once: low for scans)
+    xla_bytes_accessed_per_chip: float = 0.0  # XLA's cost analysis "bytes accessed" (loop bodies once, too)
     required_bytes: Optional[int] = None  # out of memory: what the compiler asked for
     available_bytes: Optional[int] = None  # out of memory: the HBM the compiler had
     error: str = ""  # the compiler's message (first lines) when it did not compile
@@ -86,11 +87,13 @@ def from_executable(compiled, **fields) -> CompileReport:
     if isinstance(cost, (list, tuple)):  # older jax returned one dict per program
         cost = cost[0] if cost else {}
     xla_flops = float((cost or {}).get("flops", 0.0))
+    xla_bytes = float((cost or {}).get("bytes accessed", 0.0))
     report = CompileReport(
         fits=True,
         argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
         alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
-        code_bytes=int(mem.generated_code_size_in_bytes), xla_flops_per_chip=xla_flops, **fields)
+        code_bytes=int(mem.generated_code_size_in_bytes), xla_flops_per_chip=xla_flops,
+        xla_bytes_accessed_per_chip=xla_bytes, **fields)
     if report.total_bytes > report.hbm_bytes:
         # The compiler's usable HBM can be a little above our nominal figure; trust ours, say why.
         return dataclasses.replace(report, fits=False, out_of_memory=True, required_bytes=report.total_bytes,

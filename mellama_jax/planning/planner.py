@@ -38,7 +38,10 @@ from mellama_jax.model import params as P
 log = logging.getLogger(__name__)
 
 # Cheapest to most recompute, for tie-breaking plans with equal FLOPs.
-REMAT_ORDER = ("none", "minimal", "save_dot_except_mlp", "save_qkv_proj", "save_dots", "full")
+# Offloaded policies recompute what `full` does minus what they offload, and keep HBM like `full`.
+REMAT_ORDER = ("none", "minimal_with_context", "minimal", "save_dots", "save_dot_except_mlpwi", "save_dot_except_mlp",
+               "save_qkv_proj", "save_out_proj", "minimal_with_context_offloaded", "minimal_offloaded",
+               "qkv_proj_offloaded", "full")
 assert set(REMAT_ORDER) == set(REMAT_POLICIES)
 
 
@@ -147,6 +150,8 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
     model_cfg = ModelConfig.from_dict(_model_dict(cfg))
     fields["model_flops_per_chip"] = (P.flops_per_token(model_cfg, shape.seq_len) * shape.global_batch * shape.seq_len
                                       / topology.num_chips)
+    log.info("compiling %s remat=%s micro_batch=%d/chip x%d ...", topology.name, fields["remat_policy"],
+             shape.micro_batch_per_chip, shape.micro_batches)
     start = time.perf_counter()
     try:
         with axis_rules(mesh_cfg.rules):  # the config's logical-axis rules, as the training loop uses them

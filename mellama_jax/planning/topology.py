@@ -15,10 +15,11 @@ the TPU compiler here, with the same memory limits and errors as on the pod.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
 import re
+
+from mellama_jax.libtpu_env import libtpu_available, tpu_attached  # noqa: F401 - re-exported
 
 GiB = 1024 ** 3
 
@@ -31,13 +32,14 @@ class ChipSpec:
     dims: int  # 2 (v5e, v6e: 2D torus) or 3 (v4, v5p: 3D torus)
     cores_in_name: bool  # the accelerator-type number counts TensorCores (2 per chip), not chips
     chips_per_host: int  # chips attached to one TPU VM in a multi-host slice
+    hbm_bytes_per_s: float  # HBM bandwidth per chip (Cloud TPU spec sheets)
 
 
 CHIPS: dict[str, ChipSpec] = {
-    "v4": ChipSpec("v4", 32 * GiB, 275e12, 3, True, 4),
-    "v5e": ChipSpec("v5e", 16 * GiB, 197e12, 2, False, 4),
-    "v5p": ChipSpec("v5p", 95 * GiB, 459e12, 3, True, 4),
-    "v6e": ChipSpec("v6e", 32 * GiB, 918e12, 2, False, 4),
+    "v4": ChipSpec("v4", 32 * GiB, 275e12, 3, True, 4, 1228e9),
+    "v5e": ChipSpec("v5e", 16 * GiB, 197e12, 2, False, 4, 819e9),
+    "v5p": ChipSpec("v5p", 95 * GiB, 459e12, 3, True, 4, 2765e9),
+    "v6e": ChipSpec("v6e", 32 * GiB, 918e12, 2, False, 4, 1640e9),
 }
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6lite": "v6e"}
 
@@ -157,10 +159,6 @@ def parse_topology(name: str, num_slices: int | None = None) -> TpuTopology:
 
 
 # ---------------------------------------------------------------- libtpu
-def libtpu_available() -> bool:
-    return importlib.util.find_spec("libtpu") is not None
-
-
 def prepare_libtpu_environment(topology: TpuTopology | None = None) -> None:
     """Environment libtpu reads when it loads: no metadata server, one local worker, no exclusive lock.
 

@@ -15,13 +15,16 @@ import os
 import shlex
 import shutil
 import sys
-from typing import Any
+from typing import Any, Iterable
 
 import ml_collections
 
 from mellama_jax import paths
 from mellama_jax.config import ConfigError
+from mellama_jax.recipe.commands import EVALUATED
 from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
+from mellama_jax.train.init_from import adopt_init_from, source_tokenizer
+from mellama_jax.train.loop import check_workdir
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,17 @@ def _substitute(value: Any, root: str) -> Any:
 
 
 class Recipe:
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, command: str = ""):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, command: str = "",
+                 explicit: Iterable[str] = ()):
+        """explicit: the config keys given on the command line (`init_from` does not override those)."""
         self.c = config
         if paths.is_remote(workdir):  # its data stage writes a prepared (ArrayRecord) corpus into the workdir
             raise ConfigError(f"--workdir {workdir}: the recipe needs a local workdir ({paths.ARRAY_RECORD_LOCAL_ONLY}); "
                               f"run python -m mellama_jax.train with a gs:// --workdir for the training stages")
         self.workdir = paths.as_str(workdir, what="--workdir")
         self.command = command
+        self.explicit = frozenset(explicit)
+        check_workdir(self.workdir)
         os.makedirs(self.workdir, exist_ok=True)
 
     # ------------------------------------------------------------------ paths
@@ -68,19 +75,23 @@ class Recipe:
         return ml_collections.ConfigDict(mix)
 
     def stages(self) -> list[Stage]:
+        # inputs: the config a stage reads; a change re-runs the stage and every stage after it.
+        c = self.c.to_dict()
         return [
-            Stage("prepare", self.prepare, "demo corpus, tokenizer, ArrayRecord shards"),
-            Stage("pretrain", self.pretrain, "continual pretraining on the 15:1:4 mixture"),
-            Stage("instruct", self.instruct, "LoRA instruction tuning"),
-            Stage("evaluate", self.evaluate, "medical benchmark, base vs instruction-tuned"),
-            Stage("export", self.export, "Hugging Face (merged) + PEFT export"),
+            Stage("prepare", self.prepare, "demo corpus, tokenizer, ArrayRecord shards",
+                  inputs={k: c[k] for k in ("data", "mixture", "seed", "init_from")}),
+            Stage("pretrain", self.pretrain, "continual pretraining on the 15:1:4 mixture",
+                  inputs={k: c[k] for k in ("pretrain", "seed", "init_from")}),
+            Stage("instruct", self.instruct, "LoRA instruction tuning", inputs={k: c[k] for k in ("instruct", "seed")}),
+            Stage("evaluate", self.evaluate, "medical benchmark, base vs instruction-tuned", inputs=c["evaluate"]),
+            Stage("export", self.export, "Hugging Face (merged) + PEFT export", inputs=c["export"]),
             Stage("report", self.report, "report.md with loss curves, mixture, evaluation, throughput"),
         ]
 
-    def run(self, only: tuple[str, ...] = ()) -> dict:
+    def run(self, only: tuple[str, ...] = (), force: str | None = None) -> dict:
         with open(self.path("recipe_config.json"), "w") as f:
             json.dump(self.c.to_dict(), f, indent=2, default=str)
-        return run_stages(self.workdir, self.stages(), only=only)
+        return run_stages(self.workdir, self.stages(), only=only, force=force)
 
     # ------------------------------------------------------------------ stages
     def prepare(self, d: str) -> dict:
@@ -91,15 +102,19 @@ class Recipe:
         # A rerun after an interruption starts the stage over: clear whatever it left half-written.
         for sub in ("data", "tokenizer", "shards"):
             shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
-        paths = demo.write_demo_data(self.data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
-        if self.c.data.tokenizer:
-            tok = Tokenizer.load(self.c.data.tokenizer)
+        files = demo.write_demo_data(self.data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
+        tokenizer = self.c.data.tokenizer or (source_tokenizer(self.c.init_from) if self.c.init_from else None)
+        if self.c.init_from and not tokenizer:
+            raise ConfigError(f"init_from={self.c.init_from}: no tokenizer.model there; pass the model's tokenizer "
+                              f"with --config.data.tokenizer=PATH")
+        if tokenizer:
+            tok = Tokenizer.load(tokenizer)
         else:
             tok = train_tokenizer(demo.demo_texts(self.data_root), self.tokenizer_dir,
                                   vocab_size=self.c.data.vocab_size)
         save_hf_tokenizer(tok, self.tokenizer_dir)
         summary: dict = {"data_root": self.data_root, "tokenizer": self.tokenizer_dir,
-                         "vocab_size": tok.vocab_size, "files": sorted(paths)}
+                         "vocab_size": tok.vocab_size, "files": sorted(files)}
         if self.c.data.prepare_shards:
             from mellama_jax.data.prepare import prepare_corpus
             mix = self.mixture()
@@ -109,14 +124,20 @@ class Recipe:
             summary["corpus"] = corpus
         return summary
 
-    def _train_config(self, stage: ml_collections.ConfigDict, *, data_kind: str, init_from: str):
+    def _train_config(self, name: str, *, data_kind: str, init_from: str):
+        """The stage's training config; with init_from, the model follows that checkpoint's architecture
+        except where `--config.<stage>.model.*` was given. Also written as `<stage>/config.py`, the file the
+        report's `python -m mellama_jax.train` command reads."""
         from mellama_jax.train.config import TrainConfig
-        cd = ml_collections.ConfigDict(stage.to_dict())
+        cd = ml_collections.ConfigDict(self.c[name].to_dict())
         cd.data.kind = data_kind
         cd.data.tokenizer = os.path.join(self.tokenizer_dir, "tokenizer.model")
         cd.data.mixture = self.mixture()
         cd.init_from = init_from
         cd.train.seed = self.c.seed
+        explicit = {k.removeprefix(f"{name}.") for k in self.explicit if k.startswith(f"{name}.")}
+        cd = adopt_init_from(cd, explicit=explicit | {"data.tokenizer"})
+        write_config_file(self.path(name), cd)
         return TrainConfig.from_config_dict(cd)
 
     def _base_checkpoint(self, d: str) -> str:
@@ -132,11 +153,11 @@ class Recipe:
             hf.convert_hf_to_checkpoint(src, out, scan_layers=True, overwrite=True)
         return out
 
-    def _train_and_export(self, stage_cfg, d: str, *, data_kind: str, init_from: str) -> dict:
+    def _train_and_export(self, name: str, d: str, *, data_kind: str, init_from: str) -> dict:
         from mellama_jax.train.checkpoint import export_model_checkpoint
         from mellama_jax.train.loop import train
 
-        cfg = self._train_config(stage_cfg, data_kind=data_kind, init_from=init_from)
+        cfg = self._train_config(name, data_kind=data_kind, init_from=init_from)
         run_dir = os.path.join(d, "run")
         result = train(cfg, run_dir)
         if result.preempted:
@@ -147,11 +168,11 @@ class Recipe:
                 "train": _floats(result.train_metrics), "heldout": _floats(result.eval_metrics)}
 
     def pretrain(self, d: str) -> dict:
-        return self._train_and_export(self.c.pretrain, d, data_kind="mixture", init_from=self._base_checkpoint(d))
+        return self._train_and_export("pretrain", d, data_kind="mixture", init_from=self._base_checkpoint(d))
 
     def instruct(self, d: str) -> dict:
         base = os.path.join(stage_dir(self.workdir, "pretrain"), "model")
-        return self._train_and_export(self.c.instruct, d, data_kind="sft", init_from=base)
+        return self._train_and_export("instruct", d, data_kind="sft", init_from=base)
 
     def evaluate(self, d: str) -> dict:
         import mellama_jax
@@ -164,7 +185,7 @@ class Recipe:
                          max_new_tokens=e.max_new_tokens, template=e.template, matching=e.matching,
                          limit=e.limit or None, batch_size=e.batch_size)
         out = {}
-        for name, stage in (("base", "pretrain"), ("tuned", "instruct")):
+        for name, stage in EVALUATED.items():
             model_dir = os.path.join(stage_dir(self.workdir, stage), "model")
             model = mellama_jax.load(model_dir)
             results = evaluate(model, cfg)
@@ -231,6 +252,24 @@ def check_with_transformers(hf_dir: str, question: str = "What is the first-line
     prompt = tok.decode(ids["input_ids"][0])
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     return {"status": "ok", "prompt": prompt, "generated": text}
+
+
+CONFIG_FILE = "config.py"
+CONFIG_JSON = "config.json"
+
+
+def write_config_file(stage_dir_: str, cd: ml_collections.ConfigDict) -> str:
+    """`<stage>/config.py` (+ config.json): the stage's resolved training config as a config file."""
+    os.makedirs(stage_dir_, exist_ok=True)
+    with open(os.path.join(stage_dir_, CONFIG_JSON), "w") as f:
+        json.dump(cd.to_dict(), f, indent=2, sort_keys=True)
+    path = os.path.join(stage_dir_, CONFIG_FILE)
+    with open(path, "w") as f:
+        f.write(f'"""The training config this recipe stage ran with (written by mellama_jax.recipe)."""\n'
+                f"import json\nimport os\n\nimport ml_collections\n\n\ndef get_config():\n"
+                f"    with open(os.path.join(os.path.dirname(__file__), {CONFIG_JSON!r})) as f:\n"
+                f"        return ml_collections.ConfigDict(json.load(f))\n")
+    return path
 
 
 def command_line() -> str:

@@ -5,6 +5,8 @@ import json
 import os
 from typing import Iterable
 
+from mellama_jax.recipe.commands import EVALUATED, evaluate_command
+
 
 def read_metrics(path: str) -> list[dict]:
     """Records of a metrics.jsonl (missing file -> empty list; a torn last line from a kill is skipped)."""
@@ -180,10 +182,10 @@ def write_recipe_report(recipe) -> str:
                for s, v in summaries.items()}
     lines += ["## Stage times (s)", "", markdown_table(list(seconds), [list(seconds.values())]), ""]
     lines += ["## Reproduce", "", "```bash", recipe.command or "make demo",
-              "# stage by stage, with the same tools:",
-              f"python -m mellama_jax.train --config <stage config> --workdir {wd}/pretrain/run",
-              f"python -m mellama_jax.evaluate --model {wd}/instruct/model --tasks "
-              f"{recipe.c.evaluate.tasks} --data_dir {wd}/prepare/data/eval --out_dir {wd}/eval_again",
+              "# stage by stage, with the same tools (each stage's resolved config is <stage>/config.py):",
+              *(f"python -m mellama_jax.train --config {wd}/{s}/config.py --workdir {wd}/{s}/run"
+                for s in ("pretrain", "instruct")),
+              *(evaluate_command(recipe, name, os.path.join(wd, "eval_again", name)) for name in EVALUATED),
               f"python tools/convert_jax_to_hf.py --ckpt_dir {wd}/instruct/model --out_dir {wd}/hf_again --merge_lora",
               "```", ""]
     path = os.path.join(wd, "report.md")

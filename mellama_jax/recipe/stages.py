@@ -3,19 +3,28 @@
 A stage is complete when its `DONE.json` marker exists; the marker is written last, after every output
 of the stage is in place, so an interrupted stage is simply run again (stages that train resume from
 their own checkpoints inside, so a rerun continues rather than restarts).
+
+A marker records the stage's input key: a hash of the stage's own config (`Stage.inputs`) and of the marker of
+the stage before it (which includes that stage's unique run id). A stage whose config changed, or whose
+upstream stage ran again, no longer matches its marker and runs again, and so does every stage after it.
+`force=NAME` runs NAME and everything after it regardless.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import shutil
 import time
-from typing import Callable
+import uuid
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
 MARKER = "DONE.json"
+INPUT_KEY_FILE = "INPUT_KEY"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +32,7 @@ class Stage:
     name: str
     run: Callable[[str], dict]  # receives the stage directory, returns a JSON-able summary
     description: str = ""
+    inputs: Any = None  # JSON-able config the stage reads (part of its input key)
 
 
 def stage_dir(workdir: str, name: str) -> str:
@@ -39,31 +49,56 @@ def read_summary(workdir: str, name: str) -> dict:
         return json.load(f)
 
 
-def run_stages(workdir: str, stages: list[Stage], *, only: tuple[str, ...] = (), echo=print) -> dict[str, dict]:
-    """Run each stage not yet done, in order; return every stage's summary."""
+def input_key(stage: Stage, upstream: dict | None) -> str:
+    """Hash of the stage's inputs and its upstream marker's key and run id."""
+    blob = json.dumps({"inputs": stage.inputs, "upstream": upstream and [upstream.get("input_key"),
+                                                                         upstream.get("run_id")]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_stages(workdir: str, stages: list[Stage], *, only: tuple[str, ...] = (), force: str | None = None,
+               echo=print) -> dict[str, dict]:
+    """Run each stage not yet done with the same inputs, in order; return every stage's summary."""
     summaries = {}
     names = [s.name for s in stages]
-    for s in only:
+    for s in (*only, *([force] if force else [])):
         if s not in names:
             raise ValueError(f"unknown stage {s!r}; stages are {names}")
+    forced = False
+    upstream = None
     for i, stage in enumerate(stages, 1):
         d = stage_dir(workdir, stage.name)
-        if is_done(workdir, stage.name):
-            summaries[stage.name] = read_summary(workdir, stage.name)
-            echo(f"[{i}/{len(stages)}] {stage.name}: already complete, skipped ({d})")
-            continue
+        key = input_key(stage, upstream)
+        forced = forced or stage.name == force
+        if is_done(workdir, stage.name) and not forced:
+            summary = read_summary(workdir, stage.name)
+            if summary.get("input_key", key) == key:  # markers from before input keys count as matching
+                summary["input_key"] = key
+                summaries[stage.name] = upstream = summary
+                echo(f"[{i}/{len(stages)}] {stage.name}: already complete, skipped ({d})")
+                continue
+            echo(f"[{i}/{len(stages)}] {stage.name}: its inputs changed since it ran; running it again")
         if only and stage.name not in only:
             echo(f"[{i}/{len(stages)}] {stage.name}: not selected, stopping here")
             break
+        marker, key_file = os.path.join(d, MARKER), os.path.join(d, INPUT_KEY_FILE)
+        stale = os.path.exists(marker) or (os.path.exists(key_file) and open(key_file).read() != key)
+        if stale:  # outputs of other inputs (a finished run, or an interrupted one): start the stage afresh
+            shutil.rmtree(d)
         echo(f"[{i}/{len(stages)}] {stage.name}: {stage.description}")
         os.makedirs(d, exist_ok=True)
+        with open(key_file, "w") as f:  # an interrupted run resumes only with the same inputs
+            f.write(key)
         t0 = time.time()
         summary = dict(stage.run(d) or {})
         summary["seconds"] = round(time.time() - t0, 1)
-        tmp = os.path.join(d, MARKER + ".tmp")
+        summary["input_key"] = key
+        summary["run_id"] = uuid.uuid4().hex
+        tmp = marker + ".tmp"
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, os.path.join(d, MARKER))
-        summaries[stage.name] = summary
+        os.replace(tmp, marker)
+        summaries[stage.name] = upstream = summary
         echo(f"[{i}/{len(stages)}] {stage.name}: done in {summary['seconds']} s")
     return summaries

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from mellama_jax import cli
+from mellama_jax.train.init_from import adopt_init_from, command_line_keys
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard.")
@@ -19,31 +22,29 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator).")
 _LOCAL_DEVICES = flags.DEFINE_integer("local_device_count", None,
                                       "CPU only: number of (fake) CPU devices of this process.")
+flags.DEFINE_bool("debug", False, "Show tracebacks of errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it writes at INFO
+    cli.quiet_third_party_logs()
     from mellama_jax.parallel import initialize_distributed
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _LOCAL_DEVICES.value)
 
-    from mellama_jax.config import ConfigError
     from mellama_jax.train.config import TrainConfig
-    from mellama_jax.paths import NotCommittedError
-    from mellama_jax.train.checkpoint import CheckpointError
-    from mellama_jax.train.loop import TrainingError, train
-    try:
-        cfg = TrainConfig.from_config_dict(_CONFIG.value)
-        result = train(cfg, _WORKDIR.value)
-    except (ConfigError, TrainingError, CheckpointError, NotCommittedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from mellama_jax.train.loop import train
+    # init_from decides the architecture and tokenizer unless --config.model.* / --config.data.tokenizer say otherwise.
+    config = adopt_init_from(_CONFIG.value, explicit=command_line_keys(flags.FLAGS["config"]))
+    cfg = TrainConfig.from_config_dict(config)
+    result = train(cfg, _WORKDIR.value)
     print(f"finished at step {result.step}" + (" (preempted; rerun to resume)" if result.preempted else ""))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    from mellama_jax.train.loop import TrainingError
+    sys.exit(cli.run(main, absl_flags=True, user_errors=(TrainingError,),
+                     on_interrupt="rerun the same command to resume from the last checkpoint"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from typing import Any, Optional
 
@@ -20,9 +21,12 @@ import jax
 
 from mellama_jax import parallel, paths
 from mellama_jax.config import ConfigError
+from mellama_jax.convert import ckpt as ckpt_lib
+from mellama_jax.convert import hf
 from mellama_jax.train import batches as B
 from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch
 from mellama_jax.train.config import TrainConfig
+from mellama_jax.train.init_from import check_init_from
 from mellama_jax.train.metrics import MetricsWriter
 from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
@@ -32,10 +36,6 @@ from mellama_jax.model import params as P
 from mellama_jax.train.task_eval import TaskEvaluator
 
 log = logging.getLogger(__name__)
-
-ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                       "head_dim", "rms_norm_eps", "rope_theta")
-
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. a non-finite loss); the message names the step and last checkpoint."""
@@ -129,19 +129,21 @@ def make_heldout(cfg: TrainConfig, engine: Engine) -> dict[str, list[dict]]:
 
 
 def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
-    """Parameters of a converted HF checkpoint (`init_from`, params only) placed on the mesh, or None."""
+    """Parameters of `init_from` (a model checkpoint or an HF directory, params only) on the mesh, or None."""
     if not cfg.init_from or cfg.train.lora is not None:  # LoRA trainables load their frozen base themselves
         return None
-    from mellama_jax.convert import ckpt
-    src_cfg, params, extras = ckpt.load_model_checkpoint(cfg.init_from, shardings=engine.layout.shardings.params,
-                                                         dtype="float32", scan_layers=cfg.model.scan_layers)
-    diff = {f: (getattr(src_cfg, f), getattr(cfg.model, f)) for f in ARCHITECTURE_FIELDS
-            if getattr(src_cfg, f) != getattr(cfg.model, f)}
-    if diff:
-        raise ConfigError(f"init_from={cfg.init_from}: checkpoint architecture differs from config.model "
-                          f"(field: (checkpoint, config)) {diff}")
-    if extras.get("tokenizer_dir") and jax.process_index() == 0:
-        ckpt.copy_tokenizer_files(extras["tokenizer_dir"], paths.join(workdir, ckpt.TOKENIZER_DIR))
+    shardings = engine.layout.shardings.params  # the architecture was checked at the start (check_init_from)
+    if ckpt_lib.is_model_checkpoint(cfg.init_from):
+        _, params, extras = ckpt_lib.load_model_checkpoint(cfg.init_from, shardings=shardings, dtype="float32",
+                                                           scan_layers=cfg.model.scan_layers)
+        tokenizer_dir = extras.get("tokenizer_dir")
+    else:  # an HF directory, read on the host tensor by tensor (gs://: downloaded first)
+        with paths.local_copy(cfg.init_from) as local:
+            _, params = hf.load_hf_params(local, dtype="float32", scan_layers=cfg.model.scan_layers)
+        params = jax.device_put(params, shardings)
+        tokenizer_dir = cfg.init_from if ckpt_lib.has_tokenizer(cfg.init_from) else None
+    if tokenizer_dir and jax.process_index() == 0:
+        ckpt_lib.copy_tokenizer_files(tokenizer_dir, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
     return params
 
 
@@ -149,10 +151,9 @@ def copy_init_tokenizer(cfg: TrainConfig, workdir: str) -> None:
     """Carry the tokenizer of init_from (a model checkpoint's tokenizer/ or an HF directory) into the workdir."""
     if not cfg.init_from or jax.process_index() != 0:
         return
-    from mellama_jax.convert import ckpt
-    for candidate in (paths.join(cfg.init_from, ckpt.TOKENIZER_DIR), cfg.init_from):
-        if paths.resolve(candidate).is_dir() and ckpt.has_tokenizer(candidate):
-            ckpt.copy_tokenizer_files(candidate, paths.join(workdir, ckpt.TOKENIZER_DIR))
+    for candidate in (paths.join(cfg.init_from, ckpt_lib.TOKENIZER_DIR), cfg.init_from):
+        if paths.resolve(candidate).is_dir() and ckpt_lib.has_tokenizer(candidate):
+            ckpt_lib.copy_tokenizer_files(candidate, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
             return
 
 
@@ -172,6 +173,18 @@ def evaluate(eval_step, state: TrainState, heldout: dict[str, list[dict]], mesh,
     return out
 
 
+def check_workdir(workdir: str) -> None:
+    """A workdir must be a directory or a path that can become one (its nearest existing ancestor a directory).
+    Object storage has no such thing as a file in the way of a prefix."""
+    if paths.is_remote(workdir):
+        return
+    existing = workdir
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"workdir {workdir}: {existing} is a file; expected a (new or existing) directory")
+
+
 def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = None, source=None,
           engine: Optional[Engine] = None) -> TrainResult:
     """Train (or resume) to cfg.train.steps, logging and checkpointing into `workdir`."""
@@ -183,6 +196,8 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
     workdir = paths.as_str(workdir, what="workdir")  # a local directory or gs://bucket/...
     # Benchmark tasks: their records are read and validated first, before anything is compiled or written.
     tasks = TaskEvaluator(cfg) if cfg.eval.tasks else None
+    check_workdir(workdir)  # before minutes of compiling
+    check_init_from(cfg.init_from, cfg.model)
     engine = engine or build_engine(cfg, trainable=trainable)
     mesh, t = engine.mesh, cfg.train
     source = source or make_source(cfg, engine)

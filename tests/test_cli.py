@@ -1,0 +1,140 @@
+"""A catalogue of user mistakes across every command line: one `error:` line naming the thing, exit status 2,
+no traceback (unless --debug), nothing half-written; Ctrl-C stops with status 130 and cleans up."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "tiny_pretrain.py")
+
+
+def _run(*args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _mistakes(tmp):
+    a_file = tmp / "a_file"
+    a_file.write_text("x")
+    missing = str(tmp / "missing")
+    train = ["-m", "mellama_jax.train", "--config", TINY]
+    return {
+        # (argv, words the one error line must contain)
+        "train: mistyped override": (train + ["--workdir", str(tmp / "w"), "--config.train.stpes=5"],
+                                     ["--config.train.stpes", "no such config field", "steps"]),
+        "train: bad value": (train + ["--workdir", str(tmp / "w"), "--config.train.steps=abc"],
+                             ["--config.train.steps=abc", "int"]),
+        "train: invalid value": (train + ["--workdir", str(tmp / "w"), "--config.optim.schedule=cosin"],
+                                 ["optim.schedule", "cosine"]),
+        "train: missing config file": (["-m", "mellama_jax.train", "--config", missing + ".py", "--workdir",
+                                        str(tmp / "w")], ["--config=", "missing.py", "No such file"]),
+        "train: missing workdir flag": (train, ["--workdir"]),
+        "train: workdir is a file": (train + ["--workdir", str(a_file)], [str(a_file), "is a file", "directory"]),
+        "train: init_from missing": (train + ["--workdir", str(tmp / "w"), f"--config.init_from={missing}"],
+                                     ["init_from", missing, "no such directory"]),
+        "recipe: mistyped override": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r"),
+                                       "--config.pretrain.train.stpes=1"], ["--config.pretrain.train.stpes"]),
+        "recipe: unknown stage": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r"), "--force", "pretrian"],
+                                  ["pretrian", "stages are"]),
+        "generate: missing model": (["-m", "mellama_jax.generate", "--model", missing, "--prompt", "hi"],
+                                    [missing, "no such model directory"]),
+        "generate: bad prompt ids": (["-m", "mellama_jax.generate", "--model", missing, "--prompt_ids", "1,x"],
+                                     ["--prompt_ids", "integer token ids"]),
+        "generate: unknown flag": (["-m", "mellama_jax.generate", "--modle", "x"], ["--model"]),
+        "evaluate: unknown task": (["-m", "mellama_jax.evaluate", "--model", missing, "--tasks", "pubmed_qa",
+                                    "--data_dir", str(tmp), "--out_dir", str(tmp / "e")], ["pubmed_qa", "known tasks"]),
+        "convert_hf_to_jax: missing dir": (["tools/convert_hf_to_jax.py", "--hf_dir", missing, "--out_dir",
+                                           str(tmp / "c")], [missing]),
+        "convert_jax_to_hf: missing dir": (["tools/convert_jax_to_hf.py", "--ckpt_dir", missing, "--out_dir",
+                                           str(tmp / "c")], [missing]),
+        "prepare_corpus: missing tokenizer": (["tools/prepare_corpus.py", "--data_config",
+                                               f"configs/data/demo_mix.py:{tmp}", "--tokenizer", missing + ".model",
+                                               "--out_dir", str(tmp / "c")], ["missing.model"]),
+        "prepare_corpus: missing config": (["tools/prepare_corpus.py", "--data_config", missing + ".py",
+                                            "--tokenizer", missing, "--out_dir", str(tmp / "c")], ["missing.py"]),
+        "train_tokenizer: no input": (["tools/train_tokenizer.py", "--input", missing + "/*.jsonl", "--out_dir",
+                                       str(tmp / "c")], ["no file matches"]),
+        "plan: missing topology": (["tools/plan.py", "--config", TINY], ["--topology"]),
+        "make_demo_corpus: out_dir is a file": (["tools/make_demo_corpus.py", "--out_dir", str(a_file)],
+                                                [str(a_file)]),
+    }
+
+
+CASES = [
+    "train: mistyped override", "train: bad value", "train: invalid value", "train: missing config file",
+    "train: missing workdir flag", "train: workdir is a file", "train: init_from missing",
+    "recipe: mistyped override", "recipe: unknown stage", "generate: missing model", "generate: bad prompt ids",
+    "generate: unknown flag", "evaluate: unknown task", "convert_hf_to_jax: missing dir",
+    "convert_jax_to_hf: missing dir", "prepare_corpus: missing tokenizer", "prepare_corpus: missing config",
+    "train_tokenizer: no input", "plan: missing topology", "make_demo_corpus: out_dir is a file"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_user_mistake_is_one_line(tmp_path, case):
+    argv, words = _mistakes(tmp_path)[case]
+    before = set(os.listdir(tmp_path))
+    r = _run(*argv)
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert 1 <= len(err) <= 2 and any(line.startswith("error: ") for line in err), r.stderr
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+    leftovers = set(os.listdir(tmp_path)) - before
+    assert not leftovers - {"w", "r"}, leftovers  # nothing half-written (a workdir may be created empty)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = _run("-m", "mellama_jax.generate", "--model", str(tmp_path / "missing"), "--prompt", "hi", "--debug")
+    assert r.returncode == 2 and "Traceback" in r.stderr and "no such model directory" in r.stderr
+
+
+def test_ctrl_c_stops_training_and_cleans_up(tmp_path):
+    wd = tmp_path / "w"
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mellama_jax.train", "--config", TINY, "--workdir", str(wd),
+                             "--config.train.steps=100000", "--config.checkpoint.every_steps=0",
+                             "--config.log.progress_bar=false"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    metrics = wd / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None and not (metrics.exists() and metrics.stat().st_size):
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err, err[-2000:]
+    assert not [p for p in os.listdir(wd) if ".tmp" in p]
+
+
+def test_ctrl_c_inside_a_garbage_collector_callback_still_stops():
+    """JAX collects garbage through a gc callback; a KeyboardInterrupt raised there is printed and ignored, so
+    a conversion interrupted at that moment used to run to the end. The handler asks again outside it."""
+    import gc
+
+    from mellama_jax import cli
+
+    fired = []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGINT)
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with cli.ctrl_c_stops():
+                gc.collect()
+                for _ in range(500):  # the deferred interrupt arrives within 0.05 s
+                    time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(callback)
+    assert fired and signal.getsignal(signal.SIGINT) is signal.default_int_handler
