@@ -65,7 +65,7 @@ def cloud_accelerator(name: str) -> str:
     try:
         return parse_topology(name).accelerator_type
     except ValueError as e:
-        raise SystemExit(f"error: --accelerator: {e}")
+        raise SystemExit(f"error: --accelerator: {e}") from None
 
 
 def runtime_for(accelerator: str) -> str:

@@ -24,6 +24,8 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from mellama_jax.convert import fileio
+from mellama_jax.convert import rundir
 from mellama_jax import paths
 from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
 from mellama_jax.convert import ckpt as ckpt_lib
@@ -31,6 +33,14 @@ from mellama_jax.convert.model_card import chat_template_name
 from mellama_jax.generate import generate as generate_ids
 from mellama_jax.generate import text as T
 from mellama_jax.model import params as P
+from mellama_jax.model.llama import Transformer
+from mellama_jax.parallel import activation_sharding
+from mellama_jax.parallel import tree_shardings
+from mellama_jax.parallel import batch_sharding, data_parallel_size, replicated
+from mellama_jax.convert import hf as hf_lib
+from mellama_jax.data.tokenizer import Tokenizer
+from jax.experimental import multihost_utils
+from mellama_jax.model.lora import merge_lora
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +77,6 @@ def _config_file_values(path: str) -> dict:
 # ---------------------------------------------------------------- the jitted forward pass
 @functools.partial(jax.jit, static_argnames=("cfg", "mesh"))
 def _forward(params, tokens, positions, segment_ids, *, cfg: ModelConfig, mesh):
-    from mellama_jax.model.llama import Transformer
-    from mellama_jax.parallel import activation_sharding
 
     def apply():
         logits, _ = Transformer(cfg).apply({"params": params}, tokens, positions, segment_ids)
@@ -82,7 +90,6 @@ def _forward(params, tokens, positions, segment_ids, *, cfg: ModelConfig, mesh):
 
 def param_shardings(cfg: ModelConfig, mesh) -> dict:
     """NamedShardings of every parameter on `mesh`, from the parameter table's logical axes."""
-    from mellama_jax.parallel import tree_shardings
     return tree_shardings(mesh, P.logical_axes(cfg), P.abstract_params(cfg))
 
 
@@ -199,13 +206,11 @@ def _as_int_batch(x, name: str, shape: tuple[int, int] | None = None) -> np.ndar
 
 
 def _input_sharding(mesh, batch: int):
-    from mellama_jax.parallel import batch_sharding, data_parallel_size, replicated
     return batch_sharding(mesh) if batch % data_parallel_size(mesh) == 0 else replicated(mesh)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
     if not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
@@ -224,7 +229,6 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
     allow_pickle: accept pickled `pytorch_model.bin` weights in an HF directory (runs the unpickler).
     LoRA adapters stored in a checkpoint are merged into the weights (`Model.lora_config` records them).
     """
-    from mellama_jax.convert import hf as hf_lib
     path = paths.as_str(path, what="model path")  # a local directory or gs://...
     if not paths.resolve(path).is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
@@ -237,17 +241,16 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
         with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
             cfg, params = hf_lib.load_hf_params(local, dtype=dtype, scan_layers=scan_layers,
                                                 allow_pickle=allow_pickle)
-        extras = {"tokenizer_dir": path if ckpt_lib.has_tokenizer(path) else None, "adapters": None}
-    elif ckpt_lib.is_training_workdir(path):
+        extras = {"tokenizer_dir": path if fileio.has_tokenizer(path) else None, "adapters": None}
+    elif rundir.is_training_workdir(path):
         cfg, params, extras = _load_workdir(path, mesh=mesh, dtype=dtype, step=step, scan_layers=scan_layers)
     else:
         raise FileNotFoundError(
             f"{path}: not a model directory: expected an HF directory (config.json + model.safetensors or "
             f"{hf_lib.SAFE_INDEX}), a model checkpoint ({ckpt_lib.MODEL_CONFIG} + {ckpt_lib.PARAMS_DIR}/) or a "
-            f"training workdir ({ckpt_lib.CHECKPOINTS_DIR}/<step>/)")
+            f"training workdir ({rundir.CHECKPOINTS_DIR}/<step>/)")
 
     if extras.get("adapters") is not None:
-        from mellama_jax.model.lora import merge_lora
         params = merge_lora(cfg, extras["lora_config"], params, extras["adapters"])
     if compute_dtype is not None:
         cfg = cfg.replace(dtype=np.dtype(compute_dtype).name)
@@ -263,7 +266,7 @@ def _load_workdir(path: str, *, mesh, dtype, step, scan_layers):
     # Restore straight onto the mesh in the stored (training) layout; a layout switch goes through the host.
     relayout = scan_layers is not None
     shardings = (lambda cfg: param_shardings(cfg, mesh)) if mesh is not None and not relayout else None
-    cfg, params, extras = ckpt_lib.load_training_params(path, step=step, dtype=dtype, shardings=shardings)
+    cfg, params, extras = rundir.load_training_params(path, step=step, dtype=dtype, shardings=shardings)
     # LoRA adapters switch layout with the base, or the merge would see mismatched trees.
     return ckpt_lib.relayout_checkpoint(cfg, params, extras, scan_layers)
 
@@ -289,11 +292,6 @@ def _place(cfg: ModelConfig, params: dict, mesh) -> dict:
 def _load_tokenizer(tokenizer_dir: str | None):
     """The project's Tokenizer for `tokenizer_dir`, or None (no tokenizer files, or no tokenizer module yet)."""
     if tokenizer_dir is None:
-        return None
-    try:
-        from mellama_jax.data.tokenizer import Tokenizer
-    except ImportError as e:
-        log.warning("tokenizer files in %s not loaded: mellama_jax.data.tokenizer unavailable (%s)", tokenizer_dir, e)
         return None
     return Tokenizer.load(tokenizer_dir)
 

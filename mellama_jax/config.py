@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 from typing import Any, Mapping
+import importlib.util
 
 # Names accepted for `remat_policy` (MaxText's names); the policies themselves live in mellama_jax/model/remat.py.
 REMAT_POLICIES = ("none", "minimal_with_context", "minimal", "save_dots", "save_dot_except_mlpwi",
@@ -227,7 +228,6 @@ def config_module(path: str | os.PathLike, *, requires: str = "get_config"):
     the planner, the recipe and other config files load them by path. A missing file, a file that fails to
     run, or one without `requires` raises ConfigError naming the file.
     """
-    import importlib.util
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: no such config file")

@@ -54,7 +54,7 @@ class GcsServer:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"gcp-storage-emulator did not start on {self.url}")
+                    raise RuntimeError(f"gcp-storage-emulator did not start on {self.url}") from None
                 time.sleep(0.2)
         for k, v in self.env.items():
             self._saved[k] = os.environ.get(k)

@@ -23,7 +23,7 @@ def umask_022():
 
 def _modes(root):
     out = {}
-    for d, dirs, files in os.walk(root):
+    for d, _, files in os.walk(root):
         out[d] = stat.S_IMODE(os.stat(d).st_mode)
         for f in files:
             out[os.path.join(d, f)] = stat.S_IMODE(os.stat(os.path.join(d, f)).st_mode)

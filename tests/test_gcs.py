@@ -24,13 +24,15 @@ import numpy as np
 import pytest
 from etils import epath
 
+from mellama_jax.convert import fileio
+from mellama_jax.convert import rundir
 import mellama_jax
 from data_fixtures import demo_config, make_demo
 from hf_fixtures import make_hf_model
 from mellama_jax import paths
 from mellama_jax.config import config_module
-from mellama_jax.convert import ckpt
-from mellama_jax.convert.hf import convert_checkpoint_to_hf, convert_hf_to_checkpoint
+from mellama_jax.convert.hf import convert_hf_to_checkpoint
+from mellama_jax.convert.export import convert_checkpoint_to_hf
 from mellama_jax.train.checkpoint import export_model_checkpoint
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train
@@ -102,7 +104,7 @@ def killed_run(gcs, reference):
 
 def test_killed_run_on_gcs_resumes_bitwise_equal_to_a_local_run(killed_run, reference):
     ref_dir, ref = reference
-    _, params, extras = ckpt.load_training_params(killed_run)
+    _, params, extras = rundir.load_training_params(killed_run)
     assert extras["step"] == 12
     assert_params_equal(params, ref.state.params)
     remote = losses(epath.Path(killed_run, "metrics.jsonl").read_text())
@@ -127,14 +129,14 @@ def test_export_without_commit_marker_is_refused(gcs, killed_run):
     export_model_checkpoint(killed_run, out)
     # What a writer killed before its last step leaves on object storage: every file but the marker.
     epath.Path(out, paths.COMMIT_MARKER).unlink()
-    with pytest.raises(ckpt.CheckpointError, match="incomplete model checkpoint .no COMMIT marker"):
+    with pytest.raises(fileio.CheckpointError, match="incomplete model checkpoint .no COMMIT marker"):
         mellama_jax.load(out)
 
 
 def test_failed_export_to_gcs_leaves_nothing(gcs):
     out = gcs.fresh_prefix("export")
     with pytest.raises(RuntimeError, match="writer died"):
-        with ckpt.atomic_output_dir(out) as tmp:
+        with fileio.atomic_output_dir(out) as tmp:
             epath.Path(tmp, "model_config.json").write_text("{}")
             raise RuntimeError("writer died")
     assert not epath.Path(out).exists() and not paths.is_committed(out)

@@ -241,7 +241,7 @@ def test_export_carries_model_card_chat_template_and_generates(env, lora_run, tm
     import transformers
 
     import mellama_jax
-    from mellama_jax.convert.hf import convert_checkpoint_to_hf
+    from mellama_jax.convert.export import convert_checkpoint_to_hf
     from mellama_jax.data import templates as T
     from mellama_jax.data.instruct import render_chat
     from mellama_jax.eval.report import write_report

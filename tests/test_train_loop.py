@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from mellama_jax.convert import rundir
 from mellama_jax.config import ConfigError, config_module
 from mellama_jax.model import params as P
 from mellama_jax.train.batches import SyntheticSource
@@ -61,7 +62,7 @@ def test_training_workdir_loads_as_a_model(tiny_run, tmp_path):
     from mellama_jax.convert import ckpt
     from mellama_jax.train.checkpoint import export_model_checkpoint
     workdir, result = tiny_run
-    cfg, params, extras = ckpt.load_training_params(workdir)
+    cfg, params, extras = rundir.load_training_params(workdir)
     assert extras["step"] == 40 and cfg.vocab_size == 128
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(jax.device_get(result.state.params))):
         np.testing.assert_array_equal(np.asarray(a), b)
@@ -141,6 +142,5 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_ru
         train(cfg, str(run), source=source, engine=result.engine)
     steps = sorted(int(s) for s in os.listdir(run / "checkpoints") if s.isdigit())
     assert steps[-1] == 22
-    from mellama_jax.convert import ckpt
-    _, params, _ = ckpt.load_training_params(str(run), step=steps[-1])
+    _, params, _ = rundir.load_training_params(str(run), step=steps[-1])
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from mellama_jax import cli
+from mellama_jax.convert.hf import convert_hf_to_checkpoint
 
 
 def _bool(value: str) -> bool:
@@ -46,7 +47,6 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mellama_jax.convert.hf import convert_hf_to_checkpoint
     out = convert_hf_to_checkpoint(args.hf_dir, args.out_dir, dtype=args.dtype, scan_layers=args.scan_layers,
                                    overwrite=args.overwrite, allow_pickle=args.allow_pickle,
                                    progress=not args.no_progress)

@@ -27,6 +27,11 @@ import argparse
 import sys
 
 from mellama_jax import cli
+from mellama_jax import paths
+from mellama_jax.convert.rundir import load_checkpoint
+from mellama_jax.convert.hf import is_hf_dir
+from mellama_jax.convert.peft import export_peft
+from mellama_jax.convert.export import convert_checkpoint_to_hf
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,10 +67,6 @@ def export_peft_dir(ckpt_dir: str, peft_dir: str, *, overwrite: bool, base_model
     base_model: recorded as the adapter's base_model_name_or_path; default: the run's init_from when that
     is a Hugging Face directory (else empty: name the base with --out_dir).
     """
-    from mellama_jax import paths
-    from mellama_jax.convert.ckpt import load_checkpoint
-    from mellama_jax.convert.hf import is_hf_dir
-    from mellama_jax.convert.peft import export_peft
     cfg, _, extras = load_checkpoint(ckpt_dir, step=step)
     if extras["adapters"] is None:
         raise ValueError(f"{ckpt_dir}: no LoRA adapters (not a LoRA run; no lora_config.json + lora/) to "
@@ -82,7 +83,6 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mellama_jax.convert.hf import convert_checkpoint_to_hf
     base_model = ""
     if args.out_dir is not None:
         # With --peft_dir and no --merge_lora, --out_dir receives the base the adapter applies to.

@@ -23,12 +23,16 @@ import numpy as np
 
 from mellama_jax import paths
 from mellama_jax.config import ModelConfig
-from mellama_jax.convert import mapping, model_card
-from mellama_jax.convert.ckpt import local_output_dir
+from mellama_jax.convert import mapping
+from mellama_jax.convert.fileio import has_tokenizer, local_output_dir
 from mellama_jax.data.hf_tokenizer import export_tokenizer_dir
-from mellama_jax.data.templates import get_template, hf_chat_template
-from mellama_jax.data.tokenizer import MODEL_FILE, Tokenizer
 from mellama_jax.model import params as P
+import jax
+from safetensors.numpy import save_file
+from mellama_jax.convert.ckpt import save_model_checkpoint
+from safetensors import SafetensorError, safe_open
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
 
 
 SAFE_SINGLE = "model.safetensors"
@@ -74,7 +78,6 @@ class _SafetensorsFiles:
     """name -> tensor over one or several safetensors files (memory-mapped; one tensor copied at a time)."""
 
     def __init__(self, hf_dir: str, files: list[str], promised: dict[str, str] | None):
-        from safetensors import SafetensorError, safe_open
         self.where: dict[str, str] = {}
         self._handles = {}
         for fname in files:
@@ -122,7 +125,7 @@ class _PickleFiles:
 
     def __init__(self, hf_dir: str, files: list[str]):
         try:
-            import torch  # noqa: F401
+            import torch  # noqa: PLC0415, F401 - optional: only pickle .bin checkpoints need it
         except ImportError as e:
             raise HFCheckpointError(f"{hf_dir}: reading pickle .bin checkpoints needs torch "
                                     f"(pip install torch==2.13.0), or convert them to safetensors") from e
@@ -134,7 +137,7 @@ class _PickleFiles:
                 self.where[name] = fname
 
     def _load(self, fname: str) -> dict:
-        import torch
+        import torch  # noqa: PLC0415 - optional reference (the [test] extra)
         if self._current and self._current[0] == fname:
             return self._current[1]
         path = os.path.join(self.hf_dir, fname)
@@ -159,7 +162,7 @@ class _PickleFiles:
         return self.get(name).dtype
 
     def get(self, name: str) -> np.ndarray:
-        import torch
+        import torch  # noqa: PLC0415 - optional reference (the [test] extra)
         t = self._load(self.where[name])[name].detach()
         if t.dtype == torch.bfloat16:  # numpy has no bfloat16: reinterpret the bits
             return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
@@ -272,9 +275,7 @@ def _abbrev(names: list[str], limit: int = 8) -> str:
 # ---------------------------------------------------------------- writing
 def _host_array(x) -> np.ndarray:
     """Bring one (possibly sharded, possibly multi-host) array to host memory as numpy."""
-    import jax
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
@@ -321,8 +322,6 @@ def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dic
     `chat_template` (Jinja, see templates.hf_chat_template) when given. `model_card` becomes README.md.
     dtype: tensor dtype in the files; None keeps the parameters' dtype.
     """
-    import jax
-    from safetensors.numpy import save_file
 
     limit = parse_size(max_shard_size)
     scanned = "layers" in params
@@ -396,7 +395,6 @@ def convert_hf_to_checkpoint(hf_dir: str | os.PathLike, out_dir: str | os.PathLi
                              scan_layers: bool = True, overwrite: bool = False, allow_pickle: bool = False,
                              progress: bool = True) -> str:
     """HF directory -> our model checkpoint directory (orbax params + model_config.json [+ tokenizer/])."""
-    from mellama_jax.convert.ckpt import has_tokenizer, save_model_checkpoint
     if paths.resolve(out_dir).exists() and not overwrite:  # fail before the (long) read
         raise FileExistsError(f"{paths.as_str(out_dir)}: output directory already exists; pass "
                               f"overwrite=True (--overwrite) to replace it")
@@ -404,62 +402,14 @@ def convert_hf_to_checkpoint(hf_dir: str | os.PathLike, out_dir: str | os.PathLi
         raise HFCheckpointError(f"{hf_dir}: no such directory")
     with paths.local_copy(hf_dir) as local:  # gs://: downloaded (safetensors are memory-mapped)
         total = len(mapping.hf_tensor_names(read_hf_config(local)))
-        with _progress(progress, "read HF tensors", os.fspath(hf_dir), total=total) as on_tensor:
+        with progress_bar(progress, "read HF tensors", os.fspath(hf_dir), total=total) as on_tensor:
             cfg, params = load_hf_params(local, dtype=dtype, scan_layers=scan_layers, allow_pickle=allow_pickle,
                                          on_tensor=on_tensor)
         tok = local if has_tokenizer(local) else None
         return save_model_checkpoint(out_dir, cfg, params, tokenizer_dir=tok, overwrite=overwrite)
 
 
-def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *, dtype=None,
-                             max_shard_size: int | str = "2GB", overwrite: bool = False,
-                             merge_lora: bool = False, base_only: bool = False, step: int | None = None,
-                             progress: bool = True, chat_template: str | None = None,
-                             eval_dirs: list[str] | None = None) -> str:
-    """Our model checkpoint directory, or a training workdir (latest step unless `step`) -> HF directory.
-
-    A checkpoint carrying LoRA adapters must say what to export: `merge_lora=True` folds W + scale·A·B into
-    the weights; `base_only=True` writes the frozen base alone, the base for the PEFT adapter that
-    `mellama_jax.convert.peft.export_peft` writes (tools/convert_jax_to_hf.py --peft_dir).
-
-    The export also gets a model card (README.md, model_card.py) from the training run recorded with the
-    checkpoint and the evaluation summaries in `eval_dirs` (default: the run workdir's eval*/ dirs), and the
-    tokenizer carries the run's SFT template as a Jinja chat_template. chat_template: a template name
-    (templates.TEMPLATE_NAMES) to use instead, or "" for none; None: the run's (instruction-tuned runs only).
-    """
-    from mellama_jax.convert.ckpt import load_checkpoint
-    if paths.resolve(out_dir).exists() and not overwrite:
-        raise FileExistsError(f"{paths.as_str(out_dir)}: output directory already exists; pass "
-                              f"overwrite=True (--overwrite) to replace it")
-    if merge_lora and base_only:
-        raise ValueError("merge_lora and base_only exclude each other (merged weights or the bare base)")
-    parse_size(max_shard_size)  # validate before restoring
-    if chat_template:
-        get_template(chat_template)
-    cfg, params, extras = load_checkpoint(ckpt_dir, step=step)
-    run = model_card.run_of(extras)
-    template = model_card.chat_template_name(run) if chat_template is None else (chat_template or None)
-    if eval_dirs is None:
-        eval_dirs = model_card.find_eval_summaries((run or {}).get("workdir"))
-    tok_dir = extras["tokenizer_dir"]
-    sha = Tokenizer.load(tok_dir).sha256 if tok_dir and os.path.isfile(os.path.join(tok_dir, MODEL_FILE)) else None
-    lora = "merged" if merge_lora else ("base" if base_only and extras["adapters"] is not None else "")
-    card = model_card.model_card(cfg, run=run, evals=model_card.load_eval_summaries(eval_dirs),
-                                 chat_template=template, tokenizer_sha256=sha, lora=lora,
-                                 model_name=os.path.basename(os.path.abspath(os.fspath(out_dir))))
-    if extras["adapters"] is not None and not base_only:
-        if not merge_lora:
-            raise HFCheckpointError(f"{ckpt_dir}: holds LoRA adapters; pass merge_lora=True (--merge_lora) to "
-                                    f"fold them into the exported weights, or export them with --peft_dir")
-        from mellama_jax.model.lora import merge_lora as merge
-        params = merge(cfg, extras["lora_config"], params, extras["adapters"])
-    with _progress(progress, "write HF tensors", out_dir, total=len(mapping.hf_tensor_names(cfg))) as on_tensor:
-        return save_hf_checkpoint(out_dir, cfg, params, dtype=dtype, max_shard_size=max_shard_size,
-                                  tokenizer_dir=tok_dir, overwrite=overwrite, on_tensor=on_tensor,
-                                  chat_template=hf_chat_template(template) if template else None, model_card=card)
-
-
-class _progress:
+class progress_bar:
     """A tqdm bar advanced once per tensor (a no-op callback when disabled)."""
 
     def __init__(self, enabled: bool, desc: str, path, total: int | None = None):
@@ -469,7 +419,6 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return None
-        from tqdm.auto import tqdm
         self.bar = tqdm(total=self.total, desc=self.desc, unit="tensor")
         return lambda name: (self.bar.set_postfix_str(name, refresh=False), self.bar.update(1))
 

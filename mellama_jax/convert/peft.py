@@ -15,9 +15,11 @@ import numpy as np
 
 from mellama_jax import paths
 from mellama_jax.config import ModelConfig
-from mellama_jax.convert.ckpt import local_output_dir
+from mellama_jax.convert.fileio import local_output_dir
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
+from safetensors.numpy import save_file
+from safetensors.numpy import load_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -83,7 +85,6 @@ def export_peft(out_dir: str, cfg: ModelConfig, lora: LoraConfig, adapters: dict
                 base_model_name_or_path: str = "", scanned: bool | None = None, overwrite: bool = False) -> str:
     """Write a PEFT adapter directory atomically (local: temp dir + rename; gs://: staged, uploaded, COMMIT
     marker last — convert.ckpt.local_output_dir)."""
-    from safetensors.numpy import save_file
 
     if paths.resolve(out_dir).exists() and not overwrite:
         raise FileExistsError(f"{paths.as_str(out_dir)} already exists (pass overwrite=True / --overwrite to replace it)")
@@ -97,7 +98,6 @@ def export_peft(out_dir: str, cfg: ModelConfig, lora: LoraConfig, adapters: dict
 
 def import_peft(adapter_dir: str, cfg: ModelConfig, *, scanned: bool | None = None) -> tuple[LoraConfig, dict]:
     """Read a PEFT LoRA adapter into (LoraConfig, our adapter tree); errors name the file and tensor."""
-    from safetensors.numpy import load_file
 
     cfg_path = os.path.join(adapter_dir, ADAPTER_CONFIG)
     if not os.path.exists(cfg_path):

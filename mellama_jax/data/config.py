@@ -24,6 +24,7 @@ from mellama_jax.data.decontam import DecontamConfig
 from mellama_jax.data.dedup import DedupConfig
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.sources import SourceConfig
+from mellama_jax.data.templates import get_template
 
 OVERLONG_POLICIES = ("auto", "split", "truncate", "error")
 INSTRUCT_FORMATS = ("auto", "me_llama", "alpaca", "mibe")
@@ -93,7 +94,6 @@ class InstructConfig:
 
     @classmethod
     def from_any(cls, value: Any, where: str) -> "InstructConfig":
-        from mellama_jax.data.templates import get_template
         d = _as_dict(value, where)
         _check_fields(d, cls, where)
         d["sources"] = _sources(d.get("sources"), f"{where}.sources")

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mellama_jax.data.errors import DataError
+import pyarrow.parquet as pq
 
 _WORD = re.compile(r"\w+")
 _MULT = np.uint64(0x100000001B3)  # FNV 64-bit prime: base of the polynomial n-gram hash
@@ -97,7 +98,6 @@ def _records(path: str):
     if not os.path.isfile(path):
         raise DataError(f"data.decontaminate.tasks: {path}: no such file")
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
         for i, rec in enumerate(pq.read_table(path).to_pylist()):
             yield str(rec.get("id", i)), rec
         return

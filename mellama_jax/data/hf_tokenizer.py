@@ -42,6 +42,8 @@ from typing import Iterable
 from sentencepiece import sentencepiece_model_pb2 as sp_pb
 
 from mellama_jax.data.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
+from tokenizers import AddedToken, decoders, models, normalizers, processors
+from tokenizers import Tokenizer as HFTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +116,6 @@ def sentencepiece_merges(proto: sp_pb.ModelProto) -> list[tuple[str, str]]:
 def hf_backend(tok: Tokenizer):
     """The `tokenizers.Tokenizer` equivalent of `tok` (what tokenizer.json holds)."""
     # Optional dependency: `tokenizers` ships with transformers; only HF exports need it.
-    from tokenizers import AddedToken, decoders, models, normalizers, processors
-    from tokenizers import Tokenizer as HFTokenizer
 
     proto = _proto(tok)
     if proto.trainer_spec.model_type != sp_pb.TrainerSpec.BPE:
@@ -246,7 +246,6 @@ def export_tokenizer_dir(src: str | os.PathLike, out_dir: str, *, chat_template:
 
 
 def _add_tokens(backend, added: Iterable[dict], source: str) -> None:
-    from tokenizers import AddedToken  # optional dependency, as in hf_backend
     for t in sorted(added, key=lambda t: t["id"]):
         token = AddedToken(t["content"], special=bool(t.get("special", True)), normalized=False)
         (backend.add_special_tokens if token.special else backend.add_tokens)([token])

@@ -36,6 +36,8 @@ from mellama_jax.data.mixture import AccountingIterDataset, document_weights
 from mellama_jax.data.packing import BlockChunker, pack, pad_batch
 from mellama_jax.data.sources import PreparedSource, RecordSource, text_check, text_of
 from mellama_jax.data.tokenizer import Tokenizer
+import jax
+from mellama_jax.parallel import batch_sharding
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,6 @@ def _strict(data_cfg: Any) -> bool:
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
-        import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -449,8 +450,6 @@ def make_sft_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int, glob
 # --------------------------------------------------------------------------------------------- devices
 def global_batch(local_batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
     """Assemble process-local batches into global jax.Arrays sharded over the mesh's batch axes."""
-    import jax
-    from mellama_jax.parallel import batch_sharding
     sharding = batch_sharding(mesh)
     out = {}
     for k, v in local_batch.items():

@@ -45,6 +45,7 @@ from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.screen import Decisions, decide, scan_unit
 from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.data.units import UNIT_BYTES, Unit, iter_documents, plan_units, report_key
+from mellama_jax.data.tfds_builder import MellamaCorpus
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class ComponentPlan:
             yield from result["examples"]
 
     def _beam(self, split: str):
-        import apache_beam as beam  # optional dependency: pip install mellama_jax[beam]
+        import apache_beam as beam  # noqa: PLC0415 - optional dependency: pip install mellama_jax[beam]
         tokenizer, strict, stats_dir, name, index = self.tokenizer, self.strict, self.stats_dir, self.name, self.index
         tasks = [self._task(i, u, split) for i, u in self.units]
 
@@ -219,8 +220,8 @@ def _screen(cfg: DataConfig, units: list[Unit], index: TestIndex | None, pool, r
         return Decisions()
     tasks = [(u, cfg.strict, cfg.dedup) for u in units]
     if runner == "beam":
-        import apache_beam as beam  # optional dependency
-        from apache_beam.options.pipeline_options import PipelineOptions
+        import apache_beam as beam  # noqa: PLC0415 - optional dependency
+        from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415 - optional dependency (the [beam] extra)
         strict, dedup = cfg.strict, cfg.dedup
 
         def run(item):
@@ -321,9 +322,8 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
 
 def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokenizer: Tokenizer, staging: str,
              report: DataReport, workers: int, runner: str, beam_options: Sequence[str], show_progress: bool) -> dict:
-    import tensorflow_datasets as tfds  # heavy: imported when a corpus is prepared, not with the module
+    import tensorflow_datasets as tfds  # noqa: PLC0415 - heavy: imported when a corpus is prepared, not with the module
 
-    from mellama_jax.data.tfds_builder import MellamaCorpus
 
     workers = workers or (os.cpu_count() or 1)
     stats_dir = os.path.join(staging, "_unit_stats")
@@ -334,7 +334,7 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
     tfds.disable_progress_bar()  # our bar shows units and tokens per domain; TFDS's per-split bars are noise
     download_config = None
     if runner == "beam":
-        from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415 - optional dependency (the [beam] extra)
         download_config = tfds.download.DownloadConfig(beam_options=PipelineOptions(list(beam_options)))
     started = time.time()
     components, sources, removed = {}, {}, {}

@@ -34,6 +34,9 @@ from mellama_jax import paths
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.readers.jats import INCLUDE as JATS_INCLUDE
 from mellama_jax.data.readers.mimic import DEID_RULES
+import zstandard
+import pyarrow.parquet as pq
+from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 # Streaming readers of the sources' own formats (data/readers), read by corpus preparation only.
 SOURCE_FORMATS = ("pubmed_xml", "pmc_jats", "mimic_notes_csv", "mimic_cxr_reports")
@@ -157,14 +160,12 @@ def _read_bytes(path: str):
         if lower.endswith(".gz"):
             return gzip.decompress(raw)
         if lower.endswith((".zst", ".zstd")):
-            import zstandard
             return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
         return raw
     if lower.endswith(".gz"):
         with gzip.open(path, "rb") as f:
             return f.read()
     if lower.endswith((".zst", ".zstd")):
-        import zstandard
         with open(path, "rb") as f:
             return zstandard.ZstdDecompressor().stream_reader(f).read()
     if os.path.getsize(path) == 0:
@@ -241,7 +242,6 @@ class _ParquetFile:
     @property
     def table(self):
         if self._table is None:
-            import pyarrow.parquet as pq
             try:
                 self._table = (pq.read_table(io.BytesIO(paths.resolve(self.path).read_bytes()))
                                if paths.is_remote(self.path) else pq.read_table(self.path, memory_map=True))
@@ -280,7 +280,6 @@ class _ArrayRecordFile:
     @property
     def reader(self):
         if self._reader is None:
-            from array_record.python.array_record_data_source import ArrayRecordDataSource
             if paths.is_remote(self.path):
                 raise DataError(f"{self.path}: ArrayRecord sources on object storage are not supported yet (the "
                                 f"reader needs a local file); copy it to local disk")
@@ -319,7 +318,7 @@ class _TfdsSplit:
     @property
     def ds(self):
         if self._ds is None:
-            import tensorflow_datasets as tfds
+            import tensorflow_datasets as tfds  # noqa: PLC0415 - slow to import (seconds); needed only for TFDS corpora
             try:
                 self._ds = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
             except Exception as e:  # tfds raises DatasetNotFoundError, ValueError, ...
@@ -456,7 +455,7 @@ class PreparedSource:
     @property
     def ds(self):
         if self._ds is None:
-            import tensorflow_datasets as tfds
+            import tensorflow_datasets as tfds  # noqa: PLC0415 - slow to import (seconds); needed only for TFDS corpora
             try:
                 self._ds = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
             except Exception as e:  # DatasetNotFoundError, ValueError for an unknown split, ...

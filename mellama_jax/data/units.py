@@ -29,6 +29,8 @@ from mellama_jax.data.sources import (
     text_check,
     text_of,
 )
+import pyarrow.parquet as pq
+from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 UNIT_BYTES = 64 << 20  # plain JSONL files are cut into ~64 MiB units
 CXR_FILES_PER_UNIT = 2000  # MIMIC-CXR has one small file per study (~227k)
@@ -126,12 +128,10 @@ def _records(unit: Unit, report: DataReport, dropped: collections.Counter) -> It
             line += 1
             pos = stop + 1
     elif unit.fmt == "parquet":
-        import pyarrow.parquet as pq
         table = pq.read_table(unit.path)
         for i, row in enumerate(table.to_pylist()):
             yield i, row, f"{unit.path}:row {i}", unit.path
     elif unit.fmt == "array_record":
-        from array_record.python.array_record_data_source import ArrayRecordDataSource
         ds = ArrayRecordDataSource([unit.path])
         for i in range(len(ds)):
             yield i, ds[i], f"{unit.path}:record {i}", unit.path

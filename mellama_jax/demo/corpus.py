@@ -19,6 +19,11 @@ import gzip
 import json
 import os
 import random
+import pyarrow as pa
+import pyarrow.parquet as pq
+from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
+from mellama_jax.data.errors import DataReport
+from mellama_jax.data.sources import text_of
 
 # disease -> (first-line drug, marker test, typical finding, organ)
 FACTS = {
@@ -162,8 +167,6 @@ class _GzipText:
 
 def write_demo_corpus(out_dir: str, *, seed: int = 0, scale: float = 1.0) -> dict[str, str]:
     """The three-domain corpus and its held-out files; returns {name: path or glob}."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     r = random.Random(seed)
     n_bio, n_clin, n_gen = int(2400 * scale), int(600 * scale), int(1200 * scale)
     bio = [_abstract(r, i) for i in range(n_bio)]
@@ -353,13 +356,10 @@ def write_demo_data(out_dir: str, *, seed: int = 0, scale: float = 1.0) -> dict[
 
 def demo_texts(out_dir: str):
     """All corpus texts (for tokenizer training), in a fixed order."""
-    from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
-    from mellama_jax.data.errors import DataReport
     cfgs = [SourceConfig(os.path.join(out_dir, "corpus/biomedical/*.jsonl"), text_fields=("title", "abstract")),
             SourceConfig(os.path.join(out_dir, "corpus/clinical/notes.jsonl.gz")),
             SourceConfig(os.path.join(out_dir, "corpus/general/web.parquet"))]
     src = RecordSource.build(cfgs, lambda c: text_check(c.text_fields), DataReport(strict=True))
-    from mellama_jax.data.sources import text_of
     for i in range(len(src)):
         rec, _, fields = src[i]
         yield text_of(rec, fields)

@@ -29,6 +29,9 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from tqdm.auto import tqdm
 
 from mellama_jax.eval import scoring
+from mellama_jax.data.templates import get_template
+from mellama_jax.data.templates import render_example, render_prompt
+from mellama_jax.api import load
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,6 @@ class MellamaJaxLM(TemplateLM):
         if model is None:
             if pretrained is None:
                 raise ValueError("MellamaJaxLM needs pretrained=PATH or model=<loaded mellama_jax Model>")
-            from mellama_jax.api import load
             model = load(pretrained, dtype=dtype)
         if model.tokenizer is None:
             raise ValueError(f"{pretrained or 'model'}: no tokenizer (tokenizer.model) found next to the weights; "
@@ -66,7 +68,6 @@ class MellamaJaxLM(TemplateLM):
         self._max_gen_toks = int(max_gen_toks)
         self.add_bos_token = _as_bool(add_bos_token)
         self.seed = int(seed)
-        from mellama_jax.data.templates import get_template
         self._chat_template = get_template(chat_template).name
 
     # ------------------------------------------------------------------ properties lm-eval reads
@@ -107,7 +108,6 @@ class MellamaJaxLM(TemplateLM):
         prompt — the text `templates.hf_chat_template` renders for the exported HF tokenizer, without the
         BOS/EOS around each turn (those are ids, not text, for our tokenizer).
         """
-        from mellama_jax.data.templates import render_example, render_prompt
         name = self._chat_template
         system = None
         messages = list(chat_history)
@@ -215,7 +215,7 @@ def _as_bool(value) -> bool:
 
 def main() -> None:
     """lm-eval's command line with the "mellama_jax" model registered."""
-    from lm_eval.__main__ import cli_evaluate
+    from lm_eval.__main__ import cli_evaluate  # noqa: PLC0415 - optional dependency (the [lm_eval] extra)
     cli_evaluate()
 
 

@@ -18,6 +18,8 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from mellama_jax.eval.parsing import normalize_answer
+from seqeval import metrics as seqeval_metrics
+from sklearn.metrics import f1_score
 
 NO_PREDICTION = "<no prediction>"
 
@@ -42,7 +44,6 @@ def averaged_labels(golds: Sequence[Hashable], preds: Sequence[Hashable | None])
 
 
 def macro_f1(golds: Sequence[Hashable], preds: Sequence[Hashable | None]) -> float:
-    from sklearn.metrics import f1_score
     if len(golds) != len(preds):
         raise ValueError(f"{len(golds)} gold labels but {len(preds)} predictions")
     if not golds:
@@ -54,7 +55,6 @@ def macro_f1(golds: Sequence[Hashable], preds: Sequence[Hashable | None]) -> flo
 def multilabel_macro_f1(golds: Sequence[Sequence[int]], preds: Sequence[Sequence[int] | None],
                         num_labels: int) -> float:
     """Macro-F1 over label columns seen in gold or predictions; an unparsed prediction predicts nothing."""
-    from sklearn.metrics import f1_score
     if len(golds) != len(preds):
         raise ValueError(f"{len(golds)} gold label sets but {len(preds)} predictions")
     y_true = np.zeros((len(golds), num_labels), np.int64)
@@ -91,7 +91,6 @@ def _token_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
 
 def entity_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str] | None]) -> dict[str, float]:
     """Entity-level micro precision/recall/F1 (seqeval, conlleval rules); unparsed = no entities."""
-    from seqeval.metrics import f1_score, precision_score, recall_score
     y_true = [list(g) for g in gold_tags]
     y_pred = [list(p) if p is not None else ["O"] * len(g) for g, p in zip(gold_tags, pred_tags)]
     for i, (g, p) in enumerate(zip(y_true, y_pred)):
@@ -99,9 +98,9 @@ def entity_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
             raise ValueError(f"example {i}: {len(g)} gold tags but {len(p)} predicted tags")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # seqeval warns when a side has no entities at all
-        return {"precision": float(precision_score(y_true, y_pred, zero_division=0)),
-                "recall": float(recall_score(y_true, y_pred, zero_division=0)),
-                "f1": float(f1_score(y_true, y_pred, zero_division=0))}
+        return {"precision": float(seqeval_metrics.precision_score(y_true, y_pred, zero_division=0)),
+                "recall": float(seqeval_metrics.recall_score(y_true, y_pred, zero_division=0)),
+                "f1": float(seqeval_metrics.f1_score(y_true, y_pred, zero_division=0))}
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -128,7 +127,7 @@ _SCORER = None
 def _rouge_scorer():
     global _SCORER
     if _SCORER is None:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # noqa: PLC0415 - loads nltk; needed only for summarization metrics
         _SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     return _SCORER
 

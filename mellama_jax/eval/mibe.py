@@ -136,6 +136,6 @@ def rouge_per_example(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE-1/2/L F-measures as `evaluate.load("rouge")` computes them: rouge-score without stemming."""
     global _ROUGE
     if _ROUGE is None:
-        from rouge_score import rouge_scorer  # module-level import would load nltk for every eval import
+        from rouge_score import rouge_scorer  # noqa: PLC0415 - module-level import would load nltk for every eval import
         _ROUGE = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
     return {k: v.fmeasure for k, v in _ROUGE.score(reference, prediction).items()}

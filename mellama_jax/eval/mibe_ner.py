@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 import warnings
 from typing import Sequence
+from bs4 import BeautifulSoup, NavigableString, Tag
+from seqeval.metrics import f1_score, precision_score, recall_score
 
 ENTITY_TYPES = ("problem", "treatment", "test", "drug")  # VM:297
 
@@ -29,7 +31,7 @@ ENTITY_TYPES = ("problem", "treatment", "test", "drug")  # VM:297
 @functools.lru_cache(maxsize=1)
 def _english_tokenizer():
     try:
-        import spacy  # optional: only the reference NER rule needs it
+        import spacy  # noqa: PLC0415 - optional: only the reference NER rule needs it
     except ImportError as e:
         raise ImportError("--matching mibe on NER needs spaCy and BeautifulSoup, as Me-LLaMA's scorer does: "
                           "pip install 'mellama_jax[mibe]'") from e
@@ -38,7 +40,6 @@ def _english_tokenizer():
 
 def html_to_bio(html: str) -> tuple[list[str], list[str]]:
     """(words, BIO tags) of one HTML-marked sentence, read as VM:301-322 reads it."""
-    from bs4 import BeautifulSoup, NavigableString, Tag  # optional, see _english_tokenizer
     tokenizer = _english_tokenizer()
     words, tags = [], []
     for child in BeautifulSoup(html, "html.parser").children:
@@ -90,7 +91,6 @@ def aligned_tags(output: str, gold_html: str) -> tuple[list[str], list[str]]:
 
 def entity_scores(pairs: Sequence[tuple[list[str], list[str]]]) -> dict[str, float]:
     """seqeval precision/recall/F1 (defaults, as VM:361/373/385 call them) over aligned (pred, gold) tags."""
-    from seqeval.metrics import f1_score, precision_score, recall_score
     preds = [p for p, _ in pairs]
     golds = [g for _, g in pairs]
     with warnings.catch_warnings():

@@ -22,13 +22,15 @@ import time
 from mellama_jax import cli
 from mellama_jax.data.templates import TEMPLATE_NAMES
 from mellama_jax.generate import text as T
+import mellama_jax
+from mellama_jax.parallel import MeshConfig, make_mesh
 
 
 def _parse_ids(text: str, flag: str) -> list[int]:
     try:
         return [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
-        raise cli.UsageError(f"{flag} {text!r}: expected comma-separated integer token ids, e.g. 1,450,4996")
+        raise cli.UsageError(f"{flag} {text!r}: expected comma-separated integer token ids, e.g. 1,450,4996") from None
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -99,7 +101,6 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    import mellama_jax
 
     text_prompts = list(args.prompt)
     if args.prompt_file:
@@ -114,7 +115,6 @@ def _main(argv) -> int:
 
     mesh = None
     if args.mesh_data:
-        from mellama_jax.parallel import MeshConfig, make_mesh
         mesh = make_mesh(MeshConfig(data=args.mesh_data, fsdp=-1, tensor=args.mesh_tensor))
     # Unscanned layers: the layout decoding wants (no per-call split of stacked weights).
     model = mellama_jax.load(args.model, dtype=args.dtype, compute_dtype=args.compute_dtype, mesh=mesh,

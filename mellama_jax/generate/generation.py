@@ -13,6 +13,7 @@ from mellama_jax.generate.sampling import SamplingParams
 from mellama_jax.generate.stops import pack_stop_sequences, trim_rows
 from mellama_jax.model.lora import LoraConfig
 from mellama_jax.parallel import rules
+from jax.experimental import multihost_utils
 
 
 def generate(cfg: ModelConfig, params: dict, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 256,
@@ -80,5 +81,4 @@ def _to_host(out: DecodeOutput) -> DecodeOutput:
     """Fetch the outputs; on several processes the batch is spread over hosts, so gather it first."""
     if all(x.is_fully_addressable for x in out):
         return jax.device_get(out)
-    from jax.experimental import multihost_utils
     return DecodeOutput(*(np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in out))

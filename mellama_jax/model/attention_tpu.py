@@ -35,6 +35,8 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from jax.sharding import PartitionSpec
 
 from mellama_jax.model.attention import xla_attention
+from jax.interpreters import pxla
+from mellama_jax.parallel.rules import logical_to_spec
 
 # Lane width of the TPU vector unit: the kernel's kv blocks must be multiples of it.
 _LANES = 128
@@ -87,7 +89,6 @@ def _context_mesh():
     abstract = jax.sharding.get_abstract_mesh()
     if not abstract.empty:
         return abstract
-    from jax.interpreters import pxla
     physical = pxla.thread_resources.env.physical_mesh
     return None if physical.empty else physical
 
@@ -167,7 +168,6 @@ def _local_splash(q5, k, v, q_seg, kv_seg, *, offset: int, interpret: bool):
 
 def _shard_specs(mesh, B: int, KV: int, G: int):
     """shard_map specs: batch as the rules shard activations; kv heads if they divide, else query groups."""
-    from mellama_jax.parallel.rules import logical_to_spec
 
     batch = logical_to_spec(("activation_batch",), (B,), mesh)[0]
     kv = logical_to_spec(("activation_kv_heads",), (KV,), mesh)[0]

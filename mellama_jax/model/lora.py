@@ -90,7 +90,7 @@ def iter_lora(cfg: ModelConfig, lora: LoraConfig, *, scanned: bool | None = None
     """Leaves of the "lora" tree: (path, full shape, full axes, kind "a"/"b", LoraSpec)."""
     scanned = cfg.scan_layers if scanned is None else scanned
     L = cfg.num_layers
-    for name, ls in lora_specs(cfg, lora).items():
+    for ls in lora_specs(cfg, lora).values():
         module_path = ls.base.path[:-1]
         for kind, shape, axes in (("a", ls.a_shape, ls.a_axes), ("b", ls.b_shape, ls.b_axes)):
             leaf = module_path + (f"lora_{kind}",)

@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 
 from mellama_jax.config import ConfigError
 from mellama_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, Rules, rules_as_strings, rules_from_strings
+from jax.experimental import mesh_utils
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ def make_mesh(cfg: MeshConfig | None = None, devices: Sequence | None = None) ->
     dev_array = None
     if devices[0].platform == "tpu" or cfg.dcn_data > 1:
         try:
-            from jax.experimental import mesh_utils
             if cfg.dcn_data > 1:
                 ici = (shape[0] // cfg.dcn_data, shape[1], shape[2])
                 dcn = (cfg.dcn_data, 1, 1)

@@ -34,6 +34,11 @@ from mellama_jax.planning import compiled as C
 from mellama_jax.planning.flops import jaxpr_matmul_flops
 from mellama_jax.planning.topology import TpuTopology, fake_devices, parse_topology
 from mellama_jax.model import params as P
+from mellama_jax.parallel import MeshConfig, resolve_mesh_shape
+from mellama_jax.train import aot
+from mellama_jax import parallel
+from mellama_jax.parallel import make_mesh
+from jax.experimental.serialize_executable import serialize
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,6 @@ def _for_topology(config: ml_collections.ConfigDict, topology: TpuTopology) -> m
 
 def data_parallel_chips(config: ml_collections.ConfigDict, topology: TpuTopology) -> int:
     """Chips the global batch is split over (mesh data x fsdp) for this topology."""
-    from mellama_jax.parallel import MeshConfig, resolve_mesh_shape
 
     mesh_cfg = MeshConfig.from_dict(_for_topology(config, topology).mesh.to_dict())
     data, fsdp, _ = resolve_mesh_shape(mesh_cfg, topology.num_chips)
@@ -113,7 +117,6 @@ def micro_batch_choices(config: ml_collections.ConfigDict, topology: TpuTopology
 
 def train_step_inputs(config: ml_collections.ConfigDict, mesh):
     """(jitted train step, abstract arguments with shardings) for `mesh`: the step the training loop runs."""
-    from mellama_jax.train import aot
     return aot.abstract_train_inputs(config, mesh)
 
 
@@ -122,7 +125,6 @@ def compile_step(config: ml_collections.ConfigDict, mesh):
 
     Returns (executable, matmul FLOPs of one step, global). Raises what the compiler raises.
     """
-    from mellama_jax import parallel
 
     jitted, abstract_args = train_step_inputs(config, mesh)
     # The model's logical sharding constraints resolve against the mesh in context while tracing.
@@ -137,7 +139,6 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
               micro_batch: Optional[int] = None, save_executable: Optional[str] = None,
               devices: Optional[Sequence] = None) -> C.CompileReport:
     """Compile the train step for `topology` and report per-chip memory and FLOPs, or why it does not fit."""
-    from mellama_jax.parallel import MeshConfig, make_mesh
 
     topology = parse_topology(topology) if isinstance(topology, str) else topology
     cfg, shape = adapt_config(config, topology, remat=remat, micro_batch=micro_batch)
@@ -177,7 +178,6 @@ def _model_dict(cfg: ml_collections.ConfigDict) -> dict:
 
 def serialize_executable(executable, path: str) -> str:
     """Write the compiled executable (jax.experimental.serialize_executable) atomically; return the path."""
-    from jax.experimental.serialize_executable import serialize
 
     payload, in_tree, out_tree = serialize(executable)
     directory = os.path.dirname(os.path.abspath(path))

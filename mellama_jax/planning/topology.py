@@ -20,6 +20,7 @@ import os
 import re
 
 from mellama_jax.libtpu_env import libtpu_available, tpu_attached  # noqa: F401 - re-exported
+from jax.experimental import topologies
 
 GiB = 1024 ** 3
 
@@ -178,7 +179,6 @@ def fake_devices(topology: TpuTopology) -> list:
         raise RuntimeError("libtpu is not installed: the TPU planner needs it to compile for TPU "
                            "(pip install -e '.[tpu]', about 700 MB; no TPU is needed)")
     prepare_libtpu_environment(topology)
-    from jax.experimental import topologies
 
     desc = topologies.get_topology_desc(
         platform="tpu", topology_name=topology.libtpu_name, chip_config_name="default",

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 from mellama_jax import cli
 from mellama_jax.train.init_from import command_line_keys
+from mellama_jax.recipe.driver import Recipe, command_line
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: config.workdir).")
 _STAGES = flags.DEFINE_string("stages", "", "Run only up to and including these stages (comma-separated).")
@@ -25,7 +26,6 @@ def main(argv) -> int:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from mellama_jax.recipe.driver import Recipe, command_line
 
     config = flags.FLAGS.config
     workdir = _WORKDIR.value or config.workdir

@@ -19,12 +19,26 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from mellama_jax.convert import export
 from mellama_jax import paths
 from mellama_jax.config import ConfigError
 from mellama_jax.recipe.commands import EVALUATED
 from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
 from mellama_jax.train.init_from import adopt_init_from, source_tokenizer
 from mellama_jax.train.loop import check_workdir
+from mellama_jax.demo import corpus as demo
+from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
+from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
+from mellama_jax.train.config import TrainConfig
+from mellama_jax.convert import ckpt, hf
+from mellama_jax.train.checkpoint import export_model_checkpoint
+from mellama_jax.train.loop import train
+import mellama_jax
+from mellama_jax.eval.report import write_report
+from mellama_jax.eval.runner import EvalConfig, evaluate
+from mellama_jax.convert.peft import export_peft
+from mellama_jax.recipe.report import write_recipe_report
+from mellama_jax.data.prepare import prepare_corpus
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +109,6 @@ class Recipe:
 
     # ------------------------------------------------------------------ stages
     def prepare(self, d: str) -> dict:
-        from mellama_jax.demo import corpus as demo
-        from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
-        from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
 
         # A rerun after an interruption starts the stage over: clear whatever it left half-written.
         for sub in ("data", "tokenizer", "shards"):
@@ -116,7 +127,6 @@ class Recipe:
         summary: dict = {"data_root": self.data_root, "tokenizer": self.tokenizer_dir,
                          "vocab_size": tok.vocab_size, "files": sorted(files)}
         if self.c.data.prepare_shards:
-            from mellama_jax.data.prepare import prepare_corpus
             mix = self.mixture()
             mix.prepared_dir = None  # prepare reads the raw sources
             corpus = prepare_corpus(mix, tok, self.path("prepare", "shards"), workers=self.c.data.workers,
@@ -128,7 +138,6 @@ class Recipe:
         """The stage's training config; with init_from, the model follows that checkpoint's architecture
         except where `--config.<stage>.model.*` was given. Also written as `<stage>/config.py`, the file the
         report's `python -m mellama_jax.train` command reads."""
-        from mellama_jax.train.config import TrainConfig
         cd = ml_collections.ConfigDict(self.c[name].to_dict())
         cd.data.kind = data_kind
         cd.data.tokenizer = os.path.join(self.tokenizer_dir, "tokenizer.model")
@@ -145,7 +154,6 @@ class Recipe:
         src = self.c.init_from
         if not src:
             return ""
-        from mellama_jax.convert import ckpt, hf
         if ckpt.is_model_checkpoint(src):
             return src
         out = os.path.join(d, "base")
@@ -154,8 +162,6 @@ class Recipe:
         return out
 
     def _train_and_export(self, name: str, d: str, *, data_kind: str, init_from: str) -> dict:
-        from mellama_jax.train.checkpoint import export_model_checkpoint
-        from mellama_jax.train.loop import train
 
         cfg = self._train_config(name, data_kind=data_kind, init_from=init_from)
         run_dir = os.path.join(d, "run")
@@ -175,9 +181,6 @@ class Recipe:
         return self._train_and_export("instruct", d, data_kind="sft", init_from=base)
 
     def evaluate(self, d: str) -> dict:
-        import mellama_jax
-        from mellama_jax.eval.report import write_report
-        from mellama_jax.eval.runner import EvalConfig, evaluate
 
         e = self.c.evaluate
         cfg = EvalConfig(tasks=tuple(t for t in e.tasks.split(",") if t),
@@ -195,17 +198,15 @@ class Recipe:
         return out
 
     def export(self, d: str) -> dict:
-        from mellama_jax.convert import ckpt, hf
-        from mellama_jax.convert.peft import export_peft
 
         x = self.c.export
         tuned = os.path.join(stage_dir(self.workdir, "instruct"), "model")
         base = os.path.join(stage_dir(self.workdir, "pretrain"), "model")
         evals = os.path.join(stage_dir(self.workdir, "evaluate"), "{}", "summary.json")
-        merged_dir = hf.convert_checkpoint_to_hf(tuned, os.path.join(d, "hf_merged"), dtype=x.dtype,
+        merged_dir = export.convert_checkpoint_to_hf(tuned, os.path.join(d, "hf_merged"), dtype=x.dtype,
                                                  max_shard_size=x.max_shard_size, merge_lora=True, overwrite=True,
                                                  eval_dirs=[p for p in [evals.format("tuned")] if os.path.isfile(p)])
-        base_dir = hf.convert_checkpoint_to_hf(base, os.path.join(d, "hf_base"), dtype=x.dtype,
+        base_dir = export.convert_checkpoint_to_hf(base, os.path.join(d, "hf_base"), dtype=x.dtype,
                                                max_shard_size=x.max_shard_size, overwrite=True,
                                                eval_dirs=[p for p in [evals.format("base")] if os.path.isfile(p)])
         cfg, _, extras = ckpt.load_model_checkpoint(tuned)
@@ -217,7 +218,6 @@ class Recipe:
         return summary
 
     def report(self, d: str) -> dict:
-        from mellama_jax.recipe.report import write_recipe_report
         path = write_recipe_report(self)
         return {"report": path}
 
@@ -236,8 +236,8 @@ def check_with_transformers(hf_dir: str, question: str = "What is the first-line
     """Load the export with transformers (if installed) and generate greedily: proof the hand-off works.
     The prompt goes through the export's chat template (the SFT template) when it has one."""
     try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch  # noqa: PLC0415 - optional reference (the [test] extra)
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - optional reference (the [test] extra)
     except ImportError:
         return {"status": "skipped: transformers/torch not installed (pip install -e .[test])"}
     tok = AutoTokenizer.from_pretrained(hf_dir)

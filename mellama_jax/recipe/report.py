@@ -6,6 +6,8 @@ import os
 from typing import Iterable
 
 from mellama_jax.recipe.commands import EVALUATED, evaluate_command
+import statistics
+from mellama_jax.recipe.stages import read_summary, is_done
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -39,9 +41,9 @@ def _series(records: Iterable[dict], kind: str, key: str) -> tuple[list[int], li
 
 def plot_losses(curves: dict[str, list[dict]], out_png: str) -> str:
     """One panel per stage: training loss, plus held-out loss per mixture component when logged."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - slow to import; needed only for the report's plots
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import; needed only for the report's plots
 
     fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(6 * max(len(curves), 1), 4), squeeze=False)
     for ax, (title, records) in zip(axes[0], curves.items()):
@@ -65,7 +67,6 @@ def plot_losses(curves: dict[str, list[dict]], out_png: str) -> str:
 
 def throughput(records: list[dict]) -> dict[str, float]:
     """Median tokens/s and MFU over the logged training steps (the first log, with compile, excluded)."""
-    import statistics
     train = [r for r in records if r.get("kind") == "train"]
     out = {}
     for key in ("tokens_per_sec", "mfu"):
@@ -127,7 +128,6 @@ def mixture_section(prepare: dict, pretrain_records: list[dict], targets: dict[s
 
 def write_recipe_report(recipe) -> str:
     """Write <workdir>/report.md (+ loss_curves.png) from the stage outputs; return its path."""
-    from mellama_jax.recipe.stages import read_summary, is_done
 
     wd = recipe.workdir
     summaries = {s: read_summary(wd, s) for s in ("prepare", "pretrain", "instruct", "evaluate", "export")

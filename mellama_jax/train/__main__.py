@@ -14,6 +14,9 @@ from ml_collections import config_flags
 
 from mellama_jax import cli
 from mellama_jax.train.init_from import adopt_init_from, command_line_keys
+from mellama_jax.parallel import initialize_distributed
+from mellama_jax.train.config import TrainConfig
+from mellama_jax.train.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard.")
@@ -31,11 +34,8 @@ def main(argv) -> int:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cli.quiet_third_party_logs()
-    from mellama_jax.parallel import initialize_distributed
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _LOCAL_DEVICES.value)
 
-    from mellama_jax.train.config import TrainConfig
-    from mellama_jax.train.loop import train
     # init_from decides the architecture and tokenizer unless --config.model.* / --config.data.tokenizer say otherwise.
     config = adopt_init_from(_CONFIG.value, explicit=command_line_keys(flags.FLAGS["config"]))
     cfg = TrainConfig.from_config_dict(config)

@@ -28,6 +28,8 @@ from mellama_jax import parallel
 from mellama_jax.config import ConfigError
 from mellama_jax.train.config import SyntheticDataConfig
 from mellama_jax.train.step import BATCH_KEYS
+from mellama_jax.data import loader
+from mellama_jax.data.tokenizer import Tokenizer
 
 COMPONENTS = ("biomedical", "clinical", "general")  # the Me-LLaMA mixture components (15:1:4)
 
@@ -223,16 +225,10 @@ def synthetic_heldout(cfg: SyntheticDataConfig, *, vocab_size: int, seq_len: int
 
 
 def _loader_module():
-    try:
-        from mellama_jax.data import loader  # written by the data package (grain pipeline)
-    except ImportError as e:
-        raise RuntimeError("data.kind='mixture' needs mellama_jax.data.loader (make_pretrain_iterator, "
-                           f"make_heldout_batches), which is not available: {e}") from e
     return loader
 
 
 def _tokenizer(path: str):
-    from mellama_jax.data.tokenizer import Tokenizer
     return Tokenizer.load(path)
 
 

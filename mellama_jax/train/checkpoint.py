@@ -5,7 +5,7 @@ Each step directory is a composite of three items:
                part of a LoRA run (its base) is not stored; it is reloaded from the config's init_from
     data_iter  the batch source's position (JSON for the synthetic source, grain's per-process files)
     config     the run's full config (JSON): the model group lets `mellama_jax.load(workdir)` and
-               `convert.ckpt.load_training_params` rebuild the model without the config file
+               `convert.rundir.load_training_params` rebuild the model without the config file
 
 Saving is asynchronous (training continues while the arrays are written); orbax writes into a temporary
 directory and renames it when complete (on object storage, where rename is not atomic, orbax writes a
@@ -34,9 +34,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from mellama_jax.convert import rundir
 from mellama_jax import paths
 from mellama_jax.train.config import CheckpointConfig
 from mellama_jax.train.state import TrainState
+from mellama_jax.convert import ckpt, model_card
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +267,7 @@ def export_model_checkpoint(workdir: str, out_dir: str, *, step: int | None = No
                             tokenizer_dir: str | None = None, overwrite: bool = False) -> str:
     """Write the trained parameters of `workdir` (latest complete step unless `step`) as a model checkpoint
     directory (model_config.json + params/) that `mellama_jax.load` and the HF exporter read."""
-    from mellama_jax.convert import ckpt, model_card
-    cfg, params, extras = ckpt.load_training_params(workdir, step=step)
+    cfg, params, extras = rundir.load_training_params(workdir, step=step)
     return ckpt.save_model_checkpoint(out_dir, cfg, params, tokenizer_dir=tokenizer_dir or extras["tokenizer_dir"],
                                       lora_cfg=extras["lora_config"], adapters=extras["adapters"],
                                       overwrite=overwrite, training_run=model_card.run_of(extras))

@@ -16,6 +16,7 @@ from typing import Iterable
 import ml_collections
 from ml_collections import config_flags
 
+from mellama_jax.convert import rundir
 from mellama_jax import paths
 from mellama_jax.config import ConfigError, ModelConfig
 from mellama_jax.convert import ckpt, hf
@@ -24,7 +25,7 @@ from mellama_jax.data.tokenizer import MODEL_FILE
 log = logging.getLogger(__name__)
 
 # The fields a checkpoint fixes: its architecture and the token ids its tokenizer and embeddings agree on.
-ADOPTED_FIELDS = ckpt.ARCHITECTURE_FIELDS + ("max_position_embeddings", "bos_token_id", "eos_token_id",
+ADOPTED_FIELDS = rundir.ARCHITECTURE_FIELDS + ("max_position_embeddings", "bos_token_id", "eos_token_id",
                                              "pad_token_id")
 
 
@@ -83,7 +84,7 @@ def check_init_from(init_from: str, model: ModelConfig) -> None:
     (after adopt_init_from that happens only where the user set the field explicitly)."""
     if not init_from:
         return
-    diff = ckpt.architecture_differences(source_model_config(init_from), model)
+    diff = rundir.architecture_differences(source_model_config(init_from), model)
     if diff:
         raise ConfigError(f"init_from={init_from}: checkpoint architecture differs from config.model "
                           f"(field: (checkpoint, config)) {diff}; drop the --config.model.* overrides to use "

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import jax
 
+from mellama_jax.convert import fileio
 from mellama_jax import parallel, paths
 from mellama_jax.config import ConfigError
 from mellama_jax.convert import ckpt as ckpt_lib
@@ -34,6 +35,7 @@ from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainSta
 from mellama_jax.train.step import compile_eval_step, compile_train_step
 from mellama_jax.model import params as P
 from mellama_jax.train.task_eval import TaskEvaluator
+from mellama_jax.train.lora import LoraTrainable
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,6 @@ def check_batch_divisibility(cfg: TrainConfig, mesh) -> None:
 
 def make_trainable(cfg: TrainConfig) -> Trainable:
     if cfg.train.lora is not None:
-        try:
-            from mellama_jax.train.lora import LoraTrainable  # added by the instruction-tuning work
-        except ImportError as e:
-            raise ConfigError("train.lora is set but LoRA training (mellama_jax.train.lora) is not available") from e
         return LoraTrainable.from_train_config(cfg)
     return FullParams(cfg.model)
 
@@ -141,9 +139,9 @@ def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
         with paths.local_copy(cfg.init_from) as local:
             _, params = hf.load_hf_params(local, dtype="float32", scan_layers=cfg.model.scan_layers)
         params = jax.device_put(params, shardings)
-        tokenizer_dir = cfg.init_from if ckpt_lib.has_tokenizer(cfg.init_from) else None
+        tokenizer_dir = cfg.init_from if fileio.has_tokenizer(cfg.init_from) else None
     if tokenizer_dir and jax.process_index() == 0:
-        ckpt_lib.copy_tokenizer_files(tokenizer_dir, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
+        fileio.copy_tokenizer_files(tokenizer_dir, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
     return params
 
 
@@ -152,8 +150,8 @@ def copy_init_tokenizer(cfg: TrainConfig, workdir: str) -> None:
     if not cfg.init_from or jax.process_index() != 0:
         return
     for candidate in (paths.join(cfg.init_from, ckpt_lib.TOKENIZER_DIR), cfg.init_from):
-        if paths.resolve(candidate).is_dir() and ckpt_lib.has_tokenizer(candidate):
-            ckpt_lib.copy_tokenizer_files(candidate, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
+        if paths.resolve(candidate).is_dir() and fileio.has_tokenizer(candidate):
+            fileio.copy_tokenizer_files(candidate, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
             return
 
 

@@ -36,6 +36,7 @@ from mellama_jax.config import DTYPES, ConfigError, ModelConfig
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.model.lora import LoraConfig, init_lora, iter_lora, lora_logical_axes
+from mellama_jax.convert.rundir import load_lora_base
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,6 @@ class LoraTrainable:
 
     def load_frozen(self, shardings: Any) -> dict:
         """The frozen base, placed directly on `shardings` (the layout's `frozen` shardings)."""
-        from mellama_jax.convert.ckpt import load_lora_base
         if not self.init_from:
             log.warning("LoRA on a randomly initialised base (init_from is empty; base = init_params(seed=%d)): "
                         "only meaningful for smoke tests — set init_from to a pretrained model", self.seed)

@@ -22,6 +22,7 @@ from mellama_jax.eval.records import RecordError
 from mellama_jax.eval.runner import EvalConfig as TaskRunConfig
 from mellama_jax.eval.runner import evaluate, load_tasks
 from mellama_jax.generate import generate
+from mellama_jax.data.tokenizer import Tokenizer
 
 
 @dataclasses.dataclass
@@ -41,7 +42,6 @@ class TrainingModel:
 
 
 def _tokenizer(path: str):
-    from mellama_jax.data.tokenizer import Tokenizer  # sentencepiece loads only when tasks are evaluated
     return Tokenizer(os.path.join(path, "tokenizer.model") if os.path.isdir(path) else path)
 
 
