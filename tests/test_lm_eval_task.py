@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hf_fixtures import make_hf_model
-from mellama_jax.data import demo
+from mellama_jax.demo import corpus as demo
 from mellama_jax.data.tokenizer import train_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from hf_fixtures import make_hf_model
-from mellama_jax.data import demo
+from mellama_jax.demo import corpus as demo
 from mellama_jax.data.tokenizer import train_tokenizer
 from mellama_jax.recipe.stages import Stage, run_stages
 
