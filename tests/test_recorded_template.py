@@ -1,4 +1,4 @@
-"""The prompt template an instruction-tuned model was trained with travels with it (training.json of an
+"""The prompt template an instruction-tuned model was trained with travels with it (training_run.json of an
 exported model checkpoint, the run config of a workdir); `mellama_jax.evaluate` uses it unless --template."""
 import json
 

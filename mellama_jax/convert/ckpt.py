@@ -110,8 +110,8 @@ def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: 
 
     `params` may be numpy arrays or (sharded) jax Arrays, scanned (`layers/…`) or not (`layers_i/…`);
     the stored `model_config.json` records the layout and dtype actually saved. With `lora_cfg` and
-    `adapters` the LoRA collection is saved beside the frozen base. `training_info` (e.g. the step and the
-    prompt template an instruction-tuned model expects) is stored as `training.json`.
+    `adapters` the LoRA collection is saved beside the frozen base. `training_run` (the run it was exported
+    from: config, step, metrics; model_card.training_run) is stored as `training_run.json`.
     """
     scanned = "layers" in params
     cfg = cfg.replace(scan_layers=scanned)
