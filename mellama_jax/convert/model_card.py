@@ -57,7 +57,7 @@ def training_run(workdir: str, step: int, run_config: dict) -> dict[str, Any]:
 
 
 def run_of(extras: dict) -> dict | None:
-    """The training run behind `convert.ckpt.load_checkpoint`'s extras (a workdir or an exported checkpoint)."""
+    """The training run behind `convert.rundir.load_checkpoint`'s extras (a workdir or an exported checkpoint)."""
     if extras.get("training_run"):
         return extras["training_run"]
     if extras.get("run_config") is not None and extras.get("step") is not None:

@@ -18,7 +18,7 @@ activations; the optimizer state of the adapters is FSDP-sharded like the adapte
 
 The base is not stored in training checkpoints: the run's config records where it came from (`init_from`,
 a model checkpoint or HF directory; or, when empty, a random base reproducible from `train.seed`), and both
-resume and `convert.ckpt.load_training_params` reload it from there (`convert.ckpt.load_lora_base`).
+resume and `convert.rundir.load_training_params` reload it from there (`convert.rundir.load_lora_base`).
 
 Dropout. With lora.dropout > 0 the train step asks `apply_rngs(step)` for a dropout key; it is derived
 from (seed, step), so a resumed run draws the same masks as an uninterrupted one.
