@@ -128,6 +128,8 @@ def test_ctrl_c_inside_a_garbage_collector_callback_still_stops():
             fired.append(True)
             signal.raise_signal(signal.SIGINT)
 
+    # A command starts with Python's own SIGINT handler; a pytest-xdist worker does not (it ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     gc.callbacks.append(callback)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -135,6 +137,7 @@ def test_ctrl_c_inside_a_garbage_collector_callback_still_stops():
                 gc.collect()
                 for _ in range(500):  # the deferred interrupt arrives within 0.05 s
                     time.sleep(0.01)
+        assert fired and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         gc.callbacks.remove(callback)
-    assert fired and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, previous)

@@ -265,9 +265,8 @@ def test_existing_output_refused_unless_overwrite(tiny_hf, tmp_path):
 
 def test_failed_export_leaves_no_output(tiny_hf, tmp_path, monkeypatch):
     """A crash half-way through writing shards leaves neither the output nor a temporary directory."""
-    import safetensors.numpy
     cfg, params = load_hf_params(tiny_hf[0])
-    real_save, calls = safetensors.numpy.save_file, []
+    real_save, calls = hf_lib.save_file, []
 
     def fail_on_third_shard(*args, **kwargs):
         calls.append(1)
@@ -275,7 +274,7 @@ def test_failed_export_leaves_no_output(tiny_hf, tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", fail_on_third_shard)
+    monkeypatch.setattr(hf_lib, "save_file", fail_on_third_shard)
     with pytest.raises(OSError, match="disk full"):
         save_hf_checkpoint(tmp_path / "out", cfg, params, max_shard_size="30KB")
     assert_no_output(tmp_path / "out")

@@ -7,6 +7,7 @@ import pytest
 
 from hf_fixtures import make_hf_model
 from mellama_jax.demo import corpus as demo
+from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.tokenizer import train_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +22,7 @@ def demo_workdir(tmp_path, monkeypatch):
     demo.write_demo_data(str(data), seed=0, scale=0.05)
     model_dir = str(tmp_path / "model")
     tok = train_tokenizer(demo.demo_texts(str(data)), model_dir, vocab_size=400, character_coverage=1.0)
-    tok.save_hf_files(model_dir)
+    save_hf_tokenizer(tok, model_dir)
     make_hf_model(model_dir, vocab_size=400, max_position_embeddings=256, seed=2)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

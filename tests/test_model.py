@@ -4,7 +4,6 @@ Every comparison is with a reference nobody here wrote (transformers' torch mode
 property is internal (scanned == unscanned, remat policies, sharded == single device), where the reference
 is our own unsharded, unscanned, non-rematerialised model.
 """
-import os
 
 import jax
 import jax.numpy as jnp
@@ -152,4 +151,3 @@ def test_llama2_presets_have_the_published_sizes(name, arch, exact, billions):
     assert count == _llama2_param_count(*arch) == exact == P.count_params(cfg)
     digits = 2 if billions < 10 else 1
     assert round(count / 1e9, digits) == billions
-    assert os.path.isfile(os.path.join(os.path.dirname(__file__), "..", "configs", "model", f"{name}.py"))

@@ -11,6 +11,7 @@ import pytest
 
 from hf_fixtures import make_hf_model
 from mellama_jax.demo import corpus as demo
+from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.tokenizer import train_tokenizer
 from mellama_jax.recipe.stages import Stage, run_stages
 
@@ -31,7 +32,7 @@ def test_recipe_from_a_hugging_face_llama_with_only_init_from(tmp_path):
     texts_dir = str(tmp_path / "texts")
     demo.write_demo_data(texts_dir, seed=1, scale=0.05)
     tok = train_tokenizer(demo.demo_texts(texts_dir), hf_dir, vocab_size=384)
-    tok.save_hf_files(hf_dir)
+    save_hf_tokenizer(tok, hf_dir)
     make_hf_model(hf_dir, seed=3, vocab_size=tok.vocab_size, **SHAPE)
 
     wd = tmp_path / "run"
