@@ -1,18 +1,15 @@
 """tools/build_mibe.py: small files in each original schema → MIBE records with Me-LLaMA's templates →
 read back and validated by the evaluation reader (round trip); bad raw records name file, line and field."""
-import importlib.util
 import json
 import os
 
 import pytest
 
 from mellama_jax.eval.runner import EvalConfig, load_tasks
+from mellama_jax.commands import build_mibe
 from mellama_jax.eval.tasks.classification import HALLMARKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("build_mibe", os.path.join(ROOT, "tools", "build_mibe.py"))
-build_mibe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build_mibe)
 
 DDI_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <document id="DDI-DrugBank.d1">

@@ -15,6 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENTED = sorted(glob.glob(os.path.join(ROOT, "launch", "*.py")) + glob.glob(os.path.join(ROOT, "tools", "*.py"))
+                    + glob.glob(os.path.join(ROOT, "mellama_jax", "commands", "*.py"))
                     + glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
 COMMAND = re.compile(r"\bpython3? +(?:-m +([\w.]+)|([\w./-]+\.py))")
 CONFIG_FILE = re.compile(r"--(?:data_)?config[ =]([\w./-]+\.py)")

@@ -7,7 +7,6 @@ mesh) is shared by the tests; the zero-B ⇒ identical-logits property is tested
 import json
 import os
 import shutil
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -158,11 +157,7 @@ def test_exports_load_in_peft_and_transformers_with_our_logits(env, lora_run, tm
     import torch
     import transformers
 
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import convert_jax_to_hf
-    finally:
-        sys.path.pop(0)
+    from mellama_jax.commands import convert_jax_to_hf
     cfg, workdir, result = lora_run
     ours = _our_logits(cfg.model, cfg.train.lora, env["base"], result.state.params)
     assert np.abs(ours - _our_logits(cfg.model, cfg.train.lora, env["base"],

@@ -1,51 +1,11 @@
+#!/usr/bin/env python3
 """Build a MIBE test set from a dataset's original distribution, with Me-LLaMA's prompt templates.
 
-    python tools/build_mibe.py --task pubmedqa --raw ori_pqal.json --out data/mibe
-    python tools/build_mibe.py --task ddi2013 --raw DDICorpus/Test/ --out data/mibe
-    python tools/build_mibe.py --task medmcqa --raw dev.json --out data/mibe [--cop_base 1]
-
-Writes OUT/<task>.jsonl in the released record form after checking every record as
-`python -m mellama_jax.evaluate` will read it (nothing is written when one fails). Formats: mellama_jax/eval/mibe_build.py.
+From a checkout: the same command as `mellama-build-mibe` (mellama_jax/commands/build_mibe.py).
 """
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from mellama_jax.eval.mibe_build import BUILDERS, BuildError, write_records  # noqa: E402
-from mellama_jax.eval.records import RecordError, parse_record  # noqa: E402
-from mellama_jax.eval.tasks import get_task  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True, choices=sorted(BUILDERS))
-    p.add_argument("--raw", required=True, help="the original file (or directory, for DDI XML)")
-    p.add_argument("--out", required=True, help="output directory; OUT/<task>.jsonl is written")
-    p.add_argument("--cop_base", type=int, choices=(0, 1), default=None,
-                   help="medmcqa: 1 if 'cop' counts options 1-4 (original release), 0 if 0-3 (HF copy)")
-    args = p.parse_args(argv)
-    if not os.path.exists(args.raw):
-        sys.stderr.write(f"error: --raw {args.raw}: no such file or directory\n")
-        return 2
-    kwargs = {"cop_base": args.cop_base} if args.task == "medmcqa" else {}
-    try:
-        records = BUILDERS[args.task](args.raw, **kwargs)
-        if not records:
-            raise BuildError(f"{args.raw}: no records")
-        task = get_task(args.task)
-        for i, record in enumerate(records):  # checked as the evaluation will read them, before writing
-            task.gold(parse_record(record, f"{args.raw}: built record {i} ({record['id']})", i))
-        path = write_records(records, args.out, args.task)
-    except (BuildError, RecordError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-    print(f"{args.task}: {len(records)} records -> {path}")
-    return 0
-
+from mellama_jax.commands.build_mibe import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,58 +1,11 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Convert a Hugging Face LLaMA-2 directory into a mellama_jax model checkpoint (orbax), streaming.
 
-    python tools/convert_hf_to_jax.py --hf_dir meta-llama/Llama-2-13b-hf --out_dir ckpt/llama2_13b \
-        [--dtype float32|bfloat16] [--scan_layers true|false] [--overwrite] [--allow_pickle]
-
-Reads safetensors (single file or sharded with an index) one tensor at a time; peak memory is the
-checkpoint being built plus one tensor. Writes model_config.json + params/ (+ tokenizer/ when the HF
-directory carries tokenizer files) into a temporary directory renamed into place at the end.
-Pickled pytorch_model*.bin weights are refused unless --allow_pickle (unpickling can run code).
+From a checkout: the same command as `mellama-convert-hf` (mellama_jax/commands/convert_hf_to_jax.py).
 """
-from __future__ import annotations
-
-import argparse
 import sys
 
-from mellama_jax import cli
-from mellama_jax.convert.hf import convert_hf_to_checkpoint
-
-
-def _bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "y"):
-        return True
-    if lowered in ("0", "false", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--hf_dir", required=True, help="HF directory with config.json and *.safetensors")
-    p.add_argument("--out_dir", required=True, help="model checkpoint directory to create")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                   help="parameter dtype of the checkpoint (default: the dtype of the HF tensors)")
-    p.add_argument("--scan_layers", type=_bool, default=True,
-                   help="stack layers on a leading axis (true, for training) or keep layers_i (false)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out_dir if it exists")
-    p.add_argument("--allow_pickle", action="store_true",
-                   help="accept pytorch_model*.bin pickle weights (only for files you trust)")
-    p.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    return cli.run(lambda a: run(parse_args(a)), argv)
-
-
-def run(args: argparse.Namespace) -> int:
-    out = convert_hf_to_checkpoint(args.hf_dir, args.out_dir, dtype=args.dtype, scan_layers=args.scan_layers,
-                                   overwrite=args.overwrite, allow_pickle=args.allow_pickle,
-                                   progress=not args.no_progress)
-    print(f"wrote {out}")
-    return 0
-
+from mellama_jax.commands.convert_hf_to_jax import main
 
 if __name__ == "__main__":
     sys.exit(main())

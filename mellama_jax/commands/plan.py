@@ -1,0 +1,102 @@
+"""Ahead-of-time planner: will this training config fit on this TPU topology, and how should it run?
+
+    python tools/plan.py --config configs/me_llama/pretrain_70b.py --topology v5p-128
+    python tools/plan.py --config configs/me_llama/pretrain_70b.py --topology v5p-128 --sweep
+    python tools/plan.py --config configs/me_llama/pretrain_13b.py --topology 2xv5p-32 \
+        --remat full --micro_batch 1 --save_executable runs/plan/13b.exe
+    python tools/plan.py --model llama2_7b --set train.global_batch_size=512 --topology v5e-256 --sweep
+
+Compiles the real train step (mellama_jax.train) for fake TPU devices made by libtpu (no TPU needed;
+`pip install -e '.[tpu]'`) and prints per-chip memory (arguments, temporaries, outputs), FLOPs per step
+and whether it fits the chip's HBM. `--sweep` tries remat policies x per-chip micro-batch sizes and names
+the fastest plan that fits. Out-of-memory is an answer ("does not fit: needs X"), not a crash.
+Exit status: 0 if the (chosen) plan fits, 1 if nothing fits, 2 on a usage or config error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+# The planner compiles for TPU devices made by libtpu; the host computation itself stays on CPU.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from mellama_jax import cli  # noqa: E402
+from mellama_jax.config import REMAT_POLICIES, ConfigError  # noqa: E402
+from mellama_jax.planning import config_files, estimates, planner, report  # noqa: E402
+from mellama_jax.planning.topology import libtpu_available, parse_topology  # noqa: E402
+
+
+def _csv(kind):
+    return lambda text: [kind(t) for t in text.split(",") if t.strip()]
+
+
+def main(argv=None) -> int:
+    return cli.run(_main, argv)
+
+
+def _main(argv) -> int:
+    p = cli.ArgumentParser(description=__doc__)
+    p.add_argument("--config", default=None, help="training config file (get_config()); default: the schema defaults")
+    p.add_argument("--model", default=None, help="replace the config's model by a preset (llama2_7b, llama2_13b, ...)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. train.global_batch_size=512 (repeatable)")
+    p.add_argument("--topology", required=True, help="v5p-128, v5e-256, v5e:2x2, 2xv5p-32, ...")
+    p.add_argument("--num_slices", type=int, default=None, help="slices joined over DCN (or write 2xv5p-32)")
+    p.add_argument("--remat", type=_csv(str), default=None,
+                   help=f"remat policy (comma list with --sweep); one of {', '.join(REMAT_POLICIES)}")
+    p.add_argument("--micro_batch", type=_csv(int), default=None,
+                   help="rows per chip per forward/backward (comma list with --sweep); default: the config's")
+    p.add_argument("--sweep", action="store_true", help="try remat policies x micro-batches, name the fastest that fits")
+    p.add_argument("--save_executable", default=None, help="write the serialized compiled step here")
+    p.add_argument("--json", default=None, help="also write every compile report as JSON here")
+    p.add_argument("--mfu", type=float, default=estimates.DEFAULT_MFU,
+                   help="model FLOPs utilisation to estimate step time, tokens/day and chip-hours at")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # Compiles take minutes on large topologies: say what is being compiled as it starts.
+    logging.getLogger("mellama_jax.planning.planner").setLevel(logging.INFO)
+
+    if not libtpu_available():
+        print("error: libtpu is not installed; install the [tpu] extra: pip install -e '.[tpu]' "
+              "(about 700 MB, no TPU needed)", file=sys.stderr)
+        return 2
+    topology = parse_topology(args.topology, args.num_slices)
+    config = config_files.load_config(args.config, model=args.model, overrides=args.set)
+    if args.sweep:
+        reports = planner.sweep(config, topology, remats=args.remat or planner.REMAT_ORDER,
+                                micro_batches=args.micro_batch)
+    else:
+        for name, values in (("--remat", args.remat), ("--micro_batch", args.micro_batch)):
+            if values and len(values) > 1:
+                raise ConfigError(f"{name} takes one value without --sweep, got {values}")
+        reports = [planner.plan_step(config, topology, remat=(args.remat or [None])[0],
+                                     micro_batch=(args.micro_batch or [None])[0],
+                                     save_executable=args.save_executable)]
+
+    best = planner.choose(reports)
+    print(report.header(config, topology))
+    for r in reports:
+        print("  " + r.summary())
+    if args.sweep:
+        print(f"fastest that fits: {best.summary()}" if best else "nothing fits: see the reports above")
+    if best is not None:
+        print(f"launch it with: {' '.join(estimates.launch_flags(best, config, topology))}")
+        for line in estimates.estimate(best, config, topology, mfu=args.mfu).lines():
+            print(f"  {line}")
+    if args.json:
+        report.write_json(args.json, config, topology, reports, best)
+    if args.sweep and best and args.save_executable:
+        # Recompile the winner to keep its executable (the sweep itself does not keep executables).
+        planner.plan_step(config, topology, remat=best.remat_policy, micro_batch=best.micro_batch_per_chip,
+                          save_executable=args.save_executable)
+        print(f"executable written to {args.save_executable}")
+    elif reports[-1].executable_path:
+        print(f"executable written to {reports[-1].executable_path}")
+    return 0 if best else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
