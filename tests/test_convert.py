@@ -5,6 +5,7 @@ References: the tensors transformers itself saved (bit-identical round trip) and
 """
 import glob
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -340,7 +341,7 @@ def test_conversion_streams_one_tensor_at_a_time(tmp_path):
     assert write_peak < model_bytes / 2
 
 
-def test_export_with_the_real_llama2_tokenizer_and_a_chosen_template(tmp_path):
+def test_export_with_the_real_llama2_tokenizer_and_a_chosen_template(tmp_path, caplog):
     """A checkpoint with Meta's tokenizer and no recorded training run: exact tokenizer files, the chosen
     chat template, LLaMA-2's generation ids, and a card that says what is not known."""
     import sentencepiece as spm
@@ -352,7 +353,9 @@ def test_export_with_the_real_llama2_tokenizer_and_a_chosen_template(tmp_path):
     make_hf_model(src, vocab_size=32000)
     shutil.copy(asset, src)
     ckpt = convert_hf_to_checkpoint(src, tmp_path / "ckpt", progress=False)
-    out = convert_checkpoint_to_hf(ckpt, tmp_path / "hf", chat_template="llama2_chat", progress=False)
+    with caplog.at_level(logging.WARNING, logger="mellama_jax.convert.export"):
+        out = convert_checkpoint_to_hf(ckpt, tmp_path / "hf", chat_template="llama2_chat", progress=False)
+    assert "split_special_tokens=True" in caplog.text  # the one case transformers cannot reproduce is said
 
     tok = transformers.AutoTokenizer.from_pretrained(out)
     sp = spm.SentencePieceProcessor(model_file=asset)

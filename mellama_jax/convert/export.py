@@ -5,6 +5,7 @@ its evaluations (`model_card.py`) and the run's chat template (`data/templates.p
 """
 from __future__ import annotations
 
+import logging
 import os
 
 from mellama_jax import paths
@@ -14,6 +15,13 @@ from mellama_jax.convert.rundir import load_checkpoint
 from mellama_jax.data.templates import get_template, hf_chat_template
 from mellama_jax.data.tokenizer import MODEL_FILE, Tokenizer
 from mellama_jax.model.lora import merge_lora as merge
+
+log = logging.getLogger(__name__)
+
+# The one case an exported tokenizer cannot reproduce through transformers' own mechanisms (docs/tokenizer.md).
+LITERAL_SPECIAL_TOKENS_WARNING = (
+    "%s: transformers reads a literal <s>, </s> or <unk> typed in raw text as the control token, where training "
+    "(sentencepiece) read it as text; pass split_special_tokens=True to AutoTokenizer calls on untrusted text")
 
 
 def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *, dtype=None,
@@ -56,6 +64,8 @@ def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.Path
             raise HFCheckpointError(f"{ckpt_dir}: holds LoRA adapters; pass merge_lora=True (--merge_lora) to "
                                     f"fold them into the exported weights, or export them with --peft_dir")
         params = merge(cfg, extras["lora_config"], params, extras["adapters"])
+    if tok_dir:
+        log.warning(LITERAL_SPECIAL_TOKENS_WARNING, paths.as_str(out_dir))
     with progress_bar(progress, "write HF tensors", out_dir, total=len(mapping.hf_tensor_names(cfg))) as on_tensor:
         return save_hf_checkpoint(out_dir, cfg, params, dtype=dtype, max_shard_size=max_shard_size,
                                   tokenizer_dir=tok_dir, overwrite=overwrite, on_tensor=on_tensor,

@@ -42,7 +42,7 @@ from mellama_jax.convert import ckpt, model_card
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINTS_DIR = rundir.CHECKPOINTS_DIR  # the workdir layout is described once, in convert/rundir.py
 ITEMS = ("state", "data_iter", "config")
 DAMAGED_TAG = "damaged"  # <step>.damaged-<time>: not a step name for orbax, so never resumed from or deleted
 
