@@ -55,6 +55,9 @@ bench: $(STAMP)
 	$(PY) bench/train_step.py
 	$(PY) bench/decode.py
 	$(PY) bench/input_pipeline.py
+	$(PY) bench/eval_throughput.py
+	$(PY) bench/checkpoint_io.py
+	$(PY) bench/corpus.py
 
 clean:
 	rm -rf runs .pytest_cache
