@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import re
 import signal
 import sys
@@ -103,12 +104,18 @@ def parse_absl_flags(argv: Sequence[str], define_flags: Callable[[], None] | Non
     return rest
 
 
+# Modules whose functions run as weakref callbacks (WeakKeyDictionary.remove, WeakSet._remove, finalize):
+# an exception raised there is printed as "Exception ignored" too, and a collection triggers them.
+_WEAKREF_FILES = (os.path.join("", "weakref.py"), os.path.join("", "_weakrefset.py"))
+
+
 def _swallows_exceptions(frame) -> bool:
-    """Is `frame` (or a caller) a garbage-collector callback or a __del__, where Python prints an exception
-    as "Exception ignored" and carries on? JAX runs one on every collection."""
+    """Is `frame` (or a caller) a garbage-collector callback, a weakref callback or a __del__, where Python
+    prints an exception as "Exception ignored" and carries on? JAX runs one on every collection."""
     callbacks = {cb.__code__ for cb in gc.callbacks if hasattr(cb, "__code__")}
     while frame is not None:
-        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+        code = frame.f_code
+        if code in callbacks or code.co_name == "__del__" or code.co_filename.endswith(_WEAKREF_FILES):
             return True
         frame = frame.f_back
     return False
