@@ -32,8 +32,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> int:
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}")
-    # force: absl (app.run) already put its handler on the root logger, which would drop our INFO lines.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    # force: absl already put its handler on the root logger, which would drop our INFO lines. Third-party
+    # libraries stay at WARNING (JAX logs at INFO that it found no TPU on every CPU run).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("mellama_jax").setLevel(logging.INFO)
     cli.quiet_third_party_logs()
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _LOCAL_DEVICES.value)
 
