@@ -23,6 +23,7 @@ from mellama_jax.data import errors as E
 from mellama_jax.data.decontam import DecontamConfig
 from mellama_jax.data.dedup import DedupConfig
 from mellama_jax.data.errors import DataError, DataReport
+from mellama_jax.data.fields import as_dict, group
 from mellama_jax.data.sources import SourceConfig
 from mellama_jax.data.templates import get_template
 
@@ -30,27 +31,12 @@ OVERLONG_POLICIES = ("auto", "split", "truncate", "error")
 INSTRUCT_FORMATS = ("auto", "me_llama", "alpaca", "mibe")
 
 
-def _as_dict(value: Any, where: str) -> dict:
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if not isinstance(value, Mapping):
-        raise DataError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return dict(value)
-
-
-def _check_fields(d: dict, cls, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise DataError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-
-
 def _sources(value: Any, where: str) -> tuple[SourceConfig, ...]:
     if value is None:
         return ()
     if isinstance(value, (str, Mapping)) or hasattr(value, "to_dict"):
         value = [value]
-    return tuple(SourceConfig.from_any(_as_dict(v, f"{where}[{i}]") if not isinstance(v, (str, SourceConfig)) else v,
+    return tuple(SourceConfig.from_any(as_dict(v, f"{where}[{i}]") if not isinstance(v, (str, SourceConfig)) else v,
                                        f"{where}[{i}]") for i, v in enumerate(value))
 
 
@@ -64,8 +50,7 @@ class ComponentConfig:
 
     @classmethod
     def from_any(cls, value: Any, where: str) -> "ComponentConfig":
-        d = _as_dict(value, where)
-        _check_fields(d, cls, where)
+        d = group(value, cls, where)
         for required in ("name", "weight"):
             if required not in d:
                 raise DataError(f"{where}: missing field {required!r}")
@@ -94,8 +79,7 @@ class InstructConfig:
 
     @classmethod
     def from_any(cls, value: Any, where: str) -> "InstructConfig":
-        d = _as_dict(value, where)
-        _check_fields(d, cls, where)
+        d = group(value, cls, where)
         d["sources"] = _sources(d.get("sources"), f"{where}.sources")
         cfg = cls(**d)
         get_template(cfg.template)
@@ -171,8 +155,7 @@ class DataConfig:
         """From a ConfigDict/dict (or a DataConfig, returned as is). Non-positive weights: see module doc."""
         if isinstance(config, DataConfig):
             return config
-        d = _as_dict(config, "data")
-        _check_fields(d, cls, "data")
+        d = group(config, cls, "data")
         strict = bool(d.get("strict", False))
         report = report if report is not None else DataReport(strict=strict)
         components, skipped = [], []

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mellama_jax.data.errors import DataError
+from mellama_jax.data.fields import group
 import pyarrow.parquet as pq
 
 _WORD = re.compile(r"\w+")
@@ -52,10 +53,7 @@ class DecontamConfig:
     def from_any(cls, value: Any) -> "DecontamConfig | None":
         if value is None or isinstance(value, DecontamConfig):
             return value
-        d = dict(value.to_dict() if hasattr(value, "to_dict") else value)
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise DataError(f"data.decontaminate: unknown field(s) {unknown}")
+        d = group(value, cls, "data.decontaminate")
         tasks = d.get("tasks") or ()
         if hasattr(tasks, "items"):
             tasks = tuple(tasks.items())

@@ -22,6 +22,7 @@ import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from mellama_jax.data.errors import DataError
+from mellama_jax.data.fields import group
 
 _WORD = re.compile(r"\w+")
 # datasketch >= 2.0's 32-bit universal hashing; named so signatures stay comparable across versions.
@@ -47,11 +48,7 @@ class DedupConfig:
     def from_any(cls, value: Any) -> "DedupConfig | None":
         if value is None or isinstance(value, DedupConfig):
             return value
-        d = dict(value.to_dict() if hasattr(value, "to_dict") else value)
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            known = [f.name for f in dataclasses.fields(cls)]
-            raise DataError(f"data.dedup: unknown field(s) {unknown}; known: {known}")
+        d = group(value, cls, "data.dedup")
         return cls(**d)
 
 

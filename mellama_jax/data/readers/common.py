@@ -1,10 +1,12 @@
-"""Helpers shared by the source readers: opening (.gz) files, XML text extraction, whitespace."""
+"""Helpers shared by the source readers: opening (.gz) files, XML text extraction, whitespace, the XML record loop."""
 from __future__ import annotations
 
 import gzip
 import re
 
 from lxml import etree
+
+from mellama_jax.data import errors as E
 
 CHUNK = 1 << 20
 _SPACE = re.compile(r"\s+")
@@ -71,3 +73,28 @@ def release(el) -> None:
     if parent is not None:
         while el.getprevious() is not None:
             del parent[0]
+
+
+def xml_documents(path: str, tag: str, to_text, report, dropped, empty_reason: str, accept=lambda el: True):
+    """(line, {"text", **metadata}, "path:line") for each `tag` element of an XML (.gz) file.
+
+    `to_text(el)` gives (text, metadata); elements with no text are counted in `dropped[empty_reason]`;
+    `accept(el)` False skips an element. Each element is released once read, so memory stays flat.
+    libxml2 cannot resume after a syntax error: the documents before it are kept, the rest of the file is
+    reported as one problem at the line libxml2 names."""
+    if is_empty(path):
+        return
+    with open_binary(path) as f:
+        try:
+            for _, el in iterparse(f, tag):
+                if not accept(el):
+                    continue
+                line = el.sourceline or 0
+                text, meta = to_text(el)
+                release(el)
+                if not text:
+                    dropped[empty_reason] += 1
+                    continue
+                yield line, {"text": text, **meta}, f"{path}:{line}"
+        except etree.XMLSyntaxError as e:
+            report.add(E.MALFORMED_XML, f"{path}:{e.lineno}", f"not well-formed XML ({e.msg}); rest of the file skipped")

@@ -14,11 +14,9 @@ from __future__ import annotations
 import collections
 import re
 
-from lxml import etree
 
-from mellama_jax.data import errors as E
 from mellama_jax.data.errors import DataReport
-from mellama_jax.data.readers.common import inner_text, is_empty, iterparse, local, open_binary, release
+from mellama_jax.data.readers.common import inner_text, local, xml_documents
 from mellama_jax.data.readers.common import squash as _squash
 
 METADATA = ("pmcid", "pmid", "doi", "journal", "year")
@@ -110,22 +108,13 @@ def article_text(article, include=()) -> tuple[str, dict]:
     return "\n\n".join(b for b in out if b), meta
 
 
+def _top_level(article) -> bool:
+    """An <article> nested in another element (e.g. a sub-article's host) is part of its parent."""
+    parent = article.getparent()
+    return parent is None or local(parent) in ("pmc-articleset", "")
+
+
 def read(path: str, options, report: DataReport, dropped: collections.Counter):
-    if is_empty(path):
-        return
     include = tuple(getattr(options, "include", ()) or ())
-    with open_binary(path) as f:
-        try:
-            for _, article in iterparse(f, "{*}article"):
-                if article.getparent() is not None and local(article.getparent()) not in ("pmc-articleset", ""):
-                    continue  # an <article> nested in another element is part of its parent
-                line = article.sourceline or 0
-                text, meta = article_text(article, include)
-                release(article)
-                if not text:
-                    dropped["no_text"] += 1
-                    continue
-                yield line, {"text": text, **meta}, f"{path}:{line}"
-        except etree.XMLSyntaxError as e:
-            report.add(E.MALFORMED_XML, f"{path}:{e.lineno}",
-                       f"not well-formed XML ({e.msg}); rest of the file skipped")
+    return xml_documents(path, "{*}article", lambda a: article_text(a, include), report, dropped, "no_text",
+                         accept=_top_level)

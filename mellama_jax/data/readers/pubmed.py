@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import collections
 
-from lxml import etree
 
-from mellama_jax.data import errors as E
 from mellama_jax.data.errors import DataReport
-from mellama_jax.data.readers.common import is_empty, iterparse, open_binary, release, squash
+from mellama_jax.data.readers.common import squash, xml_documents
 
 METADATA = ("pmid", "journal", "year", "language")
 
@@ -49,23 +47,4 @@ def citation_text(article) -> tuple[str, dict]:
 
 
 def read(path: str, options, report: DataReport, dropped: collections.Counter):
-    if is_empty(path):
-        return
-    with open_binary(path) as f:
-        yield from _read(f, path, report, dropped)
-
-
-def _read(f, path: str, report: DataReport, dropped: collections.Counter):
-    try:
-        for _, article in iterparse(f, "PubmedArticle"):
-            line = article.sourceline or 0
-            text, meta = citation_text(article)
-            release(article)
-            if not text:
-                dropped["no_abstract"] += 1
-                continue
-            yield line, {"text": text, **meta}, f"{path}:{line}"
-    except etree.XMLSyntaxError as e:
-        # libxml2 cannot resume after a syntax error: the citations before it are kept, the rest of the file
-        # is reported as one problem at the line libxml2 names.
-        report.add(E.MALFORMED_XML, f"{path}:{e.lineno}", f"not well-formed XML ({e.msg}); rest of the file skipped")
+    return xml_documents(path, "PubmedArticle", citation_text, report, dropped, "no_abstract")
