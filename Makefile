@@ -8,7 +8,7 @@ DEMO_OUT ?= runs/demo
 # pytest workers: CI machines have 2 cores; each worker runs JAX on an 8-device fake CPU mesh.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test test-tpu test-beam lint venv clean bench
+.PHONY: demo test test-tpu test-gpu test-beam lint venv clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,19 @@ lint: $(STAMP)
 test-tpu: .venv-tpu/.installed
 	.venv-tpu/bin/python -c "import libtpu"  # the tpu tests must run, not skip
 	.venv-tpu/bin/python -m pytest -q -n $(TEST_WORKERS) -m tpu tests
+
+# On a machine with an NVIDIA GPU: the cuDNN attention kernel, the model and a training run on the GPU against
+# their references (tests/test_gpu.py). CI has no GPU; this target is the device check. `GPU_EXTRA` picks the
+# jax CUDA wheels (gpu = jax[cuda12]).
+GPU_EXTRA ?= gpu
+.venv-gpu/.installed: pyproject.toml
+	test -x .venv-gpu/bin/python || $(PYTHON) -m venv .venv-gpu
+	.venv-gpu/bin/python -m pip install -q -e ".[test,$(GPU_EXTRA)]"
+	touch $@
+
+test-gpu: .venv-gpu/.installed
+	.venv-gpu/bin/python -c "import jax; assert jax.devices('gpu')"  # the gpu tests must run, not skip
+	JAX_PLATFORMS=cuda,cpu .venv-gpu/bin/python -m pytest -q -p no:xdist -m gpu tests/test_gpu.py
 
 # Corpus preparation as an Apache Beam pipeline (DirectRunner) against the local runner. apache-beam pins
 # protobuf < 7 and pyarrow < 26, so it gets a virtual environment of its own; only the files holding the beam
