@@ -44,6 +44,8 @@ def summary_dict(results: Sequence[TaskResult], cfg: EvalConfig, model_name: str
             "self_consistency": cfg.self_consistency,
             "temperature": cfg.temperature,
             "seed": cfg.seed,
+            "bertscore_model": cfg.bertscore_model,
+            "spacy_model": cfg.spacy_model,
         },
         "tasks": {
             r.task.name: {
@@ -79,6 +81,11 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(f"Multiple-choice tasks scored by {norm}log-likelihood of each choice (no generation).")
     lines.append("The same outputs are scored both ways: `mibe` = Me-LLaMA's reference rule (comparable with "
                  "the paper), `strict` = the corrected scorer; other metrics are those of the run's matching.")
+    if any(t["family"] == "summarization" for t in summary["tasks"].values()):
+        lines.append(f"Summaries: BERTScore F1 (`bert_score_f1`) with `{s['bertscore_model']}`."
+                     if s.get("bertscore_model") else
+                     "Summaries: BERTScore and BARTScore not computed (the reference reports them; pass "
+                     "--bertscore_model DIR for BERTScore).")
     lines += ["", "| task | family | n | protocol | metric | mibe | strict | other metrics | no prediction |",
               "|---|---|---:|---|---|---:|---:|---|---:|"]
     for name, t in summary["tasks"].items():
