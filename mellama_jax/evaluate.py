@@ -64,6 +64,10 @@ def build_parser() -> cli.ArgumentParser:
                         "bert-base-multilingual-cased); absent: BERTScore is not computed")
     p.add_argument("--bertscore_num_layers", type=int, default=None,
                    help="BERTScore layer (default: bert_score's layer for bert-base-multilingual-cased, 9)")
+    p.add_argument("--bartscore_model", default=None,
+                   help="summaries: local directory of facebook/bart-large-cnn for BARTScore; absent: not computed")
+    p.add_argument("--bartscore_weights", default=None,
+                   help="BARTScore: the bart_score.pth state dict the reference loads into that model")
     p.add_argument("--spacy_model", default=None,
                    help="NER mibe: an installed spaCy model, name or path (the reference loads en_core_web_lg); "
                         "default: spacy.blank('en')")
@@ -88,7 +92,8 @@ def _main(argv: list[str]) -> int:
                      num_fewshot=args.num_fewshot, fewshot_seeds=args.fewshot_seeds,
                      fewshot_dir=args.fewshot_dir, self_consistency=args.self_consistency,
                      temperature=args.temperature, seed=args.seed, bertscore_model=args.bertscore_model,
-                     bertscore_num_layers=args.bertscore_num_layers, spacy_model=args.spacy_model)
+                     bertscore_num_layers=args.bertscore_num_layers, bartscore_model=args.bartscore_model,
+                     bartscore_weights=args.bartscore_weights, spacy_model=args.spacy_model)
     prepared = load_tasks(cfg)
     model = load(args.model)
     if args.template is None and model.template:

@@ -95,10 +95,60 @@ def test_bertscore_is_bert_score_on_the_given_model(tiny_bert):
             _examples(task, PREDS[:1], REFS[:1]), "mibe")
 
 
+@pytest.fixture(scope="module")
+def tiny_bart(tmp_path_factory):
+    """A one-layer BART with random weights and a character-level byte-BPE vocabulary (no merges)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("tiny_bart")
+    chars = list("abcdefghijklmnopqrstuvwxyz.,-") + ["\u0120"]  # \u0120: byte-level BPE's space
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>"] + chars + ["<mask>"])}
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    transformers.BartTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=128).save_pretrained(d)
+    torch.manual_seed(0)
+    config = transformers.BartConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
+                                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                     decoder_ffn_dim=32, max_position_embeddings=128, pad_token_id=1, bos_token_id=0,
+                                     eos_token_id=2, decoder_start_token_id=2)
+    model = transformers.BartForConditionalGeneration(config)
+    model.save_pretrained(d)
+    # A "bart_score.pth": other weights for the same model, as the reference loads its paraphrase-tuned ones.
+    torch.manual_seed(1)
+    torch.save(transformers.BartForConditionalGeneration(config).state_dict(), d / "bart_score.pth")
+    return str(d)
+
+
+def _transformers_bartscore(model_dir, preds, refs, weights=None):
+    """Per example, unbatched: minus transformers' own mean token loss of the reference given the prediction."""
+    import torch
+    import transformers
+    tok = transformers.BartTokenizer.from_pretrained(model_dir)
+    model = transformers.BartForConditionalGeneration.from_pretrained(model_dir).eval()
+    if weights:
+        model.load_state_dict(torch.load(weights, weights_only=True))
+    with torch.no_grad():
+        return float(np.mean([-model(**tok(p, return_tensors="pt"), labels=tok(r, return_tensors="pt")["input_ids"]).loss
+                              for p, r in zip(preds, refs)]))
+
+
+def test_bartscore_is_the_mean_reference_loglik_given_the_prediction(tiny_bart):
+    preds, refs = PREDS + PREDS[:3], REFS + REFS[:3]  # 9 examples: two batches of 8, padded within each
+    task = get_task("pubmed_sum").configured(ScoringOptions(bartscore_model=tiny_bart))
+    got = task.aggregate(_examples(task, preds, refs), "mibe")["bart_score"]
+    assert got == pytest.approx(_transformers_bartscore(tiny_bart, preds, refs), abs=1e-5)
+    weights = tiny_bart + "/bart_score.pth"
+    tuned = get_task("pubmed_sum").configured(ScoringOptions(bartscore_model=tiny_bart, bartscore_weights=weights))
+    got_tuned = tuned.aggregate(_examples(task, preds, refs), "mibe")["bart_score"]
+    assert got_tuned == pytest.approx(_transformers_bartscore(tiny_bart, preds, refs, weights), abs=1e-5)
+    assert abs(got_tuned - got) > 1e-3  # the weights were loaded
+
+
 def test_report_says_when_bertscore_is_not_computed(tmp_path):
     (tmp_path / "mimic_cxr.jsonl").write_text(json.dumps({"query": "q", "answer": REFS[0]}) + "\n")
-    for model, text in ((None, "BERTScore and BARTScore not computed"), ("/m/bert", "BERTScore F1 (`bert_score_f1`) "
-                                                                                    "with `/m/bert`")):
+    for model, text in ((None, "Summaries: BERTScore F1 not computed (pass --bertscore_model DIR); BARTScore not "
+                                "computed (pass --bartscore_model DIR)."),
+                        ("/m/bert", "Summaries: BERTScore F1 (`bert_score_f1`) with `/m/bert`; BARTScore not")):
         cfg = EvalConfig(tasks=("mimic_cxr",), data_dir=str(tmp_path), bertscore_model=model)
         (p,) = load_tasks(cfg)
         assert p.task.bertscore_model == model  # the run's options reach the task

@@ -61,6 +61,8 @@ class EvalConfig:
     seed: int = 0  # seeds shot draws, sampling and the ROUGE bootstrap of `mibe`
     bertscore_model: str | None = None  # summaries: local model directory for BERTScore (None: not computed)
     bertscore_num_layers: int | None = None  # its layer (None: the layer bert_score uses for the reference's model)
+    bartscore_model: str | None = None  # summaries: local bart-large-cnn directory for BARTScore (None: not computed)
+    bartscore_weights: str | None = None  # the bart_score.pth the reference loads into it
     spacy_model: str | None = None  # NER `mibe`: installed spaCy model, name or path (None: spacy.blank("en"))
 
     def __post_init__(self):
@@ -121,7 +123,8 @@ def load_tasks(cfg: EvalConfig) -> list[_Prepared]:
     RecordError / FileNotFoundError)."""
     prepared = []
     options = ScoringOptions(seed=cfg.seed, bertscore_model=cfg.bertscore_model,
-                             bertscore_num_layers=cfg.bertscore_num_layers, spacy_model=cfg.spacy_model)
+                             bertscore_num_layers=cfg.bertscore_num_layers, bartscore_model=cfg.bartscore_model,
+                             bartscore_weights=cfg.bartscore_weights, spacy_model=cfg.spacy_model)
     for task in (t.configured(options) for t in resolve_tasks(list(cfg.tasks))):
         path = find_task_file(cfg.data_dir, task.name, task.file_names)
         records = tuple(iter_records(path, cfg.limit))

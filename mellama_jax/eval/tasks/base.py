@@ -54,6 +54,8 @@ class ScoringOptions:
     seed: int = 0  # summaries: seeds the ROUGE bootstrap of `mibe` (the reference leaves it unseeded)
     bertscore_model: str | None = None  # summaries: a local model directory for BERTScore; None = not computed
     bertscore_num_layers: int | None = None  # its layer; None = bert_score's layer for the reference's model
+    bartscore_model: str | None = None  # summaries: a local bart-large-cnn directory for BARTScore; None = not computed
+    bartscore_weights: str | None = None  # the bart_score.pth state dict the reference loads into it
     spacy_model: str | None = None  # NER `mibe`: an installed spaCy model (name or path); None = spacy.blank("en")
 
 
