@@ -109,6 +109,10 @@ def test_i2b2_bad_concepts_name_file_and_line(tmp_path, capsys):
     bad_type.mkdir()
     assert _build("i2b2", _i2b2(bad_type, 'c="a cough" 3:3 3:4||t="symptom"\n'), out) == 2
     assert "0001.con:1: field 't' is 'symptom'" in capsys.readouterr().err
+    (bad_type / "i2b2" / "other").mkdir()
+    (bad_type / "i2b2" / "other" / "0001.txt").write_text(NOTE_TXT)
+    assert _build("i2b2", bad_type / "i2b2", out) == 2
+    assert "a second note named 0001.txt" in capsys.readouterr().err
 
 
 def test_emrqa_round_trip(tmp_path):

@@ -102,8 +102,12 @@ def i2b2_marked_line(tokens: list[str], spans: list[tuple[int, int, str]]) -> st
 def i2b2(path: str) -> list[dict]:
     if not os.path.isdir(path):
         raise BuildError(f"{path}: expected a directory holding the 2010 *.txt notes and their *.con files")
-    texts = {os.path.splitext(os.path.basename(p))[0]: p
-             for p in glob.glob(os.path.join(path, "**", "*.txt"), recursive=True)}
+    texts: dict[str, str] = {}
+    for p in sorted(glob.glob(os.path.join(path, "**", "*.txt"), recursive=True)):
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in texts:  # .con files pair with notes by name: two notes of one name cannot be told apart
+            raise BuildError(f"{p}: a second note named {stem}.txt (also {texts[stem]}); point --raw at one set")
+        texts[stem] = p
     cons = sorted(glob.glob(os.path.join(path, "**", "*.con"), recursive=True))
     if not cons:
         raise BuildError(f"{path}: no .con concept files")
