@@ -58,7 +58,19 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--self_consistency", type=int, default=0,
                    help="n > 1: sample n answers per multiple-choice record at --temperature, majority vote")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of --self_consistency")
-    p.add_argument("--seed", type=int, default=0, help="seed of shot draws and sampling")
+    p.add_argument("--seed", type=int, default=0, help="seed of shot draws, sampling and mibe's ROUGE bootstrap")
+    p.add_argument("--bertscore_model", default=None,
+                   help="summaries: local directory of the BERTScore model (the reference uses "
+                        "bert-base-multilingual-cased); absent: BERTScore is not computed")
+    p.add_argument("--bertscore_num_layers", type=int, default=None,
+                   help="BERTScore layer (default: bert_score's layer for bert-base-multilingual-cased, 9)")
+    p.add_argument("--bartscore_model", default=None,
+                   help="summaries: local directory of facebook/bart-large-cnn for BARTScore; absent: not computed")
+    p.add_argument("--bartscore_weights", default=None,
+                   help="BARTScore: the bart_score.pth state dict the reference loads into that model")
+    p.add_argument("--spacy_model", default=None,
+                   help="NER mibe: an installed spaCy model, name or path (the reference loads en_core_web_lg); "
+                        "default: spacy.blank('en')")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out_dir")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
@@ -79,7 +91,9 @@ def _main(argv: list[str]) -> int:
                      batch_size=args.batch_size, max_length=args.max_length, progress=not args.no_progress,
                      num_fewshot=args.num_fewshot, fewshot_seeds=args.fewshot_seeds,
                      fewshot_dir=args.fewshot_dir, self_consistency=args.self_consistency,
-                     temperature=args.temperature, seed=args.seed)
+                     temperature=args.temperature, seed=args.seed, bertscore_model=args.bertscore_model,
+                     bertscore_num_layers=args.bertscore_num_layers, bartscore_model=args.bartscore_model,
+                     bartscore_weights=args.bartscore_weights, spacy_model=args.spacy_model)
     prepared = load_tasks(cfg)
     model = load(args.model)
     if args.template is None and model.template:

@@ -228,7 +228,8 @@ def test_ner_aggregate_is_seqeval_on_aligned_tags():
 def test_summaries_use_rouge_without_stemming():
     # VM:400, 462-477: evaluate.load("rouge") = rouge-score with use_stemmer=False.
     from rouge_score import rouge_scorer
-    ref = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
+    # evaluate's default rouge_types: all four (rougeLsum is scored too; the reference reports three).
+    ref = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
     pred, gold = "small effusions are unchanged", "small effusion, unchanged"
     want = {k: v.fmeasure for k, v in ref.score(gold, pred).items()}
     j = get_task("mimic_cxr").judge(pred, parse_record({"query": "q", "answer": gold}, "t:1", 0), gold, "mibe")

@@ -3,9 +3,11 @@
     python tools/build_mibe.py --task pubmedqa --raw ori_pqal.json --out data/mibe
     python tools/build_mibe.py --task ddi2013 --raw DDICorpus/Test/ --out data/mibe
     python tools/build_mibe.py --task medmcqa --raw dev.json --out data/mibe [--cop_base 1]
+    python tools/build_mibe.py --task i2b2 --raw concept_assertion_relation_test/ --out data/mibe
+    python tools/build_mibe.py --task emrqa --raw data.json --out data/mibe
 
 Writes OUT/<task>.jsonl in the released record form after checking every record as
-`python -m mellama_jax.evaluate` will read it (nothing is written when one fails). Formats: mellama_jax/eval/mibe_build.py.
+`python -m mellama_jax.evaluate` will read it (nothing is written when one fails). Formats: mellama_jax/eval/mibe_build.py and mibe_build_notes.py.
 """
 from __future__ import annotations
 
@@ -14,15 +16,20 @@ import os
 import sys
 
 
-from mellama_jax.eval.mibe_build import BUILDERS, BuildError, write_records
+from mellama_jax.eval import mibe_build, mibe_build_notes
+from mellama_jax.eval.mibe_build import BuildError, write_records
 from mellama_jax.eval.records import RecordError, parse_record
 from mellama_jax.eval.tasks import get_task
+
+
+# Every builder by task name: the single-file originals, then the note collections and research releases.
+BUILDERS = {**mibe_build.BUILDERS, **mibe_build_notes.BUILDERS}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, choices=sorted(BUILDERS))
-    p.add_argument("--raw", required=True, help="the original file (or directory, for DDI XML)")
+    p.add_argument("--raw", required=True, help="the original file (a directory for DDI XML and i2b2 *.txt + *.con)")
     p.add_argument("--out", required=True, help="output directory; OUT/<task>.jsonl is written")
     p.add_argument("--cop_base", type=int, choices=(0, 1), default=None,
                    help="medmcqa: 1 if 'cop' counts options 1-4 (original release), 0 if 0-3 (HF copy)")

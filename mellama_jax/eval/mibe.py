@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import string
 import warnings
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -129,13 +129,42 @@ def emrqa_f1(prediction: str, gold: str) -> float:
 
 # ---------------------------------------------------------------- ROUGE (VM:400, 462-477)
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+# evaluate's "rouge" scores these four by default, in this order; the bootstrap draws follow the order, so the
+# fourth is computed too (and kept in the per-example scores) although the reference reports only three.
+_EVALUATE_ROUGE_TYPES = ROUGE_TYPES + ("rougeLsum",)
 _ROUGE = None
 
 
 def rouge_per_example(prediction: str, reference: str) -> dict[str, float]:
-    """ROUGE-1/2/L F-measures as `evaluate.load("rouge")` computes them: rouge-score without stemming."""
+    """ROUGE-1/2/L/Lsum F-measures as `evaluate.load("rouge")` computes them: rouge-score without stemming."""
     global _ROUGE
     if _ROUGE is None:
         from rouge_score import rouge_scorer  # noqa: PLC0415 - module-level import would load nltk for every eval import
-        _ROUGE = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+        _ROUGE = rouge_scorer.RougeScorer(list(_EVALUATE_ROUGE_TYPES), use_stemmer=False)
     return {k: v.fmeasure for k, v in _ROUGE.score(reference, prediction).items()}
+
+
+class _F(NamedTuple):
+    fmeasure: float
+
+
+def rouge_bootstrap_median(per_example: Sequence[dict[str, float]], seed: int) -> dict[str, float]:
+    """ROUGE-1/2/L as the reference reports them: rouge-score's BootstrapAggregator (1000 resamples, its
+    defaults, as `evaluate`'s rouge uses it) over the per-example scores, the median (`mid`) F-measure.
+
+    The reference draws from NumPy's global generator unseeded, so its numbers move by ~1e-4 between runs;
+    here the draws are seeded with `seed` (the run's --seed) and the global generator's state is restored
+    afterwards. The aggregator resamples examples, never columns, so feeding only the F-measure gives the
+    F-measure medians it would give with precision and recall beside them.
+    """
+    from rouge_score import scoring  # noqa: PLC0415 - see rouge_per_example
+    aggregator = scoring.BootstrapAggregator()
+    for scores in per_example:
+        aggregator.add_scores({k: _F(scores[k]) for k in _EVALUATE_ROUGE_TYPES})
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        result = aggregator.aggregate()
+    finally:
+        np.random.set_state(state)
+    return {k: float(result[k].mid.fmeasure) for k in ROUGE_TYPES}

@@ -13,9 +13,12 @@ Reference: BIDS-Xu-Lab/Me-LLaMA `src/tasks/vital_measure.py` (VM:<line>), `NER.h
   is a prefix of the other, the prefix pairs and the rest stays (B- becoming I-); otherwise both words are
   dropped. seqeval's default entity precision/recall/F1 run on the aligned tag sequences (VM:361, 373, 385).
 
-The reference tokenizes with `spacy.load("en_core_web_lg")`; its tokenizer is spaCy's English rule-based
-tokenizer, which `spacy.blank("en")` builds without downloading the model. spaCy and BeautifulSoup are
-optional dependencies (the `mibe` extra), imported on first use.
+The reference tokenizes with `spacy.load("en_core_web_lg")` (the whole pipeline runs; only its tokens are
+used). By default we use `spacy.blank("en")`: the same English rule-based tokenizer, built without the
+model (nothing is downloaded). `--spacy_model NAME_OR_PATH` loads a model the user installed (e.g.
+en_core_web_lg) and runs it as the reference does; its tokenizer can differ from the blank one where the
+package ships its own tokenizer settings. spaCy and BeautifulSoup are optional dependencies (the `mibe`
+extra), imported on first use.
 """
 from __future__ import annotations
 
@@ -28,19 +31,27 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 ENTITY_TYPES = ("problem", "treatment", "test", "drug")  # VM:297
 
 
-@functools.lru_cache(maxsize=1)
-def _english_tokenizer():
+@functools.lru_cache(maxsize=2)
+def english_tokenizer(spacy_model: str | None = None):
+    """What splits a tag's text into words: spacy.blank("en")'s tokenizer, or the user's installed model."""
     try:
         import spacy  # noqa: PLC0415 - optional: only the reference NER rule needs it
     except ImportError as e:
         raise ImportError("--matching mibe on NER needs spaCy and BeautifulSoup, as Me-LLaMA's scorer does: "
                           "pip install 'mellama_jax[mibe]'") from e
-    return spacy.blank("en").tokenizer
+    if spacy_model is None:
+        return spacy.blank("en").tokenizer
+    try:
+        return spacy.load(spacy_model)
+    except OSError as e:
+        raise FileNotFoundError(f"--spacy_model {spacy_model}: not an installed spaCy package or model directory "
+                                "(install it yourself, e.g. `python -m spacy download en_core_web_lg`; nothing "
+                                "is downloaded here)") from e
 
 
-def html_to_bio(html: str) -> tuple[list[str], list[str]]:
+def html_to_bio(html: str, spacy_model: str | None = None) -> tuple[list[str], list[str]]:
     """(words, BIO tags) of one HTML-marked sentence, read as VM:301-322 reads it."""
-    tokenizer = _english_tokenizer()
+    tokenizer = english_tokenizer(spacy_model)
     words, tags = [], []
     for child in BeautifulSoup(html, "html.parser").children:
         if isinstance(child, NavigableString):
@@ -83,9 +94,9 @@ def align(pred: Sequence[tuple[str, str]], gold: Sequence[tuple[str, str]]) -> t
     return pred_tags, gold_tags
 
 
-def aligned_tags(output: str, gold_html: str) -> tuple[list[str], list[str]]:
-    pred_words, pred_tags = html_to_bio(output)
-    gold_words, gold_tags = html_to_bio(gold_html)
+def aligned_tags(output: str, gold_html: str, spacy_model: str | None = None) -> tuple[list[str], list[str]]:
+    pred_words, pred_tags = html_to_bio(output, spacy_model)
+    gold_words, gold_tags = html_to_bio(gold_html, spacy_model)
     return align(list(zip(pred_words, pred_tags)), list(zip(gold_words, gold_tags)))
 
 

@@ -2,7 +2,11 @@
 
 These strings are data: the released test sets' `query` fields are these templates filled in, so
 tools/build_mibe.py must reproduce them byte for byte (leading newlines and indentation included).
-`{text}`, `{context}`, `{options}` are filled by mellama_jax/eval/mibe_build.py.
+`{text}`, `{context}`, `{options}`, `{question}` are filled by mellama_jax/eval/mibe_build.py.
+
+Me-LLaMA publishes no builder (and its evaluation sets are gated or local) for i2b2 and BioNLI; the two
+templates marked OURS below are not Me-LLaMA's: they follow the shape of its other prompts (MedNLI's
+TASK/###/INPUT/OUTPUT frame) and ask for the answer form its scorer reads (docs/evaluation.md).
 
 Me-LLaMA's code is under the MIT License:
 
@@ -52,3 +56,14 @@ MTSAMPLE_CHOICES = ('Surgery', 'Allergy / Immunology', 'Sleep Medicine', 'Pediat
 
 # MTSample (preprocess_instruct.py:165)
 MTSAMPLE = "\nTASK: The task is to determine the medical specialty or domain that a medical transcription belongs to. The input is a medical transcription. There are 40 medical specialties or domains and you need to decide which one is the transcription related to. The medical specialties or domains are: 'Surgery', 'Allergy / Immunology', 'Sleep Medicine', 'Pediatrics - Neonatal', 'SOAP / Chart / Progress Notes', 'Bariatrics', 'Pain Management', 'Lab Medicine - Pathology', 'Dermatology', 'Orthopedic', 'Dentistry', 'Psychiatry / Psychology', 'General Medicine', 'Office Notes', 'Letters', 'Neurosurgery', 'Radiology', 'Cosmetic / Plastic Surgery', 'Nephrology', 'Diets and Nutritions', 'Chiropractic', 'Gastroenterology', 'Cardiovascular / Pulmonary', 'Speech - Language', 'Hospice - Palliative Care', 'Autopsy', 'Endocrinology', 'Emergency Room Reports', 'Discharge Summary', 'ENT - Otolaryngology', 'Urology', 'Physical Medicine - Rehab', 'Neurology', 'Podiatry', 'Ophthalmology', 'Rheumatology', 'IME-QME-Work Comp etc.', 'Hematology - Oncology', 'Consult - History and Phy.', 'Obstetrics / Gynecology'. The output should be only one medical specialty or domain from the above 40 specialties or domains, that is most relevant to the medical transcription. Please note that each medical transcript can only be related to one medical specialty or domain. Output format: provide the name of the medical specialty or domain.\n###\nINPUT: {text}\nOUTPUT:\n"
+
+# EmrQA (preprocess_instruct.py:143-149; "Question" without a colon, as released)
+EMRQA = '\nTASK: Given a medical context and an open-ended question related to it, extract the relevant text segment from the context as an answer. Expected output: Only extract and return the text segment from the provided context that directly answers the question. Do not add any new words.\n###\nContext: {text}\nQuestion {question}\nAnswer:\n'
+
+# i2b2 2010 concepts: OURS (Me-LLaMA's I2B2 task reads a local, unpublished set). The answer is the
+# sentence with each concept in <span class="problem|treatment|test">, what vital_measure.py NER.html2bio reads.
+I2B2 = '\nTASK: Extract the medical problems, treatments and tests mentioned in the input sentence from a clinical note. Return the input sentence unchanged, with every problem marked as <span class="problem">...</span>, every treatment as <span class="treatment">...</span> and every test as <span class="test">...</span>.\n###\nINPUT: {text}\nOUTPUT:\n'
+
+# BioNLI: OURS (clinicalnlplab/BioNLI_test is gated and no builder is published): MedNLI's prompt with
+# BioNLI's two labels; the premise is the supporting abstract sentences, the hypothesis the conclusion.
+BIONLI = '\nTASK: Please classify the relationship between the given premise and hypothesis into one of the following labels: entailment or contradiction. Return only the label.\n###\nINPUT: {text}\nOUTPUT:\n'

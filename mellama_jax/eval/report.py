@@ -44,6 +44,10 @@ def summary_dict(results: Sequence[TaskResult], cfg: EvalConfig, model_name: str
             "self_consistency": cfg.self_consistency,
             "temperature": cfg.temperature,
             "seed": cfg.seed,
+            "bertscore_model": cfg.bertscore_model,
+            "bartscore_model": cfg.bartscore_model,
+            "bartscore_weights": cfg.bartscore_weights,
+            "spacy_model": cfg.spacy_model,
         },
         "tasks": {
             r.task.name: {
@@ -79,6 +83,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(f"Multiple-choice tasks scored by {norm}log-likelihood of each choice (no generation).")
     lines.append("The same outputs are scored both ways: `mibe` = Me-LLaMA's reference rule (comparable with "
                  "the paper), `strict` = the corrected scorer; other metrics are those of the run's matching.")
+    if any(t["family"] == "summarization" for t in summary["tasks"].values()):
+        lines.append("Summaries: " + "; ".join(_model_score_note(s, *score) for score in MODEL_SCORES) + ".")
     lines += ["", "| task | family | n | protocol | metric | mibe | strict | other metrics | no prediction |",
               "|---|---|---:|---|---|---:|---:|---|---:|"]
     for name, t in summary["tasks"].items():
@@ -93,6 +99,16 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(f"| {name} | {t['family']} | {t['num_examples']} | {t.get('protocol', '')} | {primary} | "
                      f"{cells} | {others} | {t['num_no_prediction']} |")
     return "\n".join(lines) + "\n"
+
+
+# The reference's model-based summary scores: (name, metric key, setting holding the local model, flag).
+MODEL_SCORES = (("BERTScore F1", "bert_score_f1", "bertscore_model", "--bertscore_model"),
+                ("BARTScore", "bart_score", "bartscore_model", "--bartscore_model"))
+
+
+def _model_score_note(settings: dict, name: str, key: str, setting: str, flag: str) -> str:
+    model = settings.get(setting)
+    return f"{name} (`{key}`) with `{model}`" if model else f"{name} not computed (pass {flag} DIR)"
 
 
 def _cell(both: dict, std: dict, matching: str, metric: str) -> str:

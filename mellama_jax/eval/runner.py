@@ -30,7 +30,7 @@ from mellama_jax.data.templates import TEMPLATE_NAMES, render_prompt, strip_resp
 from mellama_jax.eval import protocols, scoring
 from mellama_jax.eval.parsing import MATCHING_MODES, check_matching
 from mellama_jax.eval.records import EvalRecord, find_task_file, iter_records
-from mellama_jax.eval.tasks.base import ChoiceTask, Example, Judgement, Task
+from mellama_jax.eval.tasks.base import ChoiceTask, Example, Judgement, ScoringOptions, Task
 from mellama_jax.eval.tasks.registry import resolve_tasks
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,12 @@ class EvalConfig:
     fewshot_dir: str | None = None  # where each task's train split is found (as data_dir holds the test split)
     self_consistency: int = 0  # samples per record (> 1 switches it on for multiple-choice tasks)
     temperature: float = 0.0  # sampling temperature of self-consistency
-    seed: int = 0  # seeds shot draws and sampling
+    seed: int = 0  # seeds shot draws, sampling and the ROUGE bootstrap of `mibe`
+    bertscore_model: str | None = None  # summaries: local model directory for BERTScore (None: not computed)
+    bertscore_num_layers: int | None = None  # its layer (None: the layer bert_score uses for the reference's model)
+    bartscore_model: str | None = None  # summaries: local bart-large-cnn directory for BARTScore (None: not computed)
+    bartscore_weights: str | None = None  # the bart_score.pth the reference loads into it
+    spacy_model: str | None = None  # NER `mibe`: installed spaCy model, name or path (None: spacy.blank("en"))
 
     def __post_init__(self):
         check_matching(self.matching)
@@ -117,7 +122,10 @@ def load_tasks(cfg: EvalConfig) -> list[_Prepared]:
     """Read and validate every record of every task, and of its train split for few-shot (raises
     RecordError / FileNotFoundError)."""
     prepared = []
-    for task in resolve_tasks(list(cfg.tasks)):
+    options = ScoringOptions(seed=cfg.seed, bertscore_model=cfg.bertscore_model,
+                             bertscore_num_layers=cfg.bertscore_num_layers, bartscore_model=cfg.bartscore_model,
+                             bartscore_weights=cfg.bartscore_weights, spacy_model=cfg.spacy_model)
+    for task in (t.configured(options) for t in resolve_tasks(list(cfg.tasks))):
         path = find_task_file(cfg.data_dir, task.name, task.file_names)
         records = tuple(iter_records(path, cfg.limit))
         if not records:

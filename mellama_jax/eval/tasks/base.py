@@ -49,6 +49,17 @@ GOLD_NONE = "none"  # `gold` is unused; `answer` is the target
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoringOptions:
+    """A run's settings that change how some tasks score (the runner applies them with Task.configured)."""
+    seed: int = 0  # summaries: seeds the ROUGE bootstrap of `mibe` (the reference leaves it unseeded)
+    bertscore_model: str | None = None  # summaries: a local model directory for BERTScore; None = not computed
+    bertscore_num_layers: int | None = None  # its layer; None = bert_score's layer for the reference's model
+    bartscore_model: str | None = None  # summaries: a local bart-large-cnn directory for BARTScore; None = not computed
+    bartscore_weights: str | None = None  # the bart_score.pth state dict the reference loads into it
+    spacy_model: str | None = None  # NER `mibe`: an installed spaCy model (name or path); None = spacy.blank("en")
+
+
+@dataclasses.dataclass(frozen=True)
 class Task(abc.ABC):
     name: str
     family: str
@@ -62,6 +73,10 @@ class Task(abc.ABC):
     def file_names(self) -> tuple[str, ...]:
         """Names the task's records are looked up under in a data directory (records.find_task_file)."""
         return self.aliases + ((self.released_as,) if self.released_as else ())
+
+    def configured(self, options: ScoringOptions) -> "Task":
+        """This task with the run's scoring options applied; most tasks take none."""
+        return self
 
     def prompt(self, record: EvalRecord) -> str:
         """The zero-shot prompt: MIBE queries already carry their instruction, so the query as is."""

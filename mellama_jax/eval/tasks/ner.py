@@ -17,7 +17,7 @@ from mellama_jax.eval import mibe_ner
 from mellama_jax.eval.parsing import check_matching
 from mellama_jax.eval.records import EvalRecord, RecordError
 from mellama_jax.eval.spans import SpanError, gold_bio, predicted_bio
-from mellama_jax.eval.tasks.base import Example, Judgement, Task, no_prediction_rate
+from mellama_jax.eval.tasks.base import Example, Judgement, ScoringOptions, Task, no_prediction_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,10 @@ class SpanNERTask(Task):
     family: str = "ner"
     primary_metric: str = "entity_f1"
     entity_types: tuple[str, ...] = ()
+    spacy_model: str | None = None  # mibe's tokenizer (ScoringOptions.spacy_model); None = spacy.blank("en")
+
+    def configured(self, options: ScoringOptions) -> "SpanNERTask":
+        return dataclasses.replace(self, spacy_model=options.spacy_model)
 
     def types(self, record: EvalRecord) -> tuple[str, ...]:
         return record.choices or self.entity_types
@@ -42,7 +46,7 @@ class SpanNERTask(Task):
     def judge(self, output: str, record: EvalRecord, gold: dict, matching: str) -> Judgement:
         if check_matching(matching) == "mibe":
             # The reference re-reads both sides and aligns them; the prediction is the aligned tag pair.
-            pred_tags, gold_tags = mibe_ner.aligned_tags(output, record.answer)
+            pred_tags, gold_tags = mibe_ner.aligned_tags(output, record.answer, self.spacy_model)
             return Judgement({"pred": pred_tags, "gold": gold_tags}, pred_tags == gold_tags)
         tags = predicted_bio(output, gold["tokens"], self.types(record), strict=True)
         if tags is None:
