@@ -34,11 +34,7 @@ ENTITY_TYPES = ("problem", "treatment", "test", "drug")  # VM:297
 @functools.lru_cache(maxsize=2)
 def english_tokenizer(spacy_model: str | None = None):
     """What splits a tag's text into words: spacy.blank("en")'s tokenizer, or the user's installed model."""
-    try:
-        import spacy  # noqa: PLC0415 - optional: only the reference NER rule needs it
-    except ImportError as e:
-        raise ImportError("--matching mibe on NER needs spaCy and BeautifulSoup, as Me-LLaMA's scorer does: "
-                          "pip install 'mellama_jax[mibe]'") from e
+    import spacy  # noqa: PLC0415 - slow to import (a second or more); only the reference NER rule needs it
     if spacy_model is None:
         return spacy.blank("en").tokenizer
     try:
