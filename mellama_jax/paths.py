@@ -140,6 +140,15 @@ def move_aside(p: str | os.PathLike, tag: str) -> str:
     originals (gcsfs' rename tries a per-object move API first, which emulators and older buckets lack)."""
     src = resolve(p)
     dst = src.parent / f"{src.name}.{tag}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    return move(src, dst)
+
+
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Move a file or directory tree to `dst` (which must not exist) on the same storage; returns dst.
+
+    Local: one atomic rename. Object stores: server-side copy of every object (no bytes pass through this
+    machine), then removal of the originals, so it is not atomic: callers commit with a marker afterwards."""
+    src, dst = resolve(src), resolve(dst)
     if not is_remote(src):
         os.rename(src, dst)
         return os.fspath(dst)
