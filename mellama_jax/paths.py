@@ -43,11 +43,6 @@ class PathSchemeError(ConfigError):
     """A path names a storage scheme this project cannot read or write."""
 
 
-# Said wherever a file format has no object-storage reader/writer in this stack (array_record opens local files).
-ARRAY_RECORD_LOCAL_ONLY = ("ArrayRecord files need local (or gcsfuse-mounted) storage: this array_record build "
-                           "cannot open gs:// objects")
-
-
 class NotCommittedError(FileNotFoundError):
     """A directory that must be committed (marker file written last) has no marker: it is incomplete."""
 
