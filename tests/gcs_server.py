@@ -10,14 +10,17 @@ HTTP emulator cannot answer (≈ 60 s per filesystem before it falls back); GCSF
 false selects gcsfs' plain JSON-API filesystem, which is what such buckets need anyway. The variables are
 set in os.environ, so subprocesses started by a test (killed runs, multi-process runs) see the server too.
 
-Two gaps of the emulator are filled when this file runs it (`python tests/gcs_server.py PORT`): object
+Three gaps of the emulator are filled when this file runs it (`python tests/gcs_server.py PORT`): object
 downloads carry the `x-goog-generation` / `x-goog-metageneration` headers real GCS sends, which tensorstore's
 GCS driver reads (without them it fails with "Malformed StorageGeneration" when it re-reads an OCDBT
-manifest), and its listen backlog is deepened (see serve()). The server is otherwise the emulator as published.
+manifest), suffix ranges (`Range: bytes=-N`, the last N bytes: how array_record's reader fetches an
+ArrayRecord footer from objects over 1 MiB) are answered as real GCS does instead of with the whole object, and
+its listen backlog is deepened (see serve()). The server is otherwise the emulator as published.
 """
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -92,6 +95,12 @@ def serve(port: int) -> None:
     original = objects.download
 
     def download(request, response, storage, *args, **kwargs):
+        suffix = re.fullmatch(r"\s*bytes=-(\d+)\s*", request.get_header("range", "") or "")
+        if suffix:  # "the last N bytes" (how array_record's reader fetches a footer); the emulator knows only X-Y
+            size = len(storage.get_file(request.params["bucket_name"], request.params["object_id"]))
+            headers = request._request_handler.headers  # pylint: disable=protected-access
+            del headers["Range"]
+            headers["Range"] = f"bytes={max(0, size - int(suffix.group(1)))}-{size - 1}"
         original(request, response, storage, *args, **kwargs)
         try:
             obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
