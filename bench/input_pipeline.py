@@ -11,7 +11,11 @@
     tokens/s of its clinical and general text: longer pieces). All are interleaved in --rounds short
     windows so that machine-speed drift on a shared host hits them alike. Target: >= 70%.
 
-    python bench/input_pipeline.py [--seq_len 4096] [--batch 8] [--seconds 10] [--scale 4]
+(c) (a) again with the prepared corpus on a GCS server (gs://, read in place by array_record's GCS reader):
+    gcp-storage-emulator on localhost (tests/gcs_server.py, a single-threaded pure-Python server), so it
+    measures the client path and that server, not Cloud Storage. --no_gcs skips it.
+
+    python bench/input_pipeline.py [--seq_len 4096] [--batch 8] [--seconds 10] [--scale 4] [--no_gcs]
 
 Everything runs in this process pinned to one core (no read threads, no worker processes), so the numbers
 are per core; a host multiplies them with grain worker processes (data.worker_count).
@@ -88,6 +92,25 @@ def _run(it, seconds: float):
     return rows / dt, real / dt, real / dw
 
 
+def _prepared_on_gcs(prepared: str, prepared_cfg: dict, tok, args) -> dict:
+    """(c): the same prepared corpus uploaded to a GCS server on localhost and read from there."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from gcs_server import GcsServer
+    from mellama_jax import paths
+    from mellama_jax.data.loader import make_pretrain_iterator
+    server = GcsServer().start()
+    try:
+        remote = server.fresh_prefix("prepared")
+        paths.copy_tree(prepared, remote)
+        it = make_pretrain_iterator(dict(prepared_cfg, prepared_dir=remote), tok, seq_len=args.seq_len,
+                                    global_batch_size=args.batch, process_index=0, process_count=1)
+        rows, real, wall = _run(it, args.seconds)
+    finally:
+        server.stop()
+    return {"c_gcs_prepared_row_tokens_per_cpu_s": round(rows), "c_gcs_prepared_real_tokens_per_cpu_s": round(real),
+            "c_gcs_wall_clock_real_tokens_per_s": round(wall)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq_len", type=int, default=4096)
@@ -99,6 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None)
     p.add_argument("--block_size", type=int, default=32, help="data.block_size (documents per grain element)")
     p.add_argument("--doc_concat", type=int, default=1, help="join N demo documents into one (longer docs)")
+    p.add_argument("--no_gcs", action="store_true", help="skip (c), the prepared corpus on a local GCS server")
     args = p.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -125,6 +149,7 @@ def main(argv=None) -> int:
     it = make_pretrain_iterator(prepared_cfg, tok, seq_len=args.seq_len, global_batch_size=args.batch,
                                 process_index=0, process_count=1)
     a_rows, a_real, a_wall = _run(it, args.seconds)
+    gcs = {} if args.no_gcs else _prepared_on_gcs(os.path.join(work, "prepared"), prepared_cfg, tok, args)
 
     t = time.perf_counter()
     it = make_pretrain_iterator(raw_cfg, tok, seq_len=args.seq_len, global_batch_size=args.batch,
@@ -190,6 +215,7 @@ def main(argv=None) -> int:
         "b_padding_fraction": round(it.stats()["data/padding_fraction"], 4),
         "load_average": os.getloadavg()[0],
         "prepare_seconds_one_worker": round(prepare_s, 2), "raw_index_seconds": round(index_s, 2),
+        **gcs,
     }
     print(json.dumps(result, indent=2))
     return 0

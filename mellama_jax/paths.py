@@ -43,11 +43,6 @@ class PathSchemeError(ConfigError):
     """A path names a storage scheme this project cannot read or write."""
 
 
-# Said wherever a file format has no object-storage reader/writer in this stack (array_record opens local files).
-ARRAY_RECORD_LOCAL_ONLY = ("ArrayRecord files need local (or gcsfuse-mounted) storage: this array_record build "
-                           "cannot open gs:// objects")
-
-
 class NotCommittedError(FileNotFoundError):
     """A directory that must be committed (marker file written last) has no marker: it is incomplete."""
 
@@ -140,6 +135,15 @@ def move_aside(p: str | os.PathLike, tag: str) -> str:
     originals (gcsfs' rename tries a per-object move API first, which emulators and older buckets lack)."""
     src = resolve(p)
     dst = src.parent / f"{src.name}.{tag}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    return move(src, dst)
+
+
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Move a file or directory tree to `dst` (which must not exist) on the same storage; returns dst.
+
+    Local: one atomic rename. Object stores: server-side copy of every object (no bytes pass through this
+    machine), then removal of the originals, so it is not atomic: callers commit with a marker afterwards."""
+    src, dst = resolve(src), resolve(dst)
     if not is_remote(src):
         os.rename(src, dst)
         return os.fspath(dst)

@@ -4,19 +4,23 @@ Every client the project uses is pointed at it through its own documented settin
     gcsfs (etils.epath's gs:// backend), google-cloud-storage (tensorboardX)  STORAGE_EMULATOR_HOST
     tensorstore (orbax's array I/O)                                           TENSORSTORE_GCS_HTTP_URL
                                                                               GOOGLE_AUTH_TOKEN_FOR_TESTING
+    array_record's reader (google-cloud-cpp, prepared corpora)                CLOUD_STORAGE_EMULATOR_ENDPOINT
 gcsfs >= 2026.x first probes the bucket type over gRPC (hierarchical-namespace / zonal buckets), which an
 HTTP emulator cannot answer (≈ 60 s per filesystem before it falls back); GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=
 false selects gcsfs' plain JSON-API filesystem, which is what such buckets need anyway. The variables are
 set in os.environ, so subprocesses started by a test (killed runs, multi-process runs) see the server too.
 
-One gap of the emulator is filled when this file runs it (`python tests/gcs_server.py PORT`): object
+Three gaps of the emulator are filled when this file runs it (`python tests/gcs_server.py PORT`): object
 downloads carry the `x-goog-generation` / `x-goog-metageneration` headers real GCS sends, which tensorstore's
 GCS driver reads (without them it fails with "Malformed StorageGeneration" when it re-reads an OCDBT
-manifest). The server is otherwise the emulator as published.
+manifest), suffix ranges (`Range: bytes=-N`, the last N bytes: how array_record's reader fetches an
+ArrayRecord footer from objects over 1 MiB) are answered as real GCS does instead of with the whole object, and
+its listen backlog is deepened (see serve()). The server is otherwise the emulator as published.
 """
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -38,7 +42,8 @@ class GcsServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
-                    "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+                    "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token",
+                    "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
                     "GOOGLE_CLOUD_PROJECT": "test-project"}
         self.proc = None
         self._saved = {}
@@ -82,12 +87,20 @@ class GcsServer:
 
 def serve(port: int) -> None:
     """Run the emulator in this process, in memory, with BUCKET created and generation headers on downloads."""
+    from http import server as http_server
+
     from gcp_storage_emulator import server as emulator_server
     from gcp_storage_emulator.handlers import objects
 
     original = objects.download
 
     def download(request, response, storage, *args, **kwargs):
+        suffix = re.fullmatch(r"\s*bytes=-(\d+)\s*", request.get_header("range", "") or "")
+        if suffix:  # "the last N bytes" (how array_record's reader fetches a footer); the emulator knows only X-Y
+            size = len(storage.get_file(request.params["bucket_name"], request.params["object_id"]))
+            headers = request._request_handler.headers  # pylint: disable=protected-access
+            del headers["Range"]
+            headers["Range"] = f"bytes={max(0, size - int(suffix.group(1)))}-{size - 1}"
         original(request, response, storage, *args, **kwargs)
         try:
             obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
@@ -97,6 +110,10 @@ def serve(port: int) -> None:
         response["x-goog-metageneration"] = str(obj.get("metageneration", "1"))
 
     objects.download = download  # objects.get(alt=media) calls it through the module
+    # The emulator serves one request at a time from http.server's listen backlog of 5 connections; clients that
+    # open many at once (array_record's reader fetches a block's documents in parallel) have their further
+    # connection attempts dropped and retried by TCP a second later. A deeper backlog queues them instead.
+    http_server.HTTPServer.request_queue_size = 1024
     for _, methods in emulator_server.HANDLERS:
         for method, handler in list(methods.items()):
             if handler is original:

@@ -173,7 +173,7 @@ def test_failed_preparation_leaves_nothing_and_foreign_out_dir_refused(planted, 
     first = prepare_corpus(good, tok, str(out), workers=1, show_progress=False)
     with pytest.raises(DataError):
         prepare_corpus(cfg, tok, str(out), workers=1, overwrite=True, show_progress=False)
-    assert sorted(os.listdir(out)) == ["corpus_report.json", "mellama_corpus"]
+    assert sorted(os.listdir(out)) == ["COMMIT", "corpus_report.json", "mellama_corpus"]
     assert json.loads((out / "corpus_report.json").read_text())["components"] == first["components"]
     # unrelated files are refused, even with overwrite, and left alone
     user = tmp_path / "user"

@@ -132,7 +132,7 @@ def test_prepare_sources_into_shards_of_exactly_the_expected_texts(src, tok, tmp
     for comp, texts in want.items():
         assert shard_tokens(out, comp) == sorted(tuple(tok.encode(t, bos=False)) for t in texts), comp
         assert report["components"][comp]["train"]["documents"] == len(texts)
-    assert sorted(os.listdir(out)) == ["corpus_report.json", "documents", "mellama_corpus"]
+    assert sorted(os.listdir(out)) == ["COMMIT", "corpus_report.json", "documents", "mellama_corpus"]
     # every shard document names its record; the record's metadata is in documents/, not in the text
     manifest = {}
     for name in os.listdir(os.path.join(out, report["documents_metadata"])):

@@ -5,6 +5,7 @@ import os
 
 import jax
 import pytest
+from etils import epath
 
 import mellama_jax
 from mellama_jax import paths
@@ -64,8 +65,12 @@ def test_unknown_path_scheme_is_an_error_naming_it(tmp_path):
     assert paths.as_str("file:///tmp/x") == "/tmp/x" and paths.as_str("gs://b/x") == "gs://b/x"
 
 
-def test_object_storage_gaps_are_named_not_silent(tmp_path):
-    with pytest.raises(DataError, match="out_dir=gs://b/prepared: ArrayRecord files need local"):
-        prepare_corpus({"components": []}, None, "gs://b/prepared")
+def test_object_storage_gaps_are_named_not_silent(gcs, tmp_path):
+    source = gcs.fresh_prefix("xml") + "/pubmed25n0001.xml.gz"
+    epath.Path(source).write_bytes(b"")
+    cfg = {"components": [{"name": "bio", "weight": 1.0, "sources": [{"path": source, "format": "pubmed_xml"}]}]}
+    with pytest.raises(DataError, match=f"{source}: the pubmed_xml reader opens local files only"):
+        prepare_corpus(cfg, None, str(tmp_path / "prepared"))
+    assert not os.path.exists(tmp_path / "prepared")  # refused before anything is written
     with pytest.raises(ConfigError, match="--workdir gs://b/recipe: the recipe needs a local workdir"):
         Recipe(None, "gs://b/recipe")

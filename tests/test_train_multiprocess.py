@@ -1,6 +1,8 @@
 """Real processes: two processes x 4 CPU devices (jax.distributed on localhost) match one 8-device process and
 their checkpoint restores in one process onto another mesh; a run SIGKILLed mid-way and rerun with the same
-command ends bit-identical to an uninterrupted run.
+command ends bit-identical to an uninterrupted run; a data file of the newest checkpoint that only one process
+reads, cut in half, makes both processes fall back to the previous step (mixture data: the gathered grain state)
+and end bitwise-equal to the uninterrupted run.
 
 The in-process reference and the subprocesses use the same mesh (2x2x2), config and matmul precision, so the
 one-process runs compile the same program and must agree bit for bit. Two processes reduce gradients through
@@ -176,3 +178,70 @@ def test_two_processes_evaluate_benchmark_tasks_during_training(tmp_path):
     for matching, metrics in result.metrics_by_matching.items():
         for name, value in metrics.items():
             assert logged[-1][f"pubmedqa/{matching}/{name}"] == pytest.approx(value), (matching, name)
+
+
+MIX_CONFIG = '''"""tiny_pretrain on the demo mixture (written by tests/test_train_multiprocess.py)."""
+from mellama_jax.config import config_module
+
+
+def get_config():
+    c = config_module({root!r} + "/configs/tiny_pretrain.py").get_config()
+    c.data.kind = "mixture"
+    c.data.tokenizer = {tokenizer!r}
+    c.data.mixture = config_module({root!r} + "/configs/data/demo_mix.py").get_config({data!r})
+    c.model.vocab_size = {vocab}
+    return c
+'''
+
+
+def test_two_processes_agree_to_fall_back_from_a_damaged_checkpoint(tmp_path):
+    """Mixture data (each process's grain shards, gathered into one checkpointed state) on 2 real processes; the
+    newest checkpoint gets one array file cut in half; rerunning the same command, both processes agree to resume
+    from the previous step and end bitwise-equal to the uninterrupted run, redoing the same losses."""
+    from data_fixtures import make_demo
+    from mellama_jax.convert import rundir
+    from test_checkpoint_damage import losses
+
+    data, tok = make_demo(str(tmp_path), scale=0.15)
+    config_file = tmp_path / "mix_config.py"
+    config_file.write_text(MIX_CONFIG.format(root=ROOT, tokenizer=tok.model_path, data=data, vocab=tok.vocab_size))
+    # fsdp over both processes: each process owns (writes and reads) its own parameter shards, so damage to a file
+    # of process 1 is seen by process 1 only, and process 0 must follow it.
+    flags_ = [f"--config.{k}={v}" for k, v in {**OVERRIDES, "train.steps": 6, "checkpoint.every_steps": 3,
+                                               "log.every_steps": 1, "mesh.data": 1, "mesh.fsdp": 8,
+                                               "mesh.tensor": 1}.items()]
+    workdir = str(tmp_path / "run")
+    cmd = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes", "2", "--devices_per_process",
+           "4", "--timeout", "400", "--", "-m", "mellama_jax.train", "--config", str(config_file), "--workdir",
+           workdir, *flags_]
+    first = subprocess.run(cmd, cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=450)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "[0] finished at step 6" in first.stdout and "[1] finished at step 6" in first.stdout
+    _, uninterrupted, extras = rundir.load_training_params(workdir)
+    assert extras["step"] == 6
+    uninterrupted_losses = losses(workdir)
+    assert sorted(uninterrupted_losses) == [1, 2, 3, 4, 5, 6]
+
+    own = os.path.join(workdir, "checkpoints", "6", "state", "ocdbt.process_1", "d")
+    target = max((os.path.join(own, f) for f in os.listdir(own)), key=os.path.getsize)
+    with open(target, "r+b") as fh:  # what a host lost mid-upload leaves: its own data file cut short
+        fh.truncate(os.path.getsize(target) // 2)
+    rerun = subprocess.run(cmd, cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=450)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    lines = {p: [line for line in rerun.stdout.splitlines() if line.startswith(f"[{p}]")] for p in (0, 1)}
+    damaged = {p: [line for line in lines[p] if "CHECKPOINT DAMAGED" in line] for p in (0, 1)}
+    assert len(damaged[1]) == 1 and "OUT_OF_RANGE" in damaged[1][0], rerun.stdout[-3000:]  # it read the bad file
+    assert len(damaged[0]) == 1 and "unreadable on another process" in damaged[0][0], rerun.stdout[-3000:]
+    for p in (0, 1):  # every process fell back to the same step, and finished
+        assert any("RESUMING FROM AN OLDER CHECKPOINT: step 3" in line for line in lines[p]), rerun.stdout[-3000:]
+        assert any("finished at step 6" in line for line in lines[p])
+    names = os.listdir(os.path.join(workdir, "checkpoints"))
+    assert sum(n.startswith("6.damaged-") for n in names) == 1, names  # set aside once (by process 0)
+    _, resumed, extras = rundir.load_training_params(workdir)
+    assert extras["step"] == 6
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(uninterrupted)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    redone = losses(workdir)  # the rerun's records come last and win
+    assert redone == uninterrupted_losses
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6, 4, 5, 6]

@@ -13,7 +13,8 @@ data config, duplicates and documents overlapping the evaluation test sets are r
 Reads back with `tfds.data_source("mellama_corpus/<component>", data_dir=OUT_DIR, split="train")`; set
 `prepared_dir=OUT_DIR` in the data config to train from it. Prints token counts per domain, what dedup and
 decontamination removed, and the bad-input report (all in OUT_DIR/corpus_report.json). OUT_DIR must be new,
-empty, or a previous output (with --overwrite); a failed run leaves nothing in it.
+empty, or a previous output (with --overwrite); a failed run leaves nothing in it. Sources and OUT_DIR may be on
+gs:// (shards are staged locally and uploaded; docs/cloud_storage.md).
 """
 import json
 import logging
@@ -45,7 +46,10 @@ def _main(argv) -> int:
     p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--data_config", required=True, help="configs/data/<name>.py[:arg]")
     p.add_argument("--tokenizer", required=True, help="tokenizer.model, or a directory holding one")
-    p.add_argument("--out_dir", required=True)
+    p.add_argument("--out_dir", required=True, help="local directory or gs://bucket/path")
+    p.add_argument("--staging_dir", default=None,
+                   help="with a gs:// --out_dir: local directory for the shards before upload (default: the "
+                        "system's temporary directory; needs room for the largest component)")
     p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = all cores)")
     p.add_argument("--runner", choices=("local", "beam"), default="local")
     p.add_argument("--beam_options", default="", help="comma-separated Beam pipeline options")
@@ -61,7 +65,7 @@ def _main(argv) -> int:
     options = [o for o in args.beam_options.split(",") if o]
     try:
         report = prepare_corpus(cfg, tok, args.out_dir, workers=args.workers, runner=args.runner,
-                                beam_options=options, overwrite=args.overwrite)
+                                beam_options=options, overwrite=args.overwrite, staging_dir=args.staging_dir)
     except DataError as e:  # a user's input or config: one line naming the file / field, not a traceback
         print(f"prepare_corpus: {e}", file=sys.stderr)
         return 2

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 from mellama_jax import paths
 from mellama_jax.data import instruct as I
 from mellama_jax.data.config import ComponentConfig, DataConfig
+from mellama_jax.data.corpus_output import CORPUS_REPORT
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.mixture import AccountingIterDataset, document_weights
 from mellama_jax.data.packing import BlockChunker, pack, pad_batch
@@ -41,7 +41,6 @@ from mellama_jax.parallel import batch_sharding
 
 log = logging.getLogger(__name__)
 
-CORPUS_REPORT = "corpus_report.json"
 # grain's first-fit packer emits all its bins once an element fits none of them, so only the last few
 # bins it was filling leave partly empty; with more bins that is a smaller fraction of the rows. Measured
 # (4096-token rows, 170-token documents, packing units of seq_len // 6): padding 1.06% at 64 bins, 0.91% at
@@ -145,15 +144,13 @@ def _indexed_component(comp: ComponentConfig, strict: bool, signature: tuple):
 
 
 def read_corpus_report(prepared_dir: str) -> dict:
-    if paths.is_remote(prepared_dir):
-        raise DataError(f"prepared_dir={prepared_dir}: {paths.ARRAY_RECORD_LOCAL_ONLY}; copy the prepared corpus "
-                        f"to local disk or mount the bucket")
-    path = os.path.join(prepared_dir, CORPUS_REPORT)
-    if not os.path.isfile(path):
-        raise DataError(f"{prepared_dir}: no {CORPUS_REPORT}; this is not a finished prepared corpus "
-                        f"(tools/prepare_corpus.py writes it last)")
-    with open(path) as f:
-        return json.load(f)
+    """The prepared corpus' report; refuses a corpus that was not finished (local: no report; object storage:
+    no COMMIT marker, which corpus preparation writes after the report)."""
+    report = paths.resolve(prepared_dir, what="prepared_dir") / CORPUS_REPORT
+    if not report.exists() or (paths.is_remote(prepared_dir) and not paths.is_committed(prepared_dir)):
+        raise DataError(f"{prepared_dir}: no {CORPUS_REPORT}{' and COMMIT marker' if paths.is_remote(prepared_dir) else ''}; "
+                        f"this is not a finished prepared corpus (mellama-prepare-corpus writes them last)")
+    return json.loads(report.read_text())
 
 
 def component_sources(cfg: DataConfig, comp: ComponentConfig, tokenizer: Tokenizer, split: str, report: DataReport):

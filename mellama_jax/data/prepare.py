@@ -11,8 +11,9 @@ to remove; then workers read each unit again, validate (same checks and report a
 documents to the held-out split (same file:line hash as the loader), skip / trim the screened ones and
 tokenize. Each component becomes the TFDS dataset `mellama_corpus/<component>` (tfds_builder.py).
 
-Output is written into `<out_dir>/.partial/` and moved into place only when every component is done;
-`corpus_report.json` (written last, atomically) holds per component and split the document and token
+Output is written into `<out_dir>/.partial/` and moved into place only when every component is done
+(corpus_output.py; a gs:// out_dir is staged on local disk and uploaded component by component);
+`corpus_report.json` and then a COMMIT marker (written last) make it complete. The report holds per component and split the document and token
 counts, per source file the records read and dropped and the metadata its documents carry, the tokenizer's
 sha256 (the loader refuses a mismatch), the bad-input report, and what dedup / decontamination removed. A
 failed run leaves nothing behind; an `out_dir` holding anything but a prepared corpus is refused.
@@ -27,7 +28,6 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
-import shutil
 import time
 import zlib
 from typing import Any, Sequence
@@ -37,9 +37,11 @@ from etils import epath
 from tqdm.auto import tqdm
 
 from mellama_jax import paths
+from mellama_jax.data import corpus_output
 from mellama_jax.data import errors as E
 from mellama_jax.data import readers
 from mellama_jax.data.config import DataConfig
+from mellama_jax.data.corpus_output import CORPUS_REPORT, DOCUMENTS_DIR
 from mellama_jax.data.decontam import TestIndex, remove_spans
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.screen import Decisions, decide, scan_unit
@@ -49,10 +51,6 @@ from mellama_jax.data.tfds_builder import MellamaCorpus
 
 log = logging.getLogger(__name__)
 
-CORPUS_REPORT = "corpus_report.json"
-CORPUS_DIR = "mellama_corpus"
-DOCUMENTS_DIR = "documents"  # per-document metadata of the source formats (process_unit's manifest)
-STAGING = ".partial"  # everything is written here first; removed on failure
 
 __all__ = ["prepare_corpus", "process_unit", "plan_units", "Unit", "UNIT_BYTES", "CORPUS_REPORT"]
 
@@ -241,57 +239,23 @@ def _screen(cfg: DataConfig, units: list[Unit], index: TestIndex | None, pool, r
     return decide(units, scans, cfg.dedup, cfg.decontaminate, index)
 
 
-# ------------------------------------------------------------------------------------------------ output dir
-def _claim_out_dir(out_dir: str, overwrite: bool) -> tuple[str, bool]:
-    """Check `out_dir` may be written; returns (staging dir, whether out_dir was created here)."""
-    ours = {CORPUS_REPORT, CORPUS_DIR, DOCUMENTS_DIR, STAGING}
-    created = not os.path.exists(out_dir)
-    if not created:
-        if not os.path.isdir(out_dir):
-            raise DataError(f"--out_dir {out_dir}: exists and is not a directory")
-        entries = sorted(os.listdir(out_dir))
-        foreign = [e for e in entries if e not in ours]
-        if foreign:
-            raise DataError(f"--out_dir {out_dir}: holds files that are not a prepared corpus ({', '.join(foreign[:5])}"
-                            f"{', ...' if len(foreign) > 5 else ''}); use a new or empty directory")
-        if set(entries) & {CORPUS_REPORT, CORPUS_DIR, DOCUMENTS_DIR} and not overwrite:
-            raise DataError(f"{out_dir}: already holds a prepared corpus; pass overwrite=True (--overwrite)")
-    staging = os.path.join(out_dir, STAGING)
-    shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
-    os.makedirs(staging)
-    return staging, created
-
-
-def _publish(out_dir: str, staging: str, result: dict) -> None:
-    """Replace any previous corpus by the staged one; the report goes last (the corpus is complete then)."""
-    report_path = os.path.join(out_dir, CORPUS_REPORT)
-    if os.path.exists(report_path):
-        os.remove(report_path)  # first: the directory stops looking complete
-    for name in (CORPUS_DIR, DOCUMENTS_DIR):
-        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
-        if os.path.isdir(os.path.join(staging, name)) and any(os.scandir(os.path.join(staging, name))):
-            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
-    shutil.rmtree(staging)
-    tmp = report_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, report_path)
-
-
 # ------------------------------------------------------------------------------------------------ driver
 def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers: int = 0, runner: str = "local",
                    beam_options: Sequence[str] = (), overwrite: bool = False, unit_bytes: int = UNIT_BYTES,
-                   show_progress: bool = True) -> dict:
-    """Tokenize every component of `data_cfg` into `out_dir`; returns the corpus report (also saved)."""
-    if paths.is_remote(out_dir):
-        raise DataError(f"out_dir={out_dir}: {paths.ARRAY_RECORD_LOCAL_ONLY}; prepare to local disk and copy or "
-                        f"mount it (sources may stay on gs://)")
+                   show_progress: bool = True, staging_dir: str | None = None) -> dict:
+    """Tokenize every component of `data_cfg` into `out_dir` (local or gs://); returns the corpus report (also
+    saved). With a gs:// out_dir, shards are staged under `staging_dir` (default: the system's temporary
+    directory) and uploaded component by component (corpus_output.py)."""
     try:
         out_dir = paths.as_str(out_dir, what="out_dir")
     except paths.PathSchemeError as e:
         raise DataError(str(e)) from e
     if runner not in ("local", "beam"):
         raise DataError(f"runner={runner!r}: expected 'local' or 'beam'")
+    if runner == "beam" and paths.is_remote(out_dir) and not _beam_runs_here(beam_options):
+        raise DataError(f"out_dir={out_dir} with a distributed Beam runner: this array_record build writes local "
+                        f"files only, so workers on other machines cannot write gs:// shards; use "
+                        f"--runner=DirectRunner (shards are staged here and uploaded) or a local / gcsfuse out_dir")
     if runner == "beam" and importlib.util.find_spec("apache_beam") is None:
         raise DataError("runner='beam' needs Apache Beam: pip install -e '.[beam]'")
     if isinstance(data_cfg, DataConfig):
@@ -302,14 +266,13 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
     cfg = DataConfig.from_config(data_cfg, report)
     units = plan_units(cfg, unit_bytes)  # bad paths / formats fail here, before anything is written
     index = TestIndex(cfg.decontaminate) if cfg.decontaminate is not None else None
-    staging, created = _claim_out_dir(out_dir, overwrite)
+    output = corpus_output.claim(out_dir, overwrite, staging_dir)
     try:
-        result = _prepare(cfg, units, index, tokenizer, staging, report, workers, runner, beam_options, show_progress)
-        _publish(out_dir, staging, result)
+        result = _prepare(cfg, units, index, tokenizer, output, report, workers, runner, beam_options,
+                          show_progress)
+        output.publish(result)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
-            os.rmdir(out_dir)
+        output.abort()
         raise
     for name, counts in result["components"].items():
         log.info("prepared %s: train %d docs / %d tokens, heldout %d docs / %d tokens", name,
@@ -320,12 +283,26 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
     return result
 
 
-def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokenizer: Tokenizer, staging: str,
+def _beam_runs_here(beam_options: Sequence[str]) -> bool:
+    """Whether Beam's workers share this machine's disk (no --runner, or a direct runner)."""
+    runner = None
+    options = list(beam_options)
+    for i, opt in enumerate(options):
+        if opt.startswith("--runner="):
+            runner = opt.split("=", 1)[1]
+        elif opt == "--runner" and i + 1 < len(options):
+            runner = options[i + 1]
+    return runner is None or runner.lower().removesuffix("runner") in ("direct", "bundlebaseddirect",
+                                                                       "switchingdirect", "prism")
+
+
+def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokenizer: Tokenizer, output,
              report: DataReport, workers: int, runner: str, beam_options: Sequence[str], show_progress: bool) -> dict:
     import tensorflow_datasets as tfds  # noqa: PLC0415 - heavy: imported when a corpus is prepared, not with the module
 
 
     workers = workers or (os.cpu_count() or 1)
+    staging = output.staging
     stats_dir = os.path.join(staging, "_unit_stats")
     manifest_dir = os.path.join(staging, DOCUMENTS_DIR)
     os.makedirs(stats_dir)
@@ -376,6 +353,7 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
                 components[comp.name] = plan.counts
                 sources[comp.name] = plan.source_report()
                 removed[comp.name] = {s: dict(c) for s, c in plan.removed.items() if c}
+                output.component_done(comp.name)
         finally:
             bar.close()
     finally:

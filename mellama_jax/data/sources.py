@@ -280,9 +280,7 @@ class _ArrayRecordFile:
     @property
     def reader(self):
         if self._reader is None:
-            if paths.is_remote(self.path):
-                raise DataError(f"{self.path}: ArrayRecord sources on object storage are not supported yet (the "
-                                f"reader needs a local file); copy it to local disk")
+            # gs:// too: array_record's reader fetches records by byte range itself (docs/cloud_storage.md)
             self._reader = ArrayRecordDataSource([self.path])
         return self._reader
 
@@ -443,7 +441,10 @@ class RecordSource:
 class PreparedSource:
     """Token documents of a corpus prepared by `prepare.prepare_corpus` (a TFDS ArrayRecord dataset).
 
-    Elements: ({"tokens": int32 array}, where). Reads through `tfds.data_source` (no TensorFlow).
+    Elements: ({"tokens": int32 array}, where). Reads through `tfds.data_source` (no TensorFlow), from local
+    disk or gs:// alike: TFDS lists the dataset through etils.epath and array_record's reader fetches each
+    document by byte range (group_size 1: one chunk per document). `where` does not name the directory, so
+    a corpus and its copy elsewhere give the same elements.
     """
 
     def __init__(self, data_dir: str, component: str, split: str):

@@ -1,7 +1,7 @@
 """Work units of corpus preparation and the documents they hold.
 
 A unit is a byte range of a plain JSONL file (aligned to lines), a whole compressed JSONL / Parquet /
-ArrayRecord / XML / CSV file, or a group of MIMIC-CXR report files. `iter_documents` reads a unit the same
+ArrayRecord / XML / CSV file (or any object on gs://), or a group of MIMIC-CXR report files. `iter_documents` reads a unit the same
 way in every pass (screening, tokenizing) and numbers its records, so a record's (unit, ordinal) names it
 across passes, runners and worker counts.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import mmap
 import os
 import zlib
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from mellama_jax.data import readers
+from mellama_jax.paths import is_remote, resolve, scheme
 from mellama_jax.data.config import DataConfig
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.sources import (
@@ -74,20 +76,31 @@ def plan_units(cfg: DataConfig, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
             base = dict(component=comp.name, text_fields=src.text_fields, split_rule=rule,
                         heldout_fraction=comp.heldout_fraction, source=src)
             if src.format == "mimic_cxr_reports":
+                _check_readable(pattern, src.format)
                 for i in range(0, len(paths), CXR_FILES_PER_UNIT):
                     group = tuple(paths[i:i + CXR_FILES_PER_UNIT])
                     units.append(Unit(**base, path=group[0], fmt=src.format, files=group))
                 continue
             for path in paths:
                 fmt = detect_format(path) if src.format == "auto" else src.format
-                plain = fmt == "jsonl" and not path.lower().endswith((".gz", ".zst", ".zstd"))
-                size = os.path.getsize(path)
+                remote = is_remote(path)
+                _check_readable(path, fmt)
+                # An object is one unit: a byte range of it would cost every worker a download of the whole
+                # object (plain JSONL is cut into units only on local disk, where it is memory-mapped).
+                plain = fmt == "jsonl" and not remote and not path.lower().endswith((".gz", ".zst", ".zstd"))
+                size = os.path.getsize(path) if plain else 0
                 if plain and size > unit_bytes:
                     for start, end, first_line in _line_aligned_ranges(path, size, unit_bytes):
                         units.append(Unit(**base, path=path, fmt=fmt, start=start, end=end, first_line=first_line))
                 else:
                     units.append(Unit(**base, path=path, fmt=fmt))
     return units
+
+
+def _check_readable(path: str, fmt: str) -> None:
+    if is_remote(path) and fmt in readers.READERS:
+        raise DataError(f"{path}: the {fmt} reader opens local files only; copy these sources to local disk "
+                        f"(JSONL, Parquet and ArrayRecord sources may stay on {scheme(path)}://)")
 
 
 def _line_aligned_ranges(path: str, size: int, unit_bytes: int) -> list[tuple[int, int, int]]:
@@ -128,7 +141,7 @@ def _records(unit: Unit, report: DataReport, dropped: collections.Counter) -> It
             line += 1
             pos = stop + 1
     elif unit.fmt == "parquet":
-        table = pq.read_table(unit.path)
+        table = pq.read_table(io.BytesIO(resolve(unit.path).read_bytes()) if is_remote(unit.path) else unit.path)
         for i, row in enumerate(table.to_pylist()):
             yield i, row, f"{unit.path}:row {i}", unit.path
     elif unit.fmt == "array_record":

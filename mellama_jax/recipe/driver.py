@@ -61,9 +61,10 @@ class Recipe:
                  explicit: Iterable[str] = ()):
         """explicit: the config keys given on the command line (`init_from` does not override those)."""
         self.c = config
-        if paths.is_remote(workdir):  # its data stage writes a prepared (ArrayRecord) corpus into the workdir
-            raise ConfigError(f"--workdir {workdir}: the recipe needs a local workdir ({paths.ARRAY_RECORD_LOCAL_ONLY}); "
-                              f"run python -m mellama_jax.train with a gs:// --workdir for the training stages")
+        if paths.is_remote(workdir):  # stage markers, config copies, demo data and tokenizer use local file I/O
+            raise ConfigError(f"--workdir {workdir}: the recipe needs a local workdir (its stage markers, configs, "
+                              f"demo data and tokenizer are local files); run python -m mellama_jax.train and "
+                              f"mellama-prepare-corpus, which take gs:// paths, for the stages on a pod")
         self.workdir = paths.as_str(workdir, what="--workdir")
         self.command = command
         self.explicit = frozenset(explicit)

@@ -117,6 +117,28 @@ def restore_args_for(abstract) -> Any:
     return jax.tree.map(one, abstract)
 
 
+class _RestoreFailed:
+    """What the state handler returns instead of raising (see _StateHandler)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class _StateHandler(ocp.PyTreeCheckpointHandler):
+    """orbax's PyTree handler, except that a failed restore returns the error instead of raising it.
+
+    orbax ends a restore with a barrier of all processes. Damage that only some processes read (each reads its
+    own shards) would make those leave the restore early, while the others wait at that barrier until the
+    coordination service gives up; returned, the error is raised after the barrier, and every process then
+    agrees on it (`_any_process`)."""
+
+    def restore(self, directory, args=None):
+        try:
+            return super().restore(directory, args=args)
+        except Exception as e:  # noqa: BLE001 - re-raised by Checkpointer.restore once every process is past the barrier
+            return _RestoreFailed(e)
+
+
 class Checkpointer:
     def __init__(self, workdir: str, cfg: CheckpointConfig):
         self.cfg = cfg
@@ -124,7 +146,12 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save, create=True,
             cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        # The state's handler is ours (above); the other items (ITEMS) get orbax's handler for their args.
+        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        state_handler = _StateHandler()
+        registry.add("state", ocp.args.PyTreeSave, state_handler)
+        registry.add("state", ocp.args.PyTreeRestore, state_handler)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -151,6 +178,8 @@ class Checkpointer:
         check_data_iter_format(step_dir)
         try:
             restored = self.manager.restore(step, args=args)
+            if isinstance(restored.state, _RestoreFailed):
+                raise restored.state.error
         except Exception as e:  # noqa: BLE001 - tensorstore read errors reach us as bare Exception
             damage = damage_of(step, step_dir, e)
             if damage is not None:
