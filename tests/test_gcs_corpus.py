@@ -184,3 +184,22 @@ def test_raw_array_record_source_on_gcs(gcs, corpus, tmp_path):
                  make_pretrain_iterator(cfg(local), corpus["tok"], **KW), 2)
     report = prepare_corpus(cfg(remote), corpus["tok"], str(tmp_path / "prepared"), workers=1, show_progress=False)
     assert report["components"]["a"]["train"]["documents"] == 60
+
+
+def test_sources_in_their_own_formats_are_read_from_gcs(gcs, corpus, tmp_path):
+    """PubMed XML (.gz), PMC JATS, MIMIC notes CSV (.gz and plain) and a MIMIC-CXR files/ tree on gs://
+    prepare to the documents of the same files on local disk."""
+    import corpus_fixtures as F
+    from test_corpus_sources import shard_tokens, sources_config
+    local_src = F.write_sources(str(tmp_path / "sources"))
+    remote_root = gcs.fresh_prefix("raw_sources")
+    paths.copy_tree(str(tmp_path / "sources"), remote_root)
+    remote_src = {k: paths.join(remote_root, os.path.relpath(v, str(tmp_path / "sources"))) for k, v in local_src.items()}
+    out_local, out_remote = str(tmp_path / "from_local"), str(tmp_path / "from_gcs")
+    local_report = prepare_corpus(sources_config(local_src), corpus["tok"], out_local, workers=1, show_progress=False)
+    remote_report = prepare_corpus(sources_config(remote_src), corpus["tok"], out_remote, workers=1, show_progress=False)
+    for comp in ("biomedical", "clinical"):
+        assert shard_tokens(out_remote, comp) == shard_tokens(out_local, comp), comp
+        assert remote_report["components"][comp] == local_report["components"][comp]
+    assert remote_report["sources"]["biomedical"][remote_src["pubmed"]]["dropped"] == {"no_abstract": 1}
+    assert remote_report["sources"]["clinical"][remote_src["cxr"]]["documents"] == {"train": 2}

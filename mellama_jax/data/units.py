@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from mellama_jax.data import readers
-from mellama_jax.paths import is_remote, resolve, scheme
+from mellama_jax.paths import is_remote, join, resolve
 from mellama_jax.data.config import DataConfig
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.sources import (
@@ -70,13 +70,12 @@ def plan_units(cfg: DataConfig, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
                 raise DataError(f"component {comp.name!r}: tfds sources are read directly by the loader; "
                                 f"prepare_corpus handles files ({handled})")
             pattern = src.path
-            if src.format == "mimic_cxr_reports" and os.path.isdir(pattern):  # MIMIC-CXR's files/ directory
-                pattern = os.path.join(pattern, "**", "s*.txt")
+            if src.format == "mimic_cxr_reports" and resolve(pattern).is_dir():  # MIMIC-CXR's files/ directory
+                pattern = join(pattern, "**", "s*.txt")
             paths = expand_paths(pattern)
             base = dict(component=comp.name, text_fields=src.text_fields, split_rule=rule,
                         heldout_fraction=comp.heldout_fraction, source=src)
             if src.format == "mimic_cxr_reports":
-                _check_readable(pattern, src.format)
                 for i in range(0, len(paths), CXR_FILES_PER_UNIT):
                     group = tuple(paths[i:i + CXR_FILES_PER_UNIT])
                     units.append(Unit(**base, path=group[0], fmt=src.format, files=group))
@@ -84,7 +83,6 @@ def plan_units(cfg: DataConfig, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
             for path in paths:
                 fmt = detect_format(path) if src.format == "auto" else src.format
                 remote = is_remote(path)
-                _check_readable(path, fmt)
                 # An object is one unit: a byte range of it would cost every worker a download of the whole
                 # object (plain JSONL is cut into units only on local disk, where it is memory-mapped).
                 plain = fmt == "jsonl" and not remote and not path.lower().endswith((".gz", ".zst", ".zstd"))
@@ -95,12 +93,6 @@ def plan_units(cfg: DataConfig, unit_bytes: int = UNIT_BYTES) -> list[Unit]:
                 else:
                     units.append(Unit(**base, path=path, fmt=fmt))
     return units
-
-
-def _check_readable(path: str, fmt: str) -> None:
-    if is_remote(path) and fmt in readers.READERS:
-        raise DataError(f"{path}: the {fmt} reader opens local files only; copy these sources to local disk "
-                        f"(JSONL, Parquet and ArrayRecord sources may stay on {scheme(path)}://)")
 
 
 def _line_aligned_ranges(path: str, size: int, unit_bytes: int) -> list[tuple[int, int, int]]:

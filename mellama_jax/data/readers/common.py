@@ -1,11 +1,13 @@
 """Helpers shared by the source readers: opening (.gz) files, XML text extraction, whitespace, the XML record loop."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 
 from lxml import etree
 
+from mellama_jax import paths
 from mellama_jax.data import errors as E
 
 CHUNK = 1 << 20
@@ -13,8 +15,16 @@ _SPACE = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:)\]])")
 
 
+@contextlib.contextmanager
 def open_binary(path: str):
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+    """A binary file object of a local or object-storage path (gs://: streamed by the path layer), gunzipped
+    when the name ends in .gz."""
+    with paths.open_file(path, "rb") as raw:
+        if path.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                yield f
+        else:
+            yield raw
 
 
 def is_empty(path: str) -> bool:
