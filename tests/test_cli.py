@@ -35,6 +35,9 @@ def _mistakes(tmp):
                                         str(tmp / "w")], ["--config=", "missing.py", "No such file"]),
         "train: missing workdir flag": (train, ["--workdir"]),
         "train: workdir is a file": (train + ["--workdir", str(a_file)], [str(a_file), "is a file", "directory"]),
+        "train: dry run, batch does not split": (train + ["--workdir", str(tmp / "w"), "--dry_run",
+                                                          "--local_device_count=2", "--config.train.global_batch_size=3"],
+                                                 ["train.global_batch_size=3", "data-parallel size 2"]),
         "train: init_from missing": (train + ["--workdir", str(tmp / "w"), f"--config.init_from={missing}"],
                                      ["init_from", missing, "no such directory"]),
         "recipe: mistyped override": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r"),
@@ -67,7 +70,8 @@ def _mistakes(tmp):
 
 CASES = [
     "train: mistyped override", "train: bad value", "train: invalid value", "train: missing config file",
-    "train: missing workdir flag", "train: workdir is a file", "train: init_from missing",
+    "train: missing workdir flag", "train: workdir is a file", "train: dry run, batch does not split",
+    "train: init_from missing",
     "recipe: mistyped override", "recipe: unknown stage", "generate: missing model", "generate: bad prompt ids",
     "generate: unknown flag", "evaluate: unknown task", "convert_hf_to_jax: missing dir",
     "convert_jax_to_hf: missing dir", "prepare_corpus: missing tokenizer", "prepare_corpus: missing config",
