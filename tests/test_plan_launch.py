@@ -3,7 +3,8 @@
 `mellama-plan` runs as a user runs it, with one stand-in: without libtpu (make test) the step compiles for
 this machine's 8 CPU devices in place of the topology's fake TPU chips (a v5litepod-8 has 8 chips, so the
 mesh is the same). The flags it prints after "launch it with:" are pasted onto `python -m mellama_jax.train
---config <the same file> --dry_run` (plus the user's own data flag, the tokenizer), which parses them against
+--config <the same file>` (plus the user's own data flag, the tokenizer), handed to `launch/tpu_pod.py run
+--dry_run`, and the training command its ssh line carries runs here with `--dry_run`, which parses them against
 the locked config schema, builds the mesh on 8 devices, splits the batch and lowers the step. Its report
 must match the chosen plan: mesh, micro-batch count and rows per device, remat policy, and the model the
 plan was made for (the `--model` preset and the `--set` overrides travel in the flags too).
@@ -22,6 +23,10 @@ from mellama_jax.parallel import describe_mesh
 from mellama_jax.planning import planner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "launch"))
+
+import tpu_pod  # noqa: E402
+
 CONFIG_70B = os.path.join(ROOT, "configs", "me_llama", "pretrain_70b.py")
 # The user's own part of the command: the plan does not read data, the launch needs the tokenizer named.
 TOKENIZER = os.path.join(ROOT, "tests", "assets", "llama2-tokenizer", "tokenizer.model")
@@ -51,11 +56,20 @@ def test_printed_flags_launch_the_chosen_plan(monkeypatch, capsys, tmp_path):
     assert (chosen["remat_policy"], chosen["micro_batch_per_chip"], chosen["micro_batches"]) == ("minimal", 2, 2)
     assert f"on mesh {describe_mesh(chosen['mesh'])}" in out
 
+    # Through the pod launcher as a user would: its --dry_run prints the ssh command every worker runs; the
+    # training command inside it (shell-quoted by the launcher) is what runs here.
+    workdir = tmp_path / "run"
+    train = ["python", "-m", "mellama_jax.train", "--config", CONFIG_70B, "--workdir", str(workdir),
+             f"--config.data.tokenizer={TOKENIZER}", *flags]
+    tpu_pod.main(["run", "--dry_run", "--name", "me70b", "--zone", "us-east5-a", "--project", "p", "--", *train])
+    ssh = shlex.split(capsys.readouterr().out.strip())
+    remote = ssh[ssh.index("--command") + 1]
+    launched = shlex.split(remote.split(" nohup ", 1)[1].split(" > ", 1)[0])
+    assert launched == train
+
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    workdir = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "mellama_jax.train", "--config", CONFIG_70B, "--workdir", str(workdir),
-                        "--dry_run", "--local_device_count", "8", f"--config.data.tokenizer={TOKENIZER}", *flags],
+    r = subprocess.run([sys.executable, *launched[1:], "--dry_run", "--local_device_count", "8"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (flags, r.stderr[-3000:])
     lines = [ln[len("dry run: "):] for ln in r.stdout.splitlines() if ln.startswith("dry run: ")]
