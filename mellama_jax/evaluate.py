@@ -77,7 +77,9 @@ def build_parser() -> cli.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run(_main, argv, user_errors=(KeyError,))  # KeyError: an unknown task name
+    # KeyError: an unknown task name. The report is written whole at the end: Ctrl-C leaves none.
+    return cli.run(_main, argv, user_errors=(KeyError,),
+                   on_interrupt="no report was written; rerun the same command to evaluate")
 
 
 def _main(argv: list[str]) -> int:

@@ -35,6 +35,9 @@ def _mistakes(tmp):
                                         str(tmp / "w")], ["--config=", "missing.py", "No such file"]),
         "train: missing workdir flag": (train, ["--workdir"]),
         "train: workdir is a file": (train + ["--workdir", str(a_file)], [str(a_file), "is a file", "directory"]),
+        "train: dry run, batch does not split": (train + ["--workdir", str(tmp / "w"), "--dry_run",
+                                                          "--local_device_count=2", "--config.train.global_batch_size=3"],
+                                                 ["train.global_batch_size=3", "data-parallel size 2"]),
         "train: init_from missing": (train + ["--workdir", str(tmp / "w"), f"--config.init_from={missing}"],
                                      ["init_from", missing, "no such directory"]),
         "recipe: mistyped override": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r"),
@@ -67,7 +70,8 @@ def _mistakes(tmp):
 
 CASES = [
     "train: mistyped override", "train: bad value", "train: invalid value", "train: missing config file",
-    "train: missing workdir flag", "train: workdir is a file", "train: init_from missing",
+    "train: missing workdir flag", "train: workdir is a file", "train: dry run, batch does not split",
+    "train: init_from missing",
     "recipe: mistyped override", "recipe: unknown stage", "generate: missing model", "generate: bad prompt ids",
     "generate: unknown flag", "evaluate: unknown task", "convert_hf_to_jax: missing dir",
     "convert_jax_to_hf: missing dir", "prepare_corpus: missing tokenizer", "prepare_corpus: missing config",
@@ -141,3 +145,109 @@ def test_ctrl_c_inside_a_garbage_collector_callback_still_stops():
     finally:
         gc.callbacks.remove(callback)
         signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------- Ctrl-C: evaluate and the recipe
+def _start(argv, log):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    with open(log, "w") as err:  # a file, not a pipe: nothing blocks however much the command writes
+        return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _ctrl_c_when(proc, ready, log, timeout=300) -> str:
+    """Send SIGINT once ready() holds (while the command works); its stderr after exiting."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.2)
+    assert proc.poll() is None, open(log).read()[-3000:]
+    assert ready(), "the command did not get there in time"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    return open(log).read()
+
+
+def _stopped_by_ctrl_c(proc, err: str, resume_hint: str) -> None:
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+    last = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()][-1]
+    assert last.startswith("interrupted") and resume_hint in last, err[-3000:]
+
+
+def test_ctrl_c_stops_evaluation_writes_nothing_and_rerun_finishes(tmp_path):
+    """Interrupted between batches, the evaluate CLI leaves no report (the out_dir is written whole at the
+    end); the same command run again evaluates every record."""
+    import json
+
+    import jax
+
+    from hf_fixtures import train_small_sentencepiece
+    from mellama_jax.config import preset
+    from mellama_jax.convert.ckpt import save_model_checkpoint
+    from mellama_jax.model import params as P
+
+    (tmp_path / "tok").mkdir()
+    train_small_sentencepiece(str(tmp_path / "tok"))
+    cfg = preset("tiny").replace(vocab_size=100)  # the test tokenizer's size
+    model = save_model_checkpoint(tmp_path / "model", cfg, P.init_params(cfg, jax.random.key(0)),
+                                  tokenizer_dir=str(tmp_path / "tok"))
+    data = tmp_path / "data"
+    data.mkdir()
+    n = 64
+    (data / "medqa.jsonl").write_text("".join(
+        json.dumps({"query": f"case {i}: the patient was given\nA. aspirin\nB. metformin\nAnswer:",
+                    "answer": "aspirin", "choices": ["aspirin", "metformin"], "gold": 0}) + "\n" for i in range(n)))
+    out = tmp_path / "eval"
+    argv = ["-m", "mellama_jax.evaluate", "--model", str(model), "--tasks", "medqa", "--data_dir", str(data),
+            "--out_dir", str(out), "--max_new_tokens", "32", "--batch_size", "4"]
+    before = set(os.listdir(tmp_path))
+    log = tmp_path.parent / f"{tmp_path.name}-evaluate.log"
+
+    def batches_done() -> bool:  # tqdm's "medqa: ... 4/64": a batch is scored, others are still to come
+        text = open(log).read()
+        return any(f" {k}/{n} " in text for k in range(4, n - 8, 4))
+
+    proc = _start(argv, log)
+    err = _ctrl_c_when(proc, batches_done, log)
+    _stopped_by_ctrl_c(proc, err, "rerun")
+    assert set(os.listdir(tmp_path)) == before  # no report, no half-written or temporary directory
+
+    done = _run(*argv, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.load(open(out / "summary.json"))
+    assert summary["tasks"]["medqa"]["num_examples"] == n and (out / "report.md").exists()
+
+
+def _pretrain_checkpoints(workdir):
+    d = os.path.join(workdir, "pretrain", "run", "checkpoints")
+    return sorted(int(s) for s in os.listdir(d) if s.isdigit()) if os.path.isdir(d) else []
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_recipe_and_rerun_continues(tmp_path):
+    """`make demo`'s driver interrupted inside pretraining: status 130, one line, the stage not marked complete,
+    no temporary files; the same command then skips the finished stage and resumes training from its checkpoint.
+    """
+    import json
+
+    wd = tmp_path / "run"
+    argv = ["-m", "mellama_jax.recipe", "--config", os.path.join(ROOT, "configs", "demo_smoke.py"),
+            "--workdir", str(wd), "--stages", "prepare,pretrain"]
+    log = tmp_path / "recipe.log"
+    proc = _start(argv, log)
+    err = _ctrl_c_when(proc, lambda: bool(_pretrain_checkpoints(wd)), log)
+    _stopped_by_ctrl_c(proc, err, "rerun the same command to continue")
+    interrupted_at = max(_pretrain_checkpoints(wd))
+    assert (wd / "prepare" / "DONE.json").exists() and not (wd / "pretrain" / "DONE.json").exists()
+    leftovers = [os.path.join(d, f) for d, dirs, files in os.walk(wd) for f in dirs + files if ".tmp" in f]
+    assert not leftovers, leftovers
+    metrics = wd / "pretrain" / "run" / "metrics.jsonl"
+    logged = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+    done = _run(*argv, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "prepare: already complete, skipped" in done.stdout
+    assert (wd / "pretrain" / "DONE.json").exists()
+    rerun = [json.loads(line) for line in metrics.read_text().splitlines()[logged:]]
+    steps = [r["step"] for r in rerun if r["kind"] == "train"]
+    assert steps and steps[0] > interrupted_at and steps[-1] == 8, (interrupted_at, steps)

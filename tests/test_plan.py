@@ -215,7 +215,7 @@ def test_out_of_memory_is_reported_not_raised(capsys, tmp_path):
     assert report["required_bytes"] > report["available_bytes"] > 15 * 1024 ** 3
 
 
-def test_estimates_and_launch_flags_from_a_report():
+def test_estimates_from_a_report():
     """Step time, throughput, days and chip-hours follow from the model FLOPs at the stated MFU (by hand)."""
     from mellama_jax.planning import estimates
     from mellama_jax.planning.compiled import CompileReport
@@ -234,9 +234,23 @@ def test_estimates_and_launch_flags_from_a_report():
     assert e.days == pytest.approx(1000 * 8 * 512 / (8 * 512 / 2.0 * 86400))
     assert e.chip_hours == pytest.approx(e.days * 24 * 4)
     assert (e.roofline_compute_seconds, e.roofline_hbm_seconds) == pytest.approx((0.5, 0.25))
-    assert estimates.launch_flags(rep, config, topology) == ["--config.model.remat_policy=minimal",
-                                                             "--config.train.micro_batches=2"]
     assert any("compute-bound" in line for line in e.lines())
+
+
+def test_launch_flags_are_the_difference_from_the_config_file():
+    """What the plan changed (preset, --set overrides, remat, accumulation, a multi-slice mesh) and nothing else;
+    tests/test_plan_launch.py runs the training CLI on such flags."""
+    from mellama_jax.planning import estimates
+
+    base = config_files.file_config(CONFIG_70B)
+    config = config_files.load_config(CONFIG_70B, overrides=["train.global_batch_size=256",
+                                                             "optim.learning_rate=1e-5"])
+    planned, _ = planner.adapt_config(config, parse_topology("2xv5p-128"), remat="minimal", micro_batch=1)
+    assert estimates.launch_flags(planned, base) == [
+        "--config.mesh.data=2", "--config.mesh.dcn_data=2", "--config.model.remat_policy=minimal",
+        "--config.optim.learning_rate=1e-05",
+        "--config.train.global_batch_size=256", "--config.train.micro_batches=2"]
+    assert estimates.launch_flags(base, base) == []
 
 
 SHIPPED_POD_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "me_llama", "*.py")))

@@ -9,13 +9,16 @@
 Compiles the real train step (mellama_jax.train) for fake TPU devices made by libtpu (no TPU needed;
 `pip install -e '.[tpu]'`) and prints per-chip memory (arguments, temporaries, outputs), FLOPs per step
 and whether it fits the chip's HBM. `--sweep` tries remat policies x per-chip micro-batch sizes and names
-the fastest plan that fits. Out-of-memory is an answer ("does not fit: needs X"), not a crash.
+the fastest plan that fits; for the chosen plan it prints the `--config.…` flags that make
+`python -m mellama_jax.train --config <same file>` run it (`--dry_run` there checks them).
+Out-of-memory is an answer ("does not fit: needs X"), not a crash.
 Exit status: 0 if the (chosen) plan fits, 1 if nothing fits, 2 on a usage or config error.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 
 
@@ -24,6 +27,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from mellama_jax import cli  # noqa: E402
 from mellama_jax.config import REMAT_POLICIES, ConfigError  # noqa: E402
+from mellama_jax.parallel import describe_mesh  # noqa: E402
 from mellama_jax.planning import config_files, estimates, planner, report  # noqa: E402
 from mellama_jax.planning.topology import libtpu_available, parse_topology  # noqa: E402
 
@@ -83,7 +87,15 @@ def _main(argv) -> int:
     if args.sweep:
         print(f"fastest that fits: {best.summary()}" if best else "nothing fits: see the reports above")
     if best is not None:
-        print(f"launch it with: {' '.join(estimates.launch_flags(best, config, topology))}")
+        planned, _ = planner.adapt_config(config, topology, remat=best.remat_policy,
+                                          micro_batch=best.micro_batch_per_chip)
+        flags = estimates.launch_flags(planned, config_files.file_config(args.config))
+        print(f"launch it with: {shlex.join(flags)}")
+        # The flags are the difference from the config file as the training CLI loads it (without --config: from
+        # the schema defaults), so the command below trains exactly what was compiled on this mesh.
+        config_arg = f"--config {shlex.quote(args.config)}" if args.config else "--config <file with the defaults>"
+        print(f"  on mesh {describe_mesh(best.mesh)}: python -m mellama_jax.train {config_arg} --workdir <workdir> "
+              f"<these flags>; add --dry_run to check them on the slice before training")
         for line in estimates.estimate(best, config, topology, mfu=args.mfu).lines():
             print(f"  {line}")
     if args.json:

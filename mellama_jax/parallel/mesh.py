@@ -111,6 +111,12 @@ def make_mesh(cfg: MeshConfig | None = None, devices: Sequence | None = None) ->
     return Mesh(dev_array, MESH_AXES, **kwargs)
 
 
+def describe_mesh(shape) -> str:
+    """'data=1 fsdp=8 tensor=1' for a mesh's `.shape` (or any axis -> size mapping): the one spelling the
+    planner and the training CLI's --dry_run print, so a plan and its launch can be compared by eye."""
+    return " ".join(f"{axis}={int(size)}" for axis, size in dict(shape).items())
+
+
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, local_device_count: int | None = None) -> None:
     """Start jax.distributed when running on several processes.

@@ -10,6 +10,8 @@ import dataclasses
 import re
 from typing import Any, Optional
 
+from mellama_jax.parallel import describe_mesh
+
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 _SIZE = r"([\d.]+)\s*([KMGT]?)i?B?"
 
@@ -22,6 +24,7 @@ class CompileReport:
     micro_batches: int  # gradient-accumulation steps per optimizer step
     hbm_bytes: int  # the chip's HBM
     fits: bool
+    mesh: dict = dataclasses.field(default_factory=dict)  # mesh axis -> size the step was compiled for
     out_of_memory: bool = False  # the compiler (or our HBM check) said RESOURCE_EXHAUSTED
     argument_bytes: int = 0
     output_bytes: int = 0
@@ -60,7 +63,8 @@ class CompileReport:
 
     def summary(self) -> str:
         gib = lambda b: f"{b / 1024 ** 3:.2f} GiB"
-        head = (f"{self.topology} remat={self.remat_policy} micro_batch={self.micro_batch_per_chip}/chip "
+        mesh = f" mesh {describe_mesh(self.mesh)}" if self.mesh else ""
+        head = (f"{self.topology}{mesh} remat={self.remat_policy} micro_batch={self.micro_batch_per_chip}/chip "
                 f"x{self.micro_batches}: ")
         if self.fits:
             return (head + f"fits, {gib(self.total_bytes)} of {gib(self.hbm_bytes)} per chip "

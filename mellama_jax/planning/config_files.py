@@ -30,10 +30,15 @@ def parse_override(assignment: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def file_config(path: Optional[str] = None) -> ml_collections.ConfigDict:
+    """The config as the training CLI loads `--config path` with no overrides (the schema defaults without one)."""
+    return config_module(path).get_config() if path else default_config()
+
+
 def load_config(path: Optional[str] = None, *, model: Optional[str] = None,
                 overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """The training ConfigDict: from `path` (or the schema defaults), with `model` preset and overrides."""
-    cfg = config_module(path).get_config() if path else default_config()
+    cfg = file_config(path)
     if model:
         # Keep the execution choices of the config (dtype, scan, remat, attention); replace the architecture.
         cfg.model = model_fields(model, **{k: cfg.model[k] for k in EXECUTION_FIELDS})

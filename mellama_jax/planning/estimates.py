@@ -8,6 +8,7 @@ XLA counts a loop body once, so for scanned layers they are lower bounds.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 from mellama_jax.planning.compiled import CompileReport
 from mellama_jax.planning.topology import TpuTopology
@@ -58,12 +59,28 @@ def estimate(report: CompileReport, config, topology: TpuTopology, mfu: float = 
                     roofline_hbm_seconds=report.xla_bytes_accessed_per_chip / chip.hbm_bytes_per_s)
 
 
-def launch_flags(report: CompileReport, config, topology: TpuTopology) -> list[str]:
-    """The `--config.…` overrides that make the training run what this plan compiled."""
-    flags = [f"--config.model.remat_policy={report.remat_policy}",
-             f"--config.train.micro_batches={report.micro_batches}"]
-    if topology.num_slices > 1 and int(config.mesh.dcn_data) == 1:
-        flags.append(f"--config.mesh.dcn_data={topology.num_slices}")
-        if int(config.mesh.data) != -1:
-            flags.append(f"--config.mesh.data={int(config.mesh.data) * topology.num_slices}")
+# Fields the planner sets for its own sake: it compiles on abstract synthetic batches (config_files.load_config).
+PLANNING_ONLY_FIELDS = ("data.kind",)
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def launch_flags(planned, base) -> list[str]:
+    """The `--config.<key>=<value>` flags that turn `base` (the config file as the training CLI loads it)
+    into `planned` (what the chosen plan compiled: the --model preset, the --set overrides, the remat policy,
+    the micro-batch count and a multi-slice mesh)."""
+    want, have = _flat(planned.to_dict()), _flat(base.to_dict())
+    flags = []
+    for key, value in want.items():
+        if key in PLANNING_ONLY_FIELDS or (key in have and have[key] == value):
+            continue
+        flags.append(f"--config.{key}={value}")
     return flags

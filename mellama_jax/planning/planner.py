@@ -147,7 +147,7 @@ def plan_step(config: ml_collections.ConfigDict, topology: TpuTopology | str, *,
     mesh = make_mesh(mesh_cfg, devices=devices)
     fields = dict(topology=topology.name, remat_policy=str(cfg.model.remat_policy),
                   micro_batch_per_chip=shape.micro_batch_per_chip, micro_batches=shape.micro_batches,
-                  hbm_bytes=topology.chip.hbm_bytes)
+                  hbm_bytes=topology.chip.hbm_bytes, mesh=dict(mesh.shape))
     model_cfg = ModelConfig.from_dict(_model_dict(cfg))
     fields["model_flops_per_chip"] = (P.flops_per_token(model_cfg, shape.seq_len) * shape.global_batch * shape.seq_len
                                       / topology.num_chips)

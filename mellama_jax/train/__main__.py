@@ -1,6 +1,7 @@
 """python -m mellama_jax.train --config configs/<file>.py --workdir DIR [--config.key=value ...]
 
-Rerunning the same command with the same workdir resumes from the latest complete checkpoint.
+Rerunning the same command with the same workdir resumes from the latest complete checkpoint. --dry_run checks
+the command (config, overrides, workdir, mesh, batch split, step lowered) and prints the run it would start.
 Multi-process runs (launch/local.py, SLURM, Cloud TPU) add --coordinator/--num_processes/--process_id
 where the cluster is not detected automatically.
 """
@@ -16,6 +17,7 @@ from mellama_jax import cli
 from mellama_jax.train.init_from import adopt_init_from, command_line_keys
 from mellama_jax.parallel import initialize_distributed
 from mellama_jax.train.config import TrainConfig
+from mellama_jax.train.dry_run import dry_run
 from mellama_jax.train.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
@@ -25,6 +27,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator).")
 _LOCAL_DEVICES = flags.DEFINE_integer("local_device_count", None,
                                       "CPU only: number of (fake) CPU devices of this process.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check the command and print the run it would start (mesh, batch "
+                              "split, remat, model), then exit without training or writing anything.")
 flags.DEFINE_bool("debug", False, "Show tracebacks of errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -42,6 +46,10 @@ def main(argv) -> int:
     # init_from decides the architecture and tokenizer unless --config.model.* / --config.data.tokenizer say otherwise.
     config = adopt_init_from(_CONFIG.value, explicit=command_line_keys(flags.FLAGS["config"]))
     cfg = TrainConfig.from_config_dict(config)
+    if _DRY_RUN.value:
+        for line in dry_run(cfg, _WORKDIR.value):
+            print(f"dry run: {line}")
+        return 0
     result = train(cfg, _WORKDIR.value)
     print(f"finished at step {result.step}" + (" (preempted; rerun to resume)" if result.preempted else ""))
     return 0
