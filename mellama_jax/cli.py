@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gc
 import logging
@@ -25,12 +26,15 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from typing import Callable, Sequence
 
 from absl import flags
 from absl import logging as absl_logging
+
+from mellama_jax import paths
 
 DEBUG_FLAG = "--debug"
 EXIT_USER_ERROR = 2
@@ -72,6 +76,27 @@ def one_line(e: BaseException) -> str:
     return "\n".join(lines[:2])
 
 
+def local_config_files(argv: Sequence[str]) -> list[str]:
+    """`--config gs://.../config.py` (e.g. a recipe stage's config in a bucket workdir): ml_collections executes
+    config files from local disk, so a remote one is downloaded to a temporary file first (removed at exit)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            j, value = i + 1, out[i + 1]
+        elif arg.startswith("--config="):
+            j, value = i, arg.split("=", 1)[1]
+        else:
+            continue
+        if not paths.is_remote(value):
+            continue
+        fd, local = tempfile.mkstemp(prefix="mellama-config-", suffix=".py")
+        atexit.register(lambda p=local: os.path.exists(p) and os.remove(p))
+        with os.fdopen(fd, "w") as f:
+            f.write(paths.resolve(value).read_text())
+        out[j] = local if j == i + 1 else f"--config={local}"
+    return out
+
+
 def parse_absl_flags(argv: Sequence[str], define_flags: Callable[[], None] | None = None) -> list[str]:
     """Parse absl / ml_collections flags; a bad flag or config override becomes UsageError naming it.
 
@@ -79,6 +104,7 @@ def parse_absl_flags(argv: Sequence[str], define_flags: Callable[[], None] | Non
     default file applies the --config.* overrides when it is defined).
     """
     FLAGS = flags.FLAGS
+    argv = local_config_files(argv)
     try:
         if define_flags is not None:
             define_flags()

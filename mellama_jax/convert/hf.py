@@ -362,9 +362,11 @@ def save_hf_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: dic
             hf_config.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": cfg.rope_theta})
             _write_json(os.path.join(tmp, CONFIG), hf_config)
             _write_json(os.path.join(tmp, GENERATION_CONFIG), generation_config(cfg))
-            if tokenizer_dir is not None and not export_tokenizer_dir(
-                    tokenizer_dir, tmp, chat_template=chat_template, model_max_length=cfg.max_position_embeddings):
-                raise HFCheckpointError(f"{tokenizer_dir}: no tokenizer.model or tokenizer.json to export")
+            if tokenizer_dir is not None:
+                with paths.local_copy(tokenizer_dir) as local_tok:  # a checkpoint's tokenizer/ may be on gs://
+                    if not export_tokenizer_dir(local_tok, tmp, chat_template=chat_template,
+                                                model_max_length=cfg.max_position_embeddings):
+                        raise HFCheckpointError(f"{tokenizer_dir}: no tokenizer.model or tokenizer.json to export")
             if model_card is not None:
                 with open(os.path.join(tmp, MODEL_CARD), "w") as f:
                     f.write(model_card)

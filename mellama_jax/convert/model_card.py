@@ -8,11 +8,11 @@ summaries (eval/report.py's summary.json) passed to the export or found in the w
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 from typing import Any, Iterable
 
+from mellama_jax import paths as path_layer
 from mellama_jax.config import ModelConfig
 from mellama_jax.data.config import InstructConfig
 from mellama_jax.model import params as P
@@ -78,15 +78,15 @@ def find_eval_summaries(directory: str | None) -> list[str]:
     if not directory:
         return []
     pattern = [os.path.join(directory, "eval*", EVAL_SUMMARY), os.path.join(directory, "eval*", "*", EVAL_SUMMARY)]
-    return sorted({p for pat in pattern for p in glob.glob(pat)})
+    return sorted({p for pat in pattern for p in path_layer.glob(pat)})
 
 
-def load_eval_summaries(paths: Iterable[str]) -> list[dict]:
+def load_eval_summaries(summaries: Iterable[str]) -> list[dict]:
+    """Each summary.json (or evaluation output directory holding one), local or on object storage."""
     out = []
-    for p in paths:
-        path = os.path.join(p, EVAL_SUMMARY) if os.path.isdir(p) else p
-        with open(path) as f:
-            out.append(json.load(f))
+    for p in summaries:
+        path = os.path.join(p, EVAL_SUMMARY) if path_layer.resolve(p).is_dir() else p
+        out.append(json.loads(path_layer.resolve(path).read_text()))
     return out
 
 

@@ -9,13 +9,15 @@ tokenizer.model, `init_from` at a LLaMA-2 HF directory and the stage configs at 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
 import shutil
 import sys
-from typing import Any, Iterable
+import tempfile
+from typing import Any, Iterable, Iterator
 
 import ml_collections
 
@@ -61,15 +63,11 @@ class Recipe:
                  explicit: Iterable[str] = ()):
         """explicit: the config keys given on the command line (`init_from` does not override those)."""
         self.c = config
-        if paths.is_remote(workdir):  # stage markers, config copies, demo data and tokenizer use local file I/O
-            raise ConfigError(f"--workdir {workdir}: the recipe needs a local workdir (its stage markers, configs, "
-                              f"demo data and tokenizer are local files); run python -m mellama_jax.train and "
-                              f"mellama-prepare-corpus, which take gs:// paths, for the stages on a pod")
         self.workdir = paths.as_str(workdir, what="--workdir")
         self.command = command
         self.explicit = frozenset(explicit)
         check_workdir(self.workdir)
-        os.makedirs(self.workdir, exist_ok=True)
+        paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
@@ -104,8 +102,7 @@ class Recipe:
         ]
 
     def run(self, only: tuple[str, ...] = (), force: str | None = None) -> dict:
-        with open(self.path("recipe_config.json"), "w") as f:
-            json.dump(self.c.to_dict(), f, indent=2, default=str)
+        paths.resolve(self.path("recipe_config.json")).write_text(json.dumps(self.c.to_dict(), indent=2, default=str))
         return run_stages(self.workdir, self.stages(), only=only, force=force)
 
     # ------------------------------------------------------------------ stages
@@ -113,18 +110,18 @@ class Recipe:
 
         # A rerun after an interruption starts the stage over: clear whatever it left half-written.
         for sub in ("data", "tokenizer", "shards"):
-            shutil.rmtree(os.path.join(d, sub), ignore_errors=True)
-        files = demo.write_demo_data(self.data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
+            paths.remove_tree(os.path.join(d, sub))
         tokenizer = self.c.data.tokenizer or (source_tokenizer(self.c.init_from) if self.c.init_from else None)
         if self.c.init_from and not tokenizer:
             raise ConfigError(f"init_from={self.c.init_from}: no tokenizer.model there; pass the model's tokenizer "
                               f"with --config.data.tokenizer=PATH")
-        if tokenizer:
-            tok = Tokenizer.load(tokenizer)
-        else:
-            tok = train_tokenizer(demo.demo_texts(self.data_root), self.tokenizer_dir,
-                                  vocab_size=self.c.data.vocab_size)
-        save_hf_tokenizer(tok, self.tokenizer_dir)
+        with _written_to(self.data_root) as data_root, _written_to(self.tokenizer_dir) as tokenizer_dir:
+            files = demo.write_demo_data(data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
+            if tokenizer:
+                tok = Tokenizer.load(tokenizer)
+            else:
+                tok = train_tokenizer(demo.demo_texts(data_root), tokenizer_dir, vocab_size=self.c.data.vocab_size)
+            save_hf_tokenizer(tok, tokenizer_dir)
         summary: dict = {"data_root": self.data_root, "tokenizer": self.tokenizer_dir,
                          "vocab_size": tok.vocab_size, "files": sorted(files)}
         if self.c.data.prepare_shards:
@@ -206,10 +203,10 @@ class Recipe:
         evals = os.path.join(stage_dir(self.workdir, "evaluate"), "{}", "summary.json")
         merged_dir = export.convert_checkpoint_to_hf(tuned, os.path.join(d, "hf_merged"), dtype=x.dtype,
                                                  max_shard_size=x.max_shard_size, merge_lora=True, overwrite=True,
-                                                 eval_dirs=[p for p in [evals.format("tuned")] if os.path.isfile(p)])
+                                                 eval_dirs=[p for p in [evals.format("tuned")] if _is_file(p)])
         base_dir = export.convert_checkpoint_to_hf(base, os.path.join(d, "hf_base"), dtype=x.dtype,
                                                max_shard_size=x.max_shard_size, overwrite=True,
-                                               eval_dirs=[p for p in [evals.format("base")] if os.path.isfile(p)])
+                                               eval_dirs=[p for p in [evals.format("base")] if _is_file(p)])
         cfg, _, extras = ckpt.load_model_checkpoint(tuned)
         peft_dir = export_peft(os.path.join(d, "peft"), cfg, extras["lora_config"], extras["adapters"],
                                base_model_name_or_path=str(base_dir), overwrite=True)
@@ -221,6 +218,26 @@ class Recipe:
     def report(self, d: str) -> dict:
         path = write_recipe_report(self)
         return {"report": path}
+
+
+@contextlib.contextmanager
+def _written_to(target: str) -> Iterator[str]:
+    """A directory to write `target`'s files into: `target` itself when local; on object storage a local
+    temporary directory (the demo corpus, tokenizer training and the HF tokenizer files write local files),
+    uploaded to `target` when the block succeeds."""
+    if not paths.is_remote(target):
+        yield target
+        return
+    stage = tempfile.mkdtemp(prefix="mellama-recipe-")
+    try:
+        yield stage
+        paths.copy_tree(stage, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _is_file(path: str) -> bool:
+    return paths.resolve(path).is_file()
 
 
 def _floats(metrics: dict) -> dict:
@@ -241,8 +258,9 @@ def check_with_transformers(hf_dir: str, question: str = "What is the first-line
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - optional reference (the [test] extra)
     except ImportError:
         return {"status": "skipped: transformers/torch not installed (pip install -e .[test])"}
-    tok = AutoTokenizer.from_pretrained(hf_dir)
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    with paths.local_copy(hf_dir) as local_dir:  # transformers reads local directories
+        tok = AutoTokenizer.from_pretrained(local_dir)
+        model = AutoModelForCausalLM.from_pretrained(local_dir, dtype=torch.float32).eval()
     if tok.chat_template:
         ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                       return_tensors="pt", return_dict=True)
@@ -260,16 +278,17 @@ CONFIG_JSON = "config.json"
 
 
 def write_config_file(stage_dir_: str, cd: ml_collections.ConfigDict) -> str:
-    """`<stage>/config.py` (+ config.json): the stage's resolved training config as a config file."""
-    os.makedirs(stage_dir_, exist_ok=True)
-    with open(os.path.join(stage_dir_, CONFIG_JSON), "w") as f:
-        json.dump(cd.to_dict(), f, indent=2, sort_keys=True)
+    """`<stage>/config.py` (+ config.json): the stage's resolved training config as a config file. The values
+    are embedded in config.py itself, so the file works wherever it is copied to (a gs:// workdir's file is
+    downloaded before it runs); config.json holds the same values for tools that read JSON."""
+    values = json.dumps(cd.to_dict(), indent=2, sort_keys=True)
+    paths.resolve(stage_dir_).mkdir(parents=True, exist_ok=True)
+    paths.resolve(os.path.join(stage_dir_, CONFIG_JSON)).write_text(values)
     path = os.path.join(stage_dir_, CONFIG_FILE)
-    with open(path, "w") as f:
-        f.write(f'"""The training config this recipe stage ran with (written by mellama_jax.recipe)."""\n'
-                f"import json\nimport os\n\nimport ml_collections\n\n\ndef get_config():\n"
-                f"    with open(os.path.join(os.path.dirname(__file__), {CONFIG_JSON!r})) as f:\n"
-                f"        return ml_collections.ConfigDict(json.load(f))\n")
+    paths.resolve(path).write_text(
+        f'"""The training config this recipe stage ran with (written by mellama_jax.recipe)."""\n'
+        f"import json\n\nimport ml_collections\n\nVALUES = {values!r}\n\n\ndef get_config():\n"
+        f"    return ml_collections.ConfigDict(json.loads(VALUES))\n")
     return path
 
 

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
+import tempfile
 from typing import Iterable
 
+from mellama_jax import paths
 from mellama_jax.recipe.commands import EVALUATED, evaluate_command
-import statistics
-from mellama_jax.recipe.stages import read_summary, is_done
+from mellama_jax.recipe.stages import is_done, read_summary, write_text_atomic
 
 
 def read_metrics(path: str) -> list[dict]:
     """Records of a metrics.jsonl (missing file -> empty list; a torn last line from a kill is skipped)."""
-    if not os.path.exists(path):
+    if not paths.resolve(path).exists():
         return []
     out = []
-    with open(path) as f:
+    with paths.open_file(path, "r") as f:
         for line in f:
             line = line.strip()
             if not line:
@@ -137,7 +139,12 @@ def write_recipe_report(recipe) -> str:
         records = read_metrics(os.path.join(wd, stage, "run", "metrics.jsonl"))
         if records:
             curves[stage] = records
-    png = plot_losses(curves, os.path.join(wd, "loss_curves.png")) if curves else None
+    png = None
+    if curves:  # matplotlib writes local files: plot into a temporary file, then copy it into the workdir
+        png = os.path.join(wd, "loss_curves.png")
+        with tempfile.TemporaryDirectory(prefix="mellama-plot-") as tmp:
+            local_png = plot_losses(curves, os.path.join(tmp, "loss_curves.png"))
+            paths.resolve(local_png).copy(paths.resolve(png), overwrite=True)
 
     targets = {c["name"]: float(c["weight"]) for c in recipe.c.mixture.to_dict().get("components", [])}
     lines = ["# Me-LLaMA recipe report", "",
@@ -189,7 +196,5 @@ def write_recipe_report(recipe) -> str:
               f"python tools/convert_jax_to_hf.py --ckpt_dir {wd}/instruct/model --out_dir {wd}/hf_again --merge_lora",
               "```", ""]
     path = os.path.join(wd, "report.md")
-    with open(path + ".tmp", "w") as f:
-        f.write("\n".join(lines))
-    os.replace(path + ".tmp", path)
+    write_text_atomic(path, "\n".join(lines))
     return path

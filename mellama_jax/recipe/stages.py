@@ -16,10 +16,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from typing import Any, Callable
+
+from mellama_jax import paths
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,22 @@ def stage_dir(workdir: str, name: str) -> str:
 
 
 def is_done(workdir: str, name: str) -> bool:
-    return os.path.exists(os.path.join(stage_dir(workdir, name), MARKER))
+    return paths.resolve(os.path.join(stage_dir(workdir, name), MARKER)).exists()
 
 
 def read_summary(workdir: str, name: str) -> dict:
-    path = os.path.join(stage_dir(workdir, name), MARKER)
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.resolve(os.path.join(stage_dir(workdir, name), MARKER)).read_text())
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Local: write a temporary file and rename it into place. Object storage: one object write, which is
+    atomic already (readers see the old object or the whole new one)."""
+    if paths.is_remote(path):
+        paths.resolve(path).write_text(text)
+        return
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def input_key(stage: Stage, upstream: dict | None) -> str:
@@ -82,23 +92,19 @@ def run_stages(workdir: str, stages: list[Stage], *, only: tuple[str, ...] = (),
         if only and stage.name not in only:
             echo(f"[{i}/{len(stages)}] {stage.name}: not selected, stopping here")
             break
-        marker, key_file = os.path.join(d, MARKER), os.path.join(d, INPUT_KEY_FILE)
-        stale = os.path.exists(marker) or (os.path.exists(key_file) and open(key_file).read() != key)
+        marker, key_file = paths.resolve(os.path.join(d, MARKER)), paths.resolve(os.path.join(d, INPUT_KEY_FILE))
+        stale = marker.exists() or (key_file.exists() and key_file.read_text() != key)
         if stale:  # outputs of other inputs (a finished run, or an interrupted one): start the stage afresh
-            shutil.rmtree(d)
+            paths.remove_tree(d)
         echo(f"[{i}/{len(stages)}] {stage.name}: {stage.description}")
-        os.makedirs(d, exist_ok=True)
-        with open(key_file, "w") as f:  # an interrupted run resumes only with the same inputs
-            f.write(key)
+        paths.resolve(d).mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)  # an interrupted run resumes only with the same inputs
         t0 = time.time()
         summary = dict(stage.run(d) or {})
         summary["seconds"] = round(time.time() - t0, 1)
         summary["input_key"] = key
         summary["run_id"] = uuid.uuid4().hex
-        tmp = marker + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, marker)
+        write_text_atomic(os.fspath(marker), json.dumps(summary, indent=2, sort_keys=True, default=str))
         summaries[stage.name] = upstream = summary
         echo(f"[{i}/{len(stages)}] {stage.name}: done in {summary['seconds']} s")
     return summaries
