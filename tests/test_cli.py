@@ -251,3 +251,20 @@ def test_ctrl_c_stops_the_recipe_and_rerun_continues(tmp_path):
     rerun = [json.loads(line) for line in metrics.read_text().splitlines()[logged:]]
     steps = [r["step"] for r in rerun if r["kind"] == "train"]
     assert steps and steps[0] > interrupted_at and steps[-1] == 8, (interrupted_at, steps)
+
+
+def test_ctrl_c_during_a_checkpoint_save_is_delivered_after_it():
+    """orbax's save and final wait run with SIGINT held (train/checkpoint.py): the block finishes, then the
+    KeyboardInterrupt arrives, so no commit thread is left running while Python exits."""
+    import signal
+
+    from mellama_jax.train.checkpoint import interrupts_deferred
+
+    finished = []
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist workers may run with another
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            signal.raise_signal(signal.SIGINT)
+            finished.append(True)  # still running: the signal is held
+    assert finished == [True]
+    assert signal.signal(signal.SIGINT, before) is signal.default_int_handler  # the handler is put back

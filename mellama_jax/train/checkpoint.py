@@ -21,6 +21,7 @@ A restore that fails for another reason (the model or optimizer changed) is an e
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -166,7 +167,8 @@ class Checkpointer:
         """Start an (async) save of everything a resume needs; returns once device arrays are copied."""
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(state.to_checkpoint()), data_iter=source.save_args(),
                                   config=ocp.args.JsonSave(config))
-        self.manager.save(step, args=args, force=True)
+        with interrupts_deferred():
+            self.manager.save(step, args=args, force=True)
 
     def restore(self, step: int, abstract_state: TrainState, source) -> tuple[TrainState, dict]:
         """(state on the shardings of `abstract_state`, saved config); the source is repositioned."""
@@ -241,8 +243,27 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        with interrupts_deferred():
+            self.manager.wait_until_finished()
+            self.manager.close()
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it. A KeyboardInterrupt inside orbax's save or
+    its final wait leaves its commit threads running while Python shuts down: the step is half written and the
+    threads print tracebacks ("cannot schedule new futures after shutdown") after the one-line message."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _any_process(flag: bool) -> bool:
