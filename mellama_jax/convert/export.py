@@ -54,7 +54,7 @@ def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.Path
     if eval_dirs is None:
         eval_dirs = model_card.find_eval_summaries((run or {}).get("workdir"))
     tok_dir = extras["tokenizer_dir"]
-    sha = Tokenizer.load(tok_dir).sha256 if tok_dir and os.path.isfile(os.path.join(tok_dir, MODEL_FILE)) else None
+    sha = Tokenizer.load(tok_dir).sha256 if tok_dir and paths.resolve(paths.join(tok_dir, MODEL_FILE)).is_file() else None
     lora = "merged" if merge_lora else ("base" if base_only and extras["adapters"] is not None else "")
     card = model_card.model_card(cfg, run=run, evals=model_card.load_eval_summaries(eval_dirs),
                                  chat_template=template, tokenizer_sha256=sha, lora=lora,

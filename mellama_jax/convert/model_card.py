@@ -32,9 +32,9 @@ def summarize_metrics(path: str, step: int | None = None) -> dict[str, Any]:
     """The last "train", "data" and "eval" rows of metrics.jsonl at or before `step`, and the first "train"
     row (for the loss at the start). A rerun after a resume appends; later rows win."""
     out: dict[str, Any] = {}
-    if not os.path.isfile(path):
+    if not path_layer.resolve(path).is_file():
         return out
-    with open(path) as f:
+    with path_layer.open_file(path, "r") as f:
         for line in f:
             try:
                 row = json.loads(line)
@@ -52,7 +52,7 @@ def summarize_metrics(path: str, step: int | None = None) -> dict[str, Any]:
 
 def training_run(workdir: str, step: int, run_config: dict) -> dict[str, Any]:
     """What the card needs from a training workdir (stored as training_run.json in exported checkpoints)."""
-    return {"workdir": os.path.abspath(workdir), "step": int(step), "config": run_config,
+    return {"workdir": path_layer.as_str(workdir), "step": int(step), "config": run_config,
             "metrics": summarize_metrics(os.path.join(workdir, METRICS_FILE), step)}
 
 
