@@ -29,9 +29,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import mellama_jax.generate.decode as decode_module  # noqa: E402
 from mellama_jax.config import preset  # noqa: E402
 from mellama_jax.convert.mapping import params_from_hf  # noqa: E402
-import mellama_jax.generate.decode as decode_module  # noqa: E402
 from mellama_jax.generate import generate  # noqa: E402
 from mellama_jax.model import params as P  # noqa: E402
 

@@ -47,7 +47,6 @@ from mellama_jax.train.config import TrainConfig, default_config, model_fields  
 from mellama_jax.train.loop import build_engine  # noqa: E402
 from mellama_jax.train.state import init_state  # noqa: E402
 
-
 TORCH_DEVICE = "cuda"
 
 

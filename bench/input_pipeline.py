@@ -55,11 +55,12 @@ def _write_jsonl_corpus(demo_root: str, out_root: str, concat: int = 1):
     concat > 1 joins that many consecutive demo documents into one (longer, more realistic documents:
     demo abstracts are ~170 tokens, real PubMed abstracts and clinical notes several hundred to thousands).
     """
-    from mellama_jax.demo.corpus import demo_texts
     import json as _json
+
+    from mellama_jax.demo.corpus import demo_texts
     texts = list(demo_texts(demo_root))
-    from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
     from mellama_jax.data.errors import DataReport
+    from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
     n_bio = len(RecordSource.build([SourceConfig(os.path.join(demo_root, "corpus/biomedical/*.jsonl"),
                                                  text_fields=("title", "abstract"))],
                                    lambda c: text_check(c.text_fields), DataReport()))
@@ -96,6 +97,7 @@ def _prepared_on_gcs(prepared: str, prepared_cfg: dict, tok, args) -> dict:
     """(c): the same prepared corpus uploaded to a GCS server on localhost and read from there."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
     from gcs_server import GcsServer
+
     from mellama_jax import paths
     from mellama_jax.data.loader import make_pretrain_iterator
     server = GcsServer().start()
@@ -127,10 +129,10 @@ def main(argv=None) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
-    from mellama_jax.demo import corpus as demo
     from mellama_jax.data.loader import make_pretrain_iterator
     from mellama_jax.data.prepare import prepare_corpus
     from mellama_jax.data.tokenizer import train_tokenizer
+    from mellama_jax.demo import corpus as demo
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench_input_")
     demo_root = os.path.join(work, "demo")

@@ -23,24 +23,21 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from mellama_jax.convert import fileio
-from mellama_jax.convert import rundir
 from mellama_jax import paths
 from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
 from mellama_jax.convert import ckpt as ckpt_lib
+from mellama_jax.convert import fileio, rundir
+from mellama_jax.convert import hf as hf_lib
 from mellama_jax.convert.model_card import chat_template_name
+from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.generate import generate as generate_ids
 from mellama_jax.generate import text as T
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
-from mellama_jax.parallel import activation_sharding
-from mellama_jax.parallel import tree_shardings
-from mellama_jax.parallel import batch_sharding, data_parallel_size, replicated
-from mellama_jax.convert import hf as hf_lib
-from mellama_jax.data.tokenizer import Tokenizer
-from jax.experimental import multihost_utils
 from mellama_jax.model.lora import merge_lora
+from mellama_jax.parallel import activation_sharding, batch_sharding, data_parallel_size, replicated, tree_shardings
 
 log = logging.getLogger(__name__)
 

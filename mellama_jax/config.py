@@ -7,10 +7,10 @@ ml_collections config files and for the `model_config.json` stored next to every
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 from typing import Any, Mapping
-import importlib.util
 
 # Names accepted for `remat_policy` (MaxText's names); the policies themselves live in mellama_jax/model/remat.py.
 REMAT_POLICIES = ("none", "minimal_with_context", "minimal", "save_dots", "save_dot_except_mlpwi",

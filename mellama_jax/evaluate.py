@@ -23,9 +23,8 @@ import sys
 
 from mellama_jax import cli
 from mellama_jax.api import load
-from mellama_jax.eval.report import markdown_table, write_report
-
 from mellama_jax.eval.parsing import MATCHING_MODES
+from mellama_jax.eval.report import markdown_table, write_report
 from mellama_jax.eval.runner import MODES, TEMPLATES, EvalConfig, evaluate, load_tasks
 from mellama_jax.eval.tasks.registry import task_names
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os
 
-from mellama_jax.demo import corpus as demo
 from mellama_jax.data.tokenizer import train_tokenizer
+from mellama_jax.demo import corpus as demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -145,7 +145,8 @@ def test_backend_shape_errors_are_clear():
 @pytest.mark.tpu
 @needs_libtpu
 def test_splash_compiles_for_tpu():
-    from jax.sharding import NamedSharding, PartitionSpec as Spec
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as Spec
 
     from mellama_jax.planning.topology import fake_devices, parse_topology
 

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from mellama_jax.eval.runner import EvalConfig, load_tasks
 from mellama_jax.commands import build_mibe
+from mellama_jax.eval.runner import EvalConfig, load_tasks
 from mellama_jax.eval.tasks.classification import HALLMARKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -180,8 +180,8 @@ def test_ctrl_c_stops_evaluation_writes_nothing_and_rerun_finishes(tmp_path):
     import json
 
     import jax
-
     from hf_fixtures import train_small_sentencepiece
+
     from mellama_jax.config import preset
     from mellama_jax.convert.ckpt import save_model_checkpoint
     from mellama_jax.model import params as P

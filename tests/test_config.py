@@ -7,8 +7,7 @@ from jax.sharding import PartitionSpec
 from mellama_jax import parallel
 from mellama_jax.config import ConfigError
 from mellama_jax.parallel.rules import LOGICAL_AXIS_RULES, logical_to_spec
-from mellama_jax.train.config import (CheckpointConfig, LogConfig, LoopConfig, OptimConfig, TrainConfig,
-                                      apply_overrides, default_config)
+from mellama_jax.train.config import CheckpointConfig, LogConfig, LoopConfig, OptimConfig, TrainConfig, apply_overrides, default_config
 from mellama_jax.train.loop import build_engine
 
 

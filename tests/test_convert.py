@@ -14,15 +14,15 @@ import sys
 import ml_dtypes
 import numpy as np
 import pytest
+from hf_fixtures import hf_logits, make_hf_model
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from hf_fixtures import hf_logits, make_hf_model
 from mellama_jax.config import ConfigError
 from mellama_jax.convert import hf as hf_lib
 from mellama_jax.convert.ckpt import load_model_checkpoint
-from mellama_jax.convert.hf import HFCheckpointError, convert_hf_to_checkpoint, load_hf_params, parse_size, save_hf_checkpoint
 from mellama_jax.convert.export import convert_checkpoint_to_hf
+from mellama_jax.convert.hf import HFCheckpointError, convert_hf_to_checkpoint, load_hf_params, parse_size, save_hf_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HF_CASES = {

@@ -6,14 +6,14 @@ import json
 import os
 import random
 
+import corpus_fixtures as F
 import pytest
+from data_fixtures import WORDS, make_demo, write_jsonl
+from test_corpus_sources import shard_tokens
 
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.data.sources import PreparedSource
-import corpus_fixtures as F
-from data_fixtures import WORDS, make_demo, write_jsonl
-from test_corpus_sources import shard_tokens
 
 
 def words(n, seed):
@@ -218,6 +218,7 @@ def test_same_shards_local_workers_and_beam(planted, tok, tmp_path):
 def test_cli_refuses_foreign_out_dir_in_one_line(planted, tmp_path):
     import subprocess
     import sys
+
     from data_fixtures import REPO
     user = tmp_path / "user"
     user.mkdir()

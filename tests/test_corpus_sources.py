@@ -5,15 +5,15 @@ import gzip
 import json
 import os
 
+import corpus_fixtures as F
 import pytest
+from data_fixtures import make_demo
 
 from mellama_jax.data import errors as E
 from mellama_jax.data import readers
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.data.sources import PreparedSource, SourceConfig
-import corpus_fixtures as F
-from data_fixtures import make_demo
 
 
 def _read(fmt, path, strict=False, **options):
@@ -159,9 +159,10 @@ def test_prepare_sources_into_shards_of_exactly_the_expected_texts(src, tok, tmp
 
 
 def test_me_llama_mix_reads_the_sources_as_distributed():
+    from data_fixtures import REPO
+
     from mellama_jax.config import config_module
     from mellama_jax.data.config import DataConfig
-    from data_fixtures import REPO
     cfg = DataConfig.from_config(config_module(os.path.join(REPO, "configs/data/me_llama_mix.py")).get_config("/d"))
     formats = {c.name: [s.format for s in c.sources] for c in cfg.components}
     assert formats["biomedical"] == ["pubmed_xml", "pmc_jats"]

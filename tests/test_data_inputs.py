@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from data_fixtures import REPO, make_demo, unique_docs, write_jsonl
 
 from mellama_jax.data import errors as E
 from mellama_jax.data.config import DataConfig
@@ -15,7 +16,6 @@ from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.loader import make_heldout_batches, make_pretrain_iterator
 from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.data.sources import RecordSource, SourceConfig, text_check, text_of
-from data_fixtures import REPO, make_demo, unique_docs, write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ import sys
 import grain
 import numpy as np
 import pytest
+from data_fixtures import REPO, demo_config, make_demo, unique_docs, write_jsonl
 
 from mellama_jax.data import templates as T
-from mellama_jax.data.loader import (DocumentBlocks, TokenizeBlock, global_batch, make_heldout_batches,
-                                     make_pretrain_iterator, make_sft_iterator)
+from mellama_jax.data.errors import DataReport
+from mellama_jax.data.loader import DocumentBlocks, TokenizeBlock, global_batch, make_heldout_batches, make_pretrain_iterator, make_sft_iterator
 from mellama_jax.data.packing import OVERLONG_FLAG, BlockChunker, pack
 from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
-from mellama_jax.data.errors import DataReport
-from data_fixtures import REPO, demo_config, make_demo, unique_docs, write_jsonl
 
 SEQ = 512
 
@@ -167,6 +166,7 @@ def test_chunker_groups_short_documents_into_units(env):
 
 def test_packed_forward_equals_per_document_forward(env):
     import jax
+
     from mellama_jax.config import ModelConfig
     from mellama_jax.model.llama import Transformer
     from mellama_jax.model.params import init_params
@@ -293,6 +293,7 @@ def test_resume_two_processes_with_worker_processes(env, tmp_path):
 
 def test_global_batch_from_process_local_data(long_run):
     import jax
+
     from mellama_jax.parallel import MeshConfig, batch_sharding, make_mesh
     mesh = make_mesh(MeshConfig(data=2, fsdp=4, tensor=1))
     local = long_run[0][0]

@@ -3,12 +3,12 @@ import os
 import random
 
 import pytest
+from data_fixtures import make_demo
 
 from mellama_jax.data import templates as T
-from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.errors import DataError
+from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
-from data_fixtures import make_demo
 
 VARIED = [
     "",

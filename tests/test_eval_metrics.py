@@ -9,7 +9,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from mellama_jax.eval import metrics as M
 from mellama_jax.eval.parsing import match_choice, match_labels, ranked_items
-from mellama_jax.eval.spans import gold_bio, parse_spans, predicted_bio, SpanError
+from mellama_jax.eval.spans import SpanError, gold_bio, parse_spans, predicted_bio
 
 TYPES = ("problem", "treatment", "test")
 

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from hf_fixtures import make_hf_model
+
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.demo import mibe as synthetic
 from mellama_jax.eval import scoring
@@ -76,6 +76,7 @@ def test_lm_eval_adapter_matches_hflm(tiny):
     from lm_eval.api.instance import Instance
     from lm_eval.api.registry import get_model
     from lm_eval.models.huggingface import HFLM
+
     from mellama_jax.eval.lm_eval_adapter import MellamaJaxLM
 
     class HFLMSentencepieceDecode(HFLM):

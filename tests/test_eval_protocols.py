@@ -6,13 +6,12 @@ import random
 
 import numpy as np
 import pytest
+from test_eval_runner import CharTokenizer
 
 from mellama_jax.demo import mibe as synthetic
 from mellama_jax.eval.protocols import majority
 from mellama_jax.eval.report import markdown_table, summary_dict
 from mellama_jax.eval.runner import EvalConfig, evaluate
-
-from test_eval_runner import CharTokenizer
 
 
 class EchoModel:

@@ -188,6 +188,7 @@ def test_bad_records_name_file_and_line(tmp_path):
 def test_lm_eval_chat_template_matches_exported_hf_template(template):
     """The adapter renders lm-eval's messages as the Jinja template exported with the HF tokenizer does."""
     import jinja2
+
     from mellama_jax.data.templates import hf_chat_template
     from mellama_jax.eval.lm_eval_adapter import MellamaJaxLM
 

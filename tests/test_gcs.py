@@ -22,17 +22,16 @@ import urllib.request
 import jax
 import numpy as np
 import pytest
-from etils import epath
-
-from mellama_jax.convert import fileio
-from mellama_jax.convert import rundir
-import mellama_jax
 from data_fixtures import demo_config, make_demo
+from etils import epath
 from hf_fixtures import make_hf_model
+
+import mellama_jax
 from mellama_jax import paths
 from mellama_jax.config import config_module
-from mellama_jax.convert.hf import convert_hf_to_checkpoint
+from mellama_jax.convert import fileio, rundir
 from mellama_jax.convert.export import convert_checkpoint_to_hf
+from mellama_jax.convert.hf import convert_hf_to_checkpoint
 from mellama_jax.train.checkpoint import export_model_checkpoint
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train

@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordWriter
+from data_fixtures import REPO, demo_config, make_demo, unique_docs, write_jsonl
 from etils import epath
 
-from data_fixtures import REPO, demo_config, make_demo, unique_docs, write_jsonl
 from mellama_jax import paths
 from mellama_jax.config import config_module
 from mellama_jax.data.errors import DataError

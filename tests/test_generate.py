@@ -17,12 +17,21 @@ import jax
 import numpy as np
 import pytest
 import torch
-
 from hf_fixtures import make_hf_model, train_small_sentencepiece
+
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert.mapping import params_from_hf
-from mellama_jax.generate import (DecodeSpec, SamplingParams, bucket_batch, bucket_prompt_length, decode_fn,
-                                  generate, left_pad, pack_stop_sequences, shard_params)
+from mellama_jax.generate import (
+    DecodeSpec,
+    SamplingParams,
+    bucket_batch,
+    bucket_prompt_length,
+    decode_fn,
+    generate,
+    left_pad,
+    pack_stop_sequences,
+    shard_params,
+)
 from mellama_jax.generate.decode import decode
 from mellama_jax.generate.sampling import filter_logits, sample_next
 from mellama_jax.model import params as P
@@ -137,8 +146,7 @@ def test_same_seed_same_samples_other_seed_differs(gqa):
 
 
 def hf_warped(logits, temperature, top_k, top_p):
-    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
-                                                        TopKLogitsWarper, TopPLogitsWarper)
+    from transformers.generation.logits_process import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
     warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
     if top_k:
         warpers.append(TopKLogitsWarper(top_k))

@@ -9,9 +9,9 @@ import types
 import jinja2
 import numpy as np
 import pytest
+from hf_fixtures import make_hf_model, train_small_sentencepiece
 
 import mellama_jax
-from hf_fixtures import make_hf_model, train_small_sentencepiece
 from mellama_jax.data.templates import TEMPLATE_NAMES, hf_chat_template, strip_response
 from mellama_jax.generate import __main__ as generate_cli
 

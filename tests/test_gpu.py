@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hf_fixtures import hf_logits, make_hf_model
 
 import mellama_jax
 from mellama_jax.generate import generate
@@ -19,7 +20,6 @@ from mellama_jax.train.batches import SyntheticSource, global_batch
 from mellama_jax.train.config import TrainConfig, default_config, model_fields
 from mellama_jax.train.loop import build_engine
 from mellama_jax.train.state import init_state
-from hf_fixtures import hf_logits, make_hf_model
 
 
 def _gpus() -> list:

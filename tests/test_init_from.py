@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from hf_fixtures import make_hf_model, train_small_sentencepiece
+
 from mellama_jax.config import ConfigError
 from mellama_jax.train.config import TrainConfig, default_config
 from mellama_jax.train.init_from import adopt_init_from, check_init_from

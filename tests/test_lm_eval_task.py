@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 import pytest
-
 from hf_fixtures import make_hf_model
-from mellama_jax.demo import corpus as demo
+
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.tokenizer import train_tokenizer
+from mellama_jax.demo import corpus as demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INCLUDE = os.path.join(ROOT, "configs", "lm_eval")

@@ -3,9 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hf_fixtures import hf_logits, make_hf_model
 from safetensors import safe_open
 
-from hf_fixtures import hf_logits, make_hf_model
 from mellama_jax.config import ConfigError, ModelConfig
 from mellama_jax.convert.mapping import params_from_hf
 from mellama_jax.convert.peft import export_peft, import_peft

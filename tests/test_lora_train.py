@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from data_fixtures import make_demo
 from hf_fixtures import hf_logits, make_hf_model
+
 import mellama_jax
 from mellama_jax import paths
 from mellama_jax.config import ConfigError, ModelConfig, config_module
@@ -23,8 +23,8 @@ from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.model.lora import LoraConfig, init_lora, merge_lora
 from mellama_jax.train.config import TrainConfig, model_fields
-from mellama_jax.train.lora import LoraTrainable
 from mellama_jax.train.loop import train
+from mellama_jax.train.lora import LoraTrainable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hf_fixtures import hf_logits, make_hf_model
 
 import mellama_jax
 from mellama_jax.config import REMAT_POLICIES, preset
@@ -16,7 +17,6 @@ from mellama_jax.convert.hf import convert_hf_to_checkpoint
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.parallel import MeshConfig, make_mesh
-from hf_fixtures import hf_logits, make_hf_model
 
 # One case per architectural variant the converter and the model must get right.
 HF_CASES = {

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
-
 from hf_fixtures import make_hf_model
-from mellama_jax.demo import corpus as demo
+
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.tokenizer import train_tokenizer
+from mellama_jax.demo import corpus as demo
 from mellama_jax.recipe.stages import Stage, run_stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

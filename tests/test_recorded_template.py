@@ -3,9 +3,9 @@ exported model checkpoint, the run config of a workdir); `mellama_jax.evaluate` 
 import json
 
 import jax
+from hf_fixtures import train_small_sentencepiece
 
 import mellama_jax
-from hf_fixtures import train_small_sentencepiece
 from mellama_jax import evaluate as evaluate_cli
 from mellama_jax.config import preset
 from mellama_jax.convert.ckpt import save_model_checkpoint

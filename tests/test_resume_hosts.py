@@ -10,8 +10,8 @@ import json
 
 import numpy as np
 import pytest
-
 from data_fixtures import demo_config, make_demo
+
 from mellama_jax.config import ConfigError
 from mellama_jax.data.loader import make_pretrain_iterator
 from mellama_jax.train.batches import ShardedGrainSource

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from mellama_jax.convert import rundir
 from mellama_jax.config import ConfigError, config_module
+from mellama_jax.convert import rundir
 from mellama_jax.model import params as P
 from mellama_jax.train.batches import SyntheticSource
 from mellama_jax.train.config import TrainConfig, default_config

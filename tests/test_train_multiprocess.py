@@ -199,8 +199,9 @@ def test_two_processes_agree_to_fall_back_from_a_damaged_checkpoint(tmp_path):
     newest checkpoint gets one array file cut in half; rerunning the same command, both processes agree to resume
     from the previous step and end bitwise-equal to the uninterrupted run, redoing the same losses."""
     from data_fixtures import make_demo
-    from mellama_jax.convert import rundir
     from test_checkpoint_damage import losses
+
+    from mellama_jax.convert import rundir
 
     data, tok = make_demo(str(tmp_path), scale=0.15)
     config_file = tmp_path / "mix_config.py"

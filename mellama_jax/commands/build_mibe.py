@@ -15,12 +15,10 @@ import argparse
 import os
 import sys
 
-
 from mellama_jax.eval import mibe_build, mibe_build_notes
 from mellama_jax.eval.mibe_build import BuildError, write_records
 from mellama_jax.eval.records import RecordError, parse_record
 from mellama_jax.eval.tasks import get_task
-
 
 # Every builder by task name: the single-file originals, then the note collections and research releases.
 BUILDERS = {**mibe_build.BUILDERS, **mibe_build_notes.BUILDERS}

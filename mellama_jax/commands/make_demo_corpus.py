@@ -10,10 +10,9 @@ import os
 import sys
 import time
 
-
 from mellama_jax import cli
-from mellama_jax.demo import corpus as demo
 from mellama_jax.data.tokenizer import train_tokenizer
+from mellama_jax.demo import corpus as demo
 
 
 def main(argv=None) -> int:

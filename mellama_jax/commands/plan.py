@@ -21,7 +21,6 @@ import os
 import shlex
 import sys
 
-
 # The planner compiles for TPU devices made by libtpu; the host computation itself stays on CPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -20,7 +20,6 @@ import json
 import logging
 import sys
 
-
 from mellama_jax import cli
 from mellama_jax.config import ConfigError, config_module
 from mellama_jax.data.errors import DataError

@@ -9,11 +9,10 @@ gets `tokenizer.model` and, with --hf, the Hugging Face tokenizer files (data/hf
 import glob
 import sys
 
-
 from mellama_jax import cli
 from mellama_jax.data.errors import DataError, DataReport
-from mellama_jax.data.sources import RecordSource, SourceConfig, text_check, text_of
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
+from mellama_jax.data.sources import RecordSource, SourceConfig, text_check, text_of
 from mellama_jax.data.tokenizer import train_tokenizer
 
 

@@ -23,8 +23,16 @@ import orbax.checkpoint as ocp
 
 from mellama_jax import paths
 from mellama_jax.config import ModelConfig
-from mellama_jax.convert.fileio import (CheckpointError, atomic_output_dir, copy_tokenizer_files, has_tokenizer,
-                                       is_primary, read_json, require_complete, write_json)
+from mellama_jax.convert.fileio import (
+    CheckpointError,
+    atomic_output_dir,
+    copy_tokenizer_files,
+    has_tokenizer,
+    is_primary,
+    read_json,
+    require_complete,
+    write_json,
+)
 from mellama_jax.convert.model_card import TRAINING_RUN
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora

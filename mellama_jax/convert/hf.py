@@ -18,22 +18,21 @@ import os
 import re
 from typing import Callable, Iterator
 
+import jax
 import ml_dtypes
 import numpy as np
+from jax.experimental import multihost_utils
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+from tqdm.auto import tqdm
 
 from mellama_jax import paths
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert import mapping
+from mellama_jax.convert.ckpt import save_model_checkpoint
 from mellama_jax.convert.fileio import has_tokenizer, local_output_dir
 from mellama_jax.data.hf_tokenizer import export_tokenizer_dir
 from mellama_jax.model import params as P
-import jax
-from safetensors.numpy import save_file
-from mellama_jax.convert.ckpt import save_model_checkpoint
-from safetensors import SafetensorError, safe_open
-from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
-
 
 SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"

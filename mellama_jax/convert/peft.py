@@ -12,14 +12,13 @@ import math
 import os
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from mellama_jax import paths
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert.fileio import local_output_dir
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
-from safetensors.numpy import save_file
-from safetensors.numpy import load_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -17,9 +17,18 @@ import orbax.checkpoint as ocp
 from mellama_jax import paths
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert import hf
-from mellama_jax.convert.ckpt import (MODEL_CONFIG, PARAMS_DIR, TOKENIZER_DIR, check_stored_shapes,
-                                      is_model_checkpoint, load_model_checkpoint, read_model_config,
-                                      relayout_checkpoint, restore_args, with_shardings)
+from mellama_jax.convert.ckpt import (
+    MODEL_CONFIG,
+    PARAMS_DIR,
+    TOKENIZER_DIR,
+    check_stored_shapes,
+    is_model_checkpoint,
+    load_model_checkpoint,
+    read_model_config,
+    relayout_checkpoint,
+    restore_args,
+    with_shardings,
+)
 from mellama_jax.convert.fileio import CheckpointError, has_tokenizer, read_json
 from mellama_jax.convert.model_card import chat_template_name
 from mellama_jax.model import params as P

@@ -23,10 +23,10 @@ import re
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.fields import group
-import pyarrow.parquet as pq
 
 _WORD = re.compile(r"\w+")
 _MULT = np.uint64(0x100000001B3)  # FNV 64-bit prime: base of the polynomial n-gram hash

@@ -40,10 +40,10 @@ import shutil
 from typing import Iterable
 
 from sentencepiece import sentencepiece_model_pb2 as sp_pb
-
-from mellama_jax.data.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
 from tokenizers import AddedToken, decoders, models, normalizers, processors
 from tokenizers import Tokenizer as HFTokenizer
+
+from mellama_jax.data.tokenizer import CONFIG_FILE, MODEL_FILE, Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 
 from mellama_jax import paths
@@ -36,7 +37,6 @@ from mellama_jax.data.mixture import AccountingIterDataset, document_weights
 from mellama_jax.data.packing import BlockChunker, pack, pad_batch
 from mellama_jax.data.sources import PreparedSource, RecordSource, text_check, text_of
 from mellama_jax.data.tokenizer import Tokenizer
-import jax
 from mellama_jax.parallel import batch_sharding
 
 log = logging.getLogger(__name__)

@@ -37,17 +37,16 @@ from etils import epath
 from tqdm.auto import tqdm
 
 from mellama_jax import paths
-from mellama_jax.data import corpus_output
+from mellama_jax.data import corpus_output, readers
 from mellama_jax.data import errors as E
-from mellama_jax.data import readers
 from mellama_jax.data.config import DataConfig
 from mellama_jax.data.corpus_output import CORPUS_REPORT, DOCUMENTS_DIR
 from mellama_jax.data.decontam import TestIndex, remove_spans
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.screen import Decisions, decide, scan_unit
+from mellama_jax.data.tfds_builder import MellamaCorpus
 from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.data.units import UNIT_BYTES, Unit, iter_documents, plan_units, report_key
-from mellama_jax.data.tfds_builder import MellamaCorpus
 
 log = logging.getLogger(__name__)
 

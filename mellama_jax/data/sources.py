@@ -28,15 +28,15 @@ import zlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
+import zstandard
+from array_record.python.array_record_data_source import ArrayRecordDataSource
 
-from mellama_jax.data import errors as E
 from mellama_jax import paths
+from mellama_jax.data import errors as E
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.readers.jats import INCLUDE as JATS_INCLUDE
 from mellama_jax.data.readers.mimic import DEID_RULES
-import zstandard
-import pyarrow.parquet as pq
-from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 # Streaming readers of the sources' own formats (data/readers), read by corpus preparation only.
 SOURCE_FORMATS = ("pubmed_xml", "pmc_jats", "mimic_notes_csv", "mimic_cxr_reports")

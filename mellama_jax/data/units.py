@@ -16,9 +16,10 @@ import zlib
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow.parquet as pq
+from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 from mellama_jax.data import readers
-from mellama_jax.paths import is_remote, join, resolve
 from mellama_jax.data.config import DataConfig
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.sources import (
@@ -31,8 +32,7 @@ from mellama_jax.data.sources import (
     text_check,
     text_of,
 )
-import pyarrow.parquet as pq
-from array_record.python.array_record_data_source import ArrayRecordDataSource
+from mellama_jax.paths import is_remote, join, resolve
 
 UNIT_BYTES = 64 << 20  # plain JSONL files are cut into ~64 MiB units
 CXR_FILES_PER_UNIT = 2000  # MIMIC-CXR has one small file per study (~227k)

@@ -19,11 +19,12 @@ import gzip
 import json
 import os
 import random
+
 import pyarrow as pa
 import pyarrow.parquet as pq
-from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
+
 from mellama_jax.data.errors import DataReport
-from mellama_jax.data.sources import text_of
+from mellama_jax.data.sources import RecordSource, SourceConfig, text_check, text_of
 
 # disease -> (first-line drug, marker test, typical finding, organ)
 FACTS = {

@@ -28,10 +28,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from tqdm.auto import tqdm
 
-from mellama_jax.eval import scoring
-from mellama_jax.data.templates import get_template
-from mellama_jax.data.templates import render_example, render_prompt
 from mellama_jax.api import load
+from mellama_jax.data.templates import get_template, render_example, render_prompt
+from mellama_jax.eval import scoring
 
 log = logging.getLogger(__name__)
 

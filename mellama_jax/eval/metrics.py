@@ -16,10 +16,10 @@ import warnings
 from typing import Hashable, Sequence
 
 import numpy as np
-
-from mellama_jax.eval.parsing import normalize_answer
 from seqeval import metrics as seqeval_metrics
 from sklearn.metrics import f1_score
+
+from mellama_jax.eval.parsing import normalize_answer
 
 NO_PREDICTION = "<no prediction>"
 

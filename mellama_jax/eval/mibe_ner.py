@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import warnings
 from typing import Sequence
+
 from bs4 import BeautifulSoup, NavigableString, Tag
 from seqeval.metrics import f1_score, precision_score, recall_score
 

@@ -19,10 +19,10 @@ import json
 import sys
 import time
 
+import mellama_jax
 from mellama_jax import cli
 from mellama_jax.data.templates import TEMPLATE_NAMES
 from mellama_jax.generate import text as T
-import mellama_jax
 from mellama_jax.parallel import MeshConfig, make_mesh
 
 

@@ -29,11 +29,11 @@ import jax
 import jax.numpy as jnp
 
 from mellama_jax.config import ModelConfig
+from mellama_jax.generate.sampling import SamplingParams, sample_next
+from mellama_jax.generate.stops import NO_TOKEN, stop_trim
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import BATCH_LENGTH_EMBED, Transformer, init_cache
 from mellama_jax.model.lora import LoraConfig, lora_logical_axes
-from mellama_jax.generate.sampling import SamplingParams, sample_next
-from mellama_jax.generate.stops import NO_TOKEN, stop_trim
 from mellama_jax.parallel import rules
 
 BATCH_VOCAB = ("activation_batch", "activation_vocab")

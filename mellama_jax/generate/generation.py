@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from mellama_jax.config import ModelConfig
 from mellama_jax.generate.batching import bucket_batch, bucket_prompt_length, left_pad, validate_prompts
@@ -13,7 +14,6 @@ from mellama_jax.generate.sampling import SamplingParams
 from mellama_jax.generate.stops import pack_stop_sequences, trim_rows
 from mellama_jax.model.lora import LoraConfig
 from mellama_jax.parallel import rules
-from jax.experimental import multihost_utils
 
 
 def generate(cfg: ModelConfig, params: dict, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 256,

@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash_kernel
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
+from jax.interpreters import pxla
 from jax.sharding import PartitionSpec
 
 from mellama_jax.model.attention import xla_attention
-from jax.interpreters import pxla
 from mellama_jax.parallel.rules import logical_to_spec
 
 # Lane width of the TPU vector unit: the kernel's kv blocks must be multiples of it.

@@ -18,11 +18,11 @@ from typing import Sequence
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
 from mellama_jax.config import ConfigError
 from mellama_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, Rules, rules_as_strings, rules_from_strings
-from jax.experimental import mesh_utils
 
 log = logging.getLogger(__name__)
 

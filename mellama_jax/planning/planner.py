@@ -27,18 +27,16 @@ import time
 from typing import Iterable, Optional, Sequence
 
 import ml_collections
+from jax.experimental.serialize_executable import serialize
 
+from mellama_jax import parallel
 from mellama_jax.config import REMAT_POLICIES, ConfigError, ModelConfig
-from mellama_jax.parallel import axis_rules
+from mellama_jax.model import params as P
+from mellama_jax.parallel import MeshConfig, axis_rules, make_mesh, resolve_mesh_shape
 from mellama_jax.planning import compiled as C
 from mellama_jax.planning.flops import jaxpr_matmul_flops
 from mellama_jax.planning.topology import TpuTopology, fake_devices, parse_topology
-from mellama_jax.model import params as P
-from mellama_jax.parallel import MeshConfig, resolve_mesh_shape
 from mellama_jax.train import aot
-from mellama_jax import parallel
-from mellama_jax.parallel import make_mesh
-from jax.experimental.serialize_executable import serialize
 
 log = logging.getLogger(__name__)
 

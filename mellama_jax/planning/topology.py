@@ -19,8 +19,9 @@ import math
 import os
 import re
 
-from mellama_jax.libtpu_env import libtpu_available, tpu_attached  # noqa: F401 - re-exported
 from jax.experimental import topologies
+
+from mellama_jax.libtpu_env import libtpu_available, tpu_attached  # noqa: F401 - re-exported
 
 GiB = 1024 ** 3
 

@@ -13,8 +13,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from mellama_jax import cli
-from mellama_jax.train.init_from import command_line_keys
 from mellama_jax.recipe.driver import Recipe, command_line
+from mellama_jax.train.init_from import command_line_keys
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: config.workdir).")
 _STAGES = flags.DEFINE_string("stages", "", "Run only up to and including these stages (comma-separated).")

@@ -21,26 +21,24 @@ from typing import Any, Iterable, Iterator
 
 import ml_collections
 
-from mellama_jax.convert import export
+import mellama_jax
 from mellama_jax import paths
 from mellama_jax.config import ConfigError
-from mellama_jax.recipe.commands import EVALUATED
-from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
-from mellama_jax.train.init_from import adopt_init_from, source_tokenizer
-from mellama_jax.train.loop import check_workdir
-from mellama_jax.demo import corpus as demo
+from mellama_jax.convert import ckpt, export, hf
+from mellama_jax.convert.peft import export_peft
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
+from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
-from mellama_jax.train.config import TrainConfig
-from mellama_jax.convert import ckpt, hf
-from mellama_jax.train.checkpoint import export_model_checkpoint
-from mellama_jax.train.loop import train
-import mellama_jax
+from mellama_jax.demo import corpus as demo
 from mellama_jax.eval.report import write_report
 from mellama_jax.eval.runner import EvalConfig, evaluate
-from mellama_jax.convert.peft import export_peft
+from mellama_jax.recipe.commands import EVALUATED
 from mellama_jax.recipe.report import write_recipe_report
-from mellama_jax.data.prepare import prepare_corpus
+from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
+from mellama_jax.train.checkpoint import export_model_checkpoint
+from mellama_jax.train.config import TrainConfig
+from mellama_jax.train.init_from import adopt_init_from, source_tokenizer
+from mellama_jax.train.loop import check_workdir, train
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from mellama_jax import cli
-from mellama_jax.train.init_from import adopt_init_from, command_line_keys
 from mellama_jax.parallel import initialize_distributed
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.dry_run import dry_run
+from mellama_jax.train.init_from import adopt_init_from, command_line_keys
 from mellama_jax.train.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)

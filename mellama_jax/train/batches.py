@@ -26,10 +26,10 @@ from jax.sharding import Mesh
 
 from mellama_jax import parallel
 from mellama_jax.config import ConfigError
-from mellama_jax.train.config import SyntheticDataConfig
-from mellama_jax.train.step import BATCH_KEYS
 from mellama_jax.data import loader
 from mellama_jax.data.tokenizer import Tokenizer
+from mellama_jax.train.config import SyntheticDataConfig
+from mellama_jax.train.step import BATCH_KEYS
 
 COMPONENTS = ("biomedical", "clinical", "general")  # the Me-LLaMA mixture components (15:1:4)
 

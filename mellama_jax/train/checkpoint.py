@@ -35,11 +35,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from mellama_jax.convert import rundir
 from mellama_jax import paths
+from mellama_jax.convert import ckpt, model_card, rundir
 from mellama_jax.train.config import CheckpointConfig
 from mellama_jax.train.state import TrainState
-from mellama_jax.convert import ckpt, model_card
 
 log = logging.getLogger(__name__)
 

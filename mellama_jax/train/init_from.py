@@ -16,10 +16,9 @@ from typing import Iterable
 import ml_collections
 from ml_collections import config_flags
 
-from mellama_jax.convert import rundir
 from mellama_jax import paths
 from mellama_jax.config import ConfigError, ModelConfig
-from mellama_jax.convert import ckpt, hf
+from mellama_jax.convert import ckpt, hf, rundir
 from mellama_jax.data.tokenizer import MODEL_FILE
 
 log = logging.getLogger(__name__)

@@ -19,23 +19,22 @@ from typing import Any, Optional
 
 import jax
 
-from mellama_jax.convert import fileio
 from mellama_jax import parallel, paths
 from mellama_jax.config import ConfigError
 from mellama_jax.convert import ckpt as ckpt_lib
-from mellama_jax.convert import hf
+from mellama_jax.convert import fileio, hf
+from mellama_jax.model import params as P
 from mellama_jax.train import batches as B
 from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.init_from import check_init_from
+from mellama_jax.train.lora import LoraTrainable
 from mellama_jax.train.metrics import MetricsWriter
 from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
 from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainState, init_state, state_layout
 from mellama_jax.train.step import compile_eval_step, compile_train_step
-from mellama_jax.model import params as P
 from mellama_jax.train.task_eval import TaskEvaluator
-from mellama_jax.train.lora import LoraTrainable
 
 log = logging.getLogger(__name__)
 

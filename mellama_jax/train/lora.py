@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from mellama_jax.config import DTYPES, ConfigError, ModelConfig
+from mellama_jax.convert.rundir import load_lora_base
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.model.lora import LoraConfig, init_lora, iter_lora, lora_logical_axes
-from mellama_jax.convert.rundir import load_lora_base
 
 log = logging.getLogger(__name__)
 

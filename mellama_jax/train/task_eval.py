@@ -18,11 +18,11 @@ import time
 from typing import Any
 
 from mellama_jax.config import ConfigError, ModelConfig
+from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.eval.records import RecordError
 from mellama_jax.eval.runner import EvalConfig as TaskRunConfig
 from mellama_jax.eval.runner import evaluate, load_tasks
 from mellama_jax.generate import generate
-from mellama_jax.data.tokenizer import Tokenizer
 
 
 @dataclasses.dataclass

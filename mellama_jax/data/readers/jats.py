@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import re
 
-
 from mellama_jax.data.errors import DataReport
 from mellama_jax.data.readers.common import inner_text, local, xml_documents
 from mellama_jax.data.readers.common import squash as _squash

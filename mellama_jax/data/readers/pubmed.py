@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 
-
 from mellama_jax.data.errors import DataReport
 from mellama_jax.data.readers.common import squash, xml_documents
 
