@@ -24,11 +24,11 @@ from mellama_jax.data.decontam import DecontamConfig
 from mellama_jax.data.dedup import DedupConfig
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.fields import as_dict, group
+from mellama_jax.data.sft_records import FORMATS as INSTRUCT_FORMATS
 from mellama_jax.data.sources import SourceConfig
 from mellama_jax.data.templates import get_template
 
 OVERLONG_POLICIES = ("auto", "split", "truncate", "error")
-INSTRUCT_FORMATS = ("auto", "me_llama", "alpaca", "mibe")
 
 
 def _sources(value: Any, where: str) -> tuple[SourceConfig, ...]:

@@ -1,10 +1,4 @@
-"""Instruction data: Me-LLaMA conversations, Alpaca records and MIBE records → masked token sequences.
-
-Record formats (detected per record with format="auto"):
-* me_llama: {"id", "conversations": [{"from": "human", "value": ...}, {"from": "agent", "value": ...}, ...]}
-  ("user"/"gpt"/"assistant"/"bot" are accepted as role names, and a leading "system" turn)
-* alpaca:   {"instruction", "input" (optional), "output"}
-* mibe:     {"query", "answer", "choices", "gold"} (the answer text is the response)
+"""Instruction data: conversations (sft_records.py reads the published shapes) → masked token sequences.
 
 Each turn is rendered with the named template (templates.py) and tokenized as LLaMA-2's reference chat
 code does: `BOS + prompt-with-template + response + EOS` per turn. The loss mask is 1 exactly on the
@@ -14,97 +8,12 @@ is tokenized once, as a whole.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
 from mellama_jax.data import errors as E
-from mellama_jax.data.errors import DataReport
+from mellama_jax.data.sft_records import Conversation, instruct_check, parse_record  # noqa: F401 - the SFT API
 from mellama_jax.data.templates import render_prompt
 from mellama_jax.data.tokenizer import Tokenizer
-
-HUMAN_ROLES = ("human", "user")
-AGENT_ROLES = ("agent", "gpt", "assistant", "bot", "model")
-
-
-@dataclasses.dataclass(frozen=True)
-class Conversation:
-    turns: tuple[tuple[str, str], ...]  # (prompt, response) pairs
-    input: str | None = None  # Alpaca "input", shown with the first prompt
-    system: str | None = None
-
-
-def detect_format(record: dict) -> str | None:
-    if "conversations" in record:
-        return "me_llama"
-    if "instruction" in record:
-        return "alpaca"
-    if "query" in record:
-        return "mibe"
-    return None
-
-
-def _string(record: dict, field: str) -> str | None:
-    value = record.get(field)
-    return value if isinstance(value, str) else None
-
-
-def parse_record(record: Any, fmt: str = "auto") -> tuple[Conversation | None, str | None]:
-    """(conversation, None) or (None, reason) — the reason names the missing/bad field."""
-    if not isinstance(record, dict):
-        return None, f"expected a JSON object, got {type(record).__name__}"
-    kind = detect_format(record) if fmt == "auto" else fmt
-    if kind is None:
-        return None, "no 'conversations', 'instruction' or 'query' field (me_llama / alpaca / mibe formats)"
-    if kind == "alpaca":
-        instruction, output = _string(record, "instruction"), _string(record, "output")
-        if not instruction or output is None:
-            return None, "alpaca record needs string fields 'instruction' (non-empty) and 'output'"
-        inp = record.get("input")
-        if inp is not None and not isinstance(inp, str):
-            return None, "alpaca field 'input' must be a string"
-        return Conversation(((instruction, output),), input=inp or None), None
-    if kind == "mibe":
-        query, answer = _string(record, "query"), record.get("answer")
-        if isinstance(answer, list) and answer and all(isinstance(a, str) for a in answer):
-            answer = answer[0]
-        if not query or not isinstance(answer, str):
-            return None, "mibe record needs a non-empty string 'query' and a string 'answer'"
-        return Conversation(((query, answer),)), None
-    turns = record.get("conversations")
-    if not isinstance(turns, list) or not turns:
-        return None, "'conversations' must be a non-empty list of {from, value} turns"
-    system = None
-    if isinstance(turns[0], dict) and turns[0].get("from") == "system":
-        system = turns[0].get("value") if isinstance(turns[0].get("value"), str) else None
-        turns = turns[1:]
-    pairs = []
-    for i in range(0, len(turns), 2):
-        human, agent = turns[i], turns[i + 1] if i + 1 < len(turns) else None
-        if not (isinstance(human, dict) and human.get("from") in HUMAN_ROLES and isinstance(human.get("value"), str)):
-            return None, f"conversations[{i}] must be a human turn {{'from': 'human', 'value': str}}"
-        if not (isinstance(agent, dict) and agent.get("from") in AGENT_ROLES and isinstance(agent.get("value"), str)):
-            return None, f"conversations[{i + 1}] must be an agent turn {{'from': 'agent', 'value': str}}"
-        pairs.append((human["value"], agent["value"]))
-    return Conversation(tuple(pairs), system=system), None
-
-
-def instruct_check(fmt: str = "auto"):
-    """A RecordSource check: records must parse into a conversation with a non-empty response somewhere."""
-
-    def check(record: Any, where: str, report: DataReport) -> bool:
-        conv, reason = parse_record(record, fmt)
-        if conv is None:
-            kind = E.BAD_RECORD if not isinstance(record, dict) else E.MISSING_FIELD
-            report.add(kind, where, reason)
-            return False
-        if not any(r.strip() for _, r in conv.turns):
-            report.add(E.EMPTY_TEXT, where, "every response is empty: nothing to learn from")
-            return False
-        return True
-
-    return check
 
 
 def tokenize_conversation(tokenizer: Tokenizer, conv: Conversation, template: str, *,

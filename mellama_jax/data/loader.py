@@ -35,7 +35,7 @@ from mellama_jax.data.corpus_output import CORPUS_REPORT
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.mixture import AccountingIterDataset, document_weights
 from mellama_jax.data.packing import BlockChunker, pack, pad_batch
-from mellama_jax.data.sources import PreparedSource, RecordSource, text_check, text_of
+from mellama_jax.data.sources import PreparedSource, RecordSource, hf_disk_files, is_hf_disk, text_check, text_of
 from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.parallel import batch_sharding
 
@@ -80,14 +80,16 @@ class PreparedBlock(grain.transforms.Map):
 class TokenizeConversations(grain.transforms.Map):
     """A block of instruction records → documents {tokens, loss_mask, doc_meta, where}."""
 
-    def __init__(self, tokenizer: Tokenizer, template: str, fmt: str, max_prompt_tokens: int, system: str | None):
+    def __init__(self, tokenizer: Tokenizer, template: str, fmt: str, max_prompt_tokens: int, system: str | None,
+                 file_formats: dict[str, str] | None = None):
         self.tokenizer, self.template, self.fmt = tokenizer, template, fmt
         self.max_prompt_tokens, self.system = max_prompt_tokens, system
+        self.file_formats = file_formats or {}  # a source's own record_format, by file path
 
     def map(self, block):
         out = []
         for record, where, _ in block:
-            conv, reason = I.parse_record(record, self.fmt)
+            conv, reason = I.parse_record(record, self.file_formats.get(where.rpartition(":")[0], self.fmt))
             if conv is None:  # validated at index time; only a file changed under us gets here
                 raise DataError(f"{where}: {reason}")
             if self.system and conv.system is None:
@@ -121,7 +123,8 @@ def _file_signature(comp_sources) -> tuple:
     for s in comp_sources:
         if s.format == "tfds":
             continue
-        for p in paths.glob(s.path):
+        files = hf_disk_files(s.path, s.split) if s.format == "hf_disk" or is_hf_disk(s.path) else paths.glob(s.path)
+        for p in files:
             size, mtime = paths.info(p)
             sig.append((p, mtime, size))
     return tuple(sig)
@@ -405,7 +408,8 @@ def make_heldout_batches(data_cfg: Any, tokenizer: Tokenizer, component: str, *,
 def _indexed_instruct(sources: tuple, fmt: str, strict: bool, heldout_fraction: float, signature: tuple):
     del signature
     report = DataReport(strict=strict)
-    src = RecordSource.build(sources, lambda _: I.instruct_check(fmt), report)
+    src = RecordSource.build(sources, lambda c: I.instruct_check(fmt if c.record_format == "auto" else c.record_format),
+                             report)
     train, heldout = src.split_heldout(heldout_fraction)
     if report.total:
         log.warning("instruction data: %s", report.summary())
@@ -434,8 +438,9 @@ def make_sft_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int, glob
         ds = _shuffle(ds, seed)
     if repeat:
         ds = ds.repeat(None)
+    file_formats = {f.path: f.record_format for f in source.files if f.record_format != "auto"}
     ds = _blocks(ds, source, cfg).map(TokenizeConversations(tokenizer, ic.template, ic.format, ic.max_prompt_tokens,
-                                                     ic.system))
+                                                            ic.system, file_formats))
     chunked = grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(_read_options(cfg)),
                                                     BlockChunker(seq_len, cfg.overlong_policy(sft=True),
                                                                  cfg.pack_unit_tokens))

@@ -28,6 +28,7 @@ import zlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 from array_record.python.array_record_data_source import ArrayRecordDataSource
@@ -37,30 +38,39 @@ from mellama_jax.data import errors as E
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.readers.jats import INCLUDE as JATS_INCLUDE
 from mellama_jax.data.readers.mimic import DEID_RULES
+from mellama_jax.data.sft_records import FORMATS as RECORD_FORMATS
 
 # Streaming readers of the sources' own formats (data/readers), read by corpus preparation only.
 SOURCE_FORMATS = ("pubmed_xml", "pmc_jats", "mimic_notes_csv", "mimic_cxr_reports")
-FORMATS = ("auto", "jsonl", "parquet", "array_record", "tfds") + SOURCE_FORMATS
+FORMATS = ("auto", "jsonl", "parquet", "array_record", "tfds", "hf_disk") + SOURCE_FORMATS
+# What `datasets.Dataset.save_to_disk` / `DatasetDict.save_to_disk` leave in a directory (format "hf_disk").
+HF_DISK_STATE, HF_DISK_DICT = "state.json", "dataset_dict.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceConfig:
     """One entry of a component's `sources` list.
 
-    path: a file or glob (jsonl/parquet/array_record), or a TFDS dataset name (format="tfds").
+    path: a file or glob (jsonl/parquet/array_record), a TFDS dataset name (format="tfds"), or a directory
+          written by `datasets`' save_to_disk (format "hf_disk", detected; a DatasetDict's `split` is read).
     text_fields: record fields joined (blank line between) into the document text.
+    record_format: instruction data only: the records' shape (sft_records.FORMATS; "auto" detects per record).
     """
     path: str
     format: str = "auto"
     text_fields: tuple[str, ...] = ("text",)
-    split: str = "train"  # tfds only
+    split: str = "train"  # tfds and hf_disk DatasetDicts only
     data_dir: str | None = None  # tfds only
     deid: str = "keep"  # MIMIC de-identification placeholders: keep | mask | label (readers/mimic.py)
     include: tuple[str, ...] = ()  # pmc_jats: optional parts, "tables" and/or "captions" (readers/jats.py)
+    record_format: str = "auto"
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise DataError(f"source {self.path!r}: format={self.format!r}; expected one of {FORMATS}")
+        if self.record_format not in RECORD_FORMATS:
+            raise DataError(f"source {self.path!r}: record_format={self.record_format!r}; expected one of "
+                            f"{RECORD_FORMATS}")
         if self.deid not in DEID_RULES:
             raise DataError(f"source {self.path!r}: deid={self.deid!r}; expected one of {DEID_RULES}")
         object.__setattr__(self, "include", (self.include,) if isinstance(self.include, str) else tuple(self.include))
@@ -360,9 +370,50 @@ class _TfdsSplit:
         return self._as_record(self.ds[i], where, None), where
 
 
+class _ArrowFile(_ParquetFile):
+    """One Arrow (IPC stream) file of a `datasets` save_to_disk directory; rows as in Parquet."""
+    kind = "arrow"
+
+    @property
+    def table(self):
+        if self._table is None:
+            try:
+                with pa.ipc.open_stream(io.BytesIO(paths.resolve(self.path).read_bytes())) as reader:
+                    self._table = reader.read_all()
+            except Exception as e:  # pyarrow raises ArrowInvalid / OSError subclasses
+                raise DataError(f"{self.path}: not a readable Arrow stream file ({e})") from e
+        return self._table
+
+
+def is_hf_disk(path: str) -> bool:
+    """A directory written by `datasets`' save_to_disk (a Dataset or a DatasetDict)."""
+    if any(c in path for c in "*?["):
+        return False
+    d = paths.resolve(path)
+    return d.is_dir() and ((d / HF_DISK_STATE).exists() or (d / HF_DISK_DICT).exists())
+
+
+def hf_disk_files(path: str, split: str) -> list[str]:
+    """The Arrow files of a save_to_disk directory (a DatasetDict: those of `split`), in shard order."""
+    d = paths.resolve(path)
+    if (d / HF_DISK_DICT).exists():
+        splits = json.loads((d / HF_DISK_DICT).read_text()).get("splits", [])
+        if split not in splits:
+            raise DataError(f"{path}: the saved DatasetDict has splits {splits}, not {split!r}; set split=")
+        d = d / split
+    try:
+        state = json.loads((d / HF_DISK_STATE).read_text())
+        names = [f["filename"] for f in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{d}: not a datasets save_to_disk directory ({HF_DISK_STATE} unreadable: {e})") from e
+    return [str(d / n) for n in names]
+
+
 def _open_files(cfg: SourceConfig) -> list:
     if cfg.format == "tfds":
         return [_TfdsSplit(cfg.path, cfg.split, cfg.data_dir)]
+    if cfg.format == "hf_disk" or (cfg.format == "auto" and is_hf_disk(cfg.path)):
+        return [_ArrowFile(p) for p in hf_disk_files(cfg.path, cfg.split)]
     files = []
     for path in expand_paths(cfg.path):
         fmt = detect_format(path) if cfg.format == "auto" else cfg.format
@@ -400,6 +451,7 @@ class RecordSource:
             check = check_for(cfg)
             for fobj in _open_files(cfg):
                 fobj.text_fields = cfg.text_fields
+                fobj.record_format = cfg.record_format
                 keep: list = []
                 n_records = fobj.scan(check, report, keep)
                 if n_records == 0:
