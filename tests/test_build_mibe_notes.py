@@ -5,7 +5,7 @@ import csv
 import json
 
 from mellama_jax.commands import build_mibe
-from mellama_jax.eval import mibe_prompts as T
+from mellama_jax.eval.mibe import prompts as T
 from mellama_jax.eval.runner import EvalConfig, load_tasks
 from mellama_jax.eval.tasks.base import Example
 

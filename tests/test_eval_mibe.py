@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from mellama_jax.eval import mibe, mibe_ner
+from mellama_jax.eval.mibe import ner, rules
 from mellama_jax.eval.records import parse_record
 from mellama_jax.eval.tasks import get_task
 from mellama_jax.eval.tasks.base import Example
@@ -125,7 +125,7 @@ def test_classification_aggregate_matches_the_reference_formulas():
     assert got["macro_f1"] == pytest.approx(1 / 3)
     # A prediction of a class no gold has is not averaged in (strict's label set would add it).
     golds2, preds2 = ["yes", "yes"], ["yes", "no"]
-    assert mibe.classification_metrics(golds2, preds2)["macro_f1"] == pytest.approx(2 / 3)  # yes: P1 R1/2
+    assert rules.classification_metrics(golds2, preds2)["macro_f1"] == pytest.approx(2 / 3)  # yes: P1 R1/2
 
 
 # (output, gold vector, reference's predicted vector)
@@ -144,7 +144,7 @@ def test_hoc_table(output, gold, pred):
     hot = [i for i, v in enumerate(gold) if v]
     answer = ";".join(HALLMARKS[i] for i in hot)
     j = _judge("hoc", output, list(HALLMARKS), gold, answer)
-    assert mibe.hoc_vector(output, HALLMARKS) == pred
+    assert rules.hoc_vector(output, HALLMARKS) == pred
     assert (j.prediction or []) == [i for i, v in enumerate(pred) if v]
     assert j.correct == (pred == gold)
 
@@ -208,7 +208,7 @@ NER = [
 
 @pytest.mark.parametrize("output,gold,aligned", NER)
 def test_ner_table(output, gold, aligned):
-    assert mibe_ner.aligned_tags(output, gold) == aligned
+    assert ner.aligned_tags(output, gold) == aligned
     record = parse_record({"query": "q", "answer": gold}, "t:1", 0) if "<" in gold else None
     if record is not None:
         t = get_task("i2b2")
@@ -218,8 +218,8 @@ def test_ner_table(output, gold, aligned):
 
 def test_ner_aggregate_is_seqeval_on_aligned_tags():
     from seqeval.metrics import f1_score as seqeval_f1
-    pairs = [mibe_ner.aligned_tags(o, g) for o, g, _ in NER]
-    got = mibe_ner.entity_scores(pairs)
+    pairs = [ner.aligned_tags(o, g) for o, g, _ in NER]
+    got = ner.entity_scores(pairs)
     assert got["f1"] == pytest.approx(seqeval_f1([g for _, g in pairs], [p for p, _ in pairs]))
     # By hand: gold entities 4 (rows 1, 2, 4, 5), predicted 3 (rows 1, 3, 5), correct 1 (row 1) -> P 1/3, R 1/4.
     assert (got["precision"], got["recall"]) == pytest.approx((1 / 3, 1 / 4))

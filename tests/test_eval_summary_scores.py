@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer, scoring
 
-from mellama_jax.eval import mibe_ner
+from mellama_jax.eval.mibe import ner
 from mellama_jax.eval.records import parse_record
 from mellama_jax.eval.report import markdown_table, summary_dict
 from mellama_jax.eval.runner import EvalConfig, TaskResult, load_tasks
@@ -162,13 +162,13 @@ def test_spacy_model_option_tokenizes_with_the_users_model(tmp_path):
     nlp.tokenizer.add_special_case("x-ray", [{"ORTH": "x"}, {"ORTH": "-ray"}])  # differs from the blank rules
     nlp.to_disk(tmp_path / "my_model")
     html = 'had a <span class="test">chest x-ray</span> today'
-    assert mibe_ner.html_to_bio(html) == (["had", "a", "chest", "x", "-", "ray", "today"],
+    assert ner.html_to_bio(html) == (["had", "a", "chest", "x", "-", "ray", "today"],
                                           ["O", "O", "B-test", "I-test", "I-test", "I-test", "O"])
-    assert mibe_ner.html_to_bio(html, str(tmp_path / "my_model")) == (
+    assert ner.html_to_bio(html, str(tmp_path / "my_model")) == (
         ["had", "a", "chest", "x", "-ray", "today"], ["O", "O", "B-test", "I-test", "I-test", "O"])
     task = get_task("i2b2").configured(ScoringOptions(spacy_model=str(tmp_path / "my_model")))
     record = parse_record({"query": "q", "answer": html}, "t:1", 0)
     assert task.judge(html, record, task.gold(record), "mibe").prediction["gold"] == \
         ["O", "O", "B-test", "I-test", "I-test", "O"]
     with pytest.raises(FileNotFoundError, match="--spacy_model no_such_model_xyz: not an installed"):
-        mibe_ner.html_to_bio(html, "no_such_model_xyz")
+        ner.html_to_bio(html, "no_such_model_xyz")

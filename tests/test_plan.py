@@ -14,12 +14,13 @@ import jax
 import pytest
 
 from mellama_jax.config import ConfigError, ModelConfig
+from mellama_jax.libtpu_env import libtpu_available
 from mellama_jax.model import params as P
 from mellama_jax.parallel import MeshConfig, make_mesh
 from mellama_jax.planning import config_files, planner
 from mellama_jax.planning.compiled import CompileReport, parse_out_of_memory
 from mellama_jax.planning.flops import jaxpr_matmul_flops
-from mellama_jax.planning.topology import libtpu_available, parse_topology
+from mellama_jax.planning.topology import parse_topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_70B = os.path.join(ROOT, "configs", "me_llama", "pretrain_70b.py")

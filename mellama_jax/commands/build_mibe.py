@@ -7,7 +7,7 @@
     python tools/build_mibe.py --task emrqa --raw data.json --out data/mibe
 
 Writes OUT/<task>.jsonl in the released record form after checking every record as
-`python -m mellama_jax.evaluate` will read it (nothing is written when one fails). Formats: mellama_jax/eval/mibe_build.py and mibe_build_notes.py.
+`python -m mellama_jax.evaluate` will read it (nothing is written when one fails). Formats: mellama_jax/eval/mibe/build.py and build_notes.py.
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import argparse
 import os
 import sys
 
-from mellama_jax.eval import mibe_build, mibe_build_notes
-from mellama_jax.eval.mibe_build import BuildError, write_records
+from mellama_jax.eval.mibe import build, build_notes
+from mellama_jax.eval.mibe.build import BuildError, write_records
 from mellama_jax.eval.records import RecordError, parse_record
 from mellama_jax.eval.tasks import get_task
 
 # Every builder by task name: the single-file originals, then the note collections and research releases.
-BUILDERS = {**mibe_build.BUILDERS, **mibe_build_notes.BUILDERS}
+BUILDERS = {**build.BUILDERS, **build_notes.BUILDERS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,9 +26,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from mellama_jax import cli  # noqa: E402
 from mellama_jax.config import REMAT_POLICIES, ConfigError  # noqa: E402
+from mellama_jax.libtpu_env import libtpu_available  # noqa: E402
 from mellama_jax.parallel import describe_mesh  # noqa: E402
 from mellama_jax.planning import config_files, estimates, planner, report  # noqa: E402
-from mellama_jax.planning.topology import libtpu_available, parse_topology  # noqa: E402
+from mellama_jax.planning.topology import parse_topology  # noqa: E402
 
 
 def _csv(kind):

@@ -290,7 +290,7 @@ def _i2b2(r):
     disease = r.choice(DISEASES)
     drug, test, finding, organ = FACTS[disease]
     # Me-LLaMA's NER format: entities marked as <span class="problem|treatment|test">, the type read from
-    # the class (the reference scorer's rule, eval/mibe_ner.py).
+    # the class (the reference scorer's rule, eval/mibe/ner.py).
     span = lambda kind, text: f'<span class="{kind}">{text}</span>'
     sentence = (f"Patient with {span('problem', finding)} ; {span('test', test)} showed "
                 f"{span('problem', disease)} , started {span('treatment', drug)} .")

@@ -53,7 +53,7 @@ def _emrqa(r: random.Random) -> dict:
 
 def _i2b2(r: random.Random) -> dict:
     problem, drug, test = r.choice(PROBLEMS), r.choice(DRUGS), r.choice(TESTS)
-    # Me-LLaMA's HTML span form (the type is the class; eval/mibe_ner.py).
+    # Me-LLaMA's HTML span form (the type is the class; eval/mibe/ner.py).
     marked = (f'Patient with <span class="problem">{problem}</span> was given <span class="treatment">{drug}</span> '
               f'after <span class="test">{test}</span> .')
     plain = f"Patient with {problem} was given {drug} after {test} ."

@@ -12,6 +12,7 @@ set, minus the sentinel. Multi-label macro-F1 averages over the same kind of lab
 from __future__ import annotations
 
 import collections
+import functools
 import warnings
 from typing import Hashable, Sequence
 
@@ -121,15 +122,10 @@ def rouge(preds: Sequence[str | None], references: Sequence[str]) -> dict[str, f
     return {k: float(np.mean([row[k] for row in rows])) for k in ROUGE_TYPES}
 
 
-_SCORER = None
-
-
+@functools.cache
 def _rouge_scorer():
-    global _SCORER
-    if _SCORER is None:
-        from rouge_score import rouge_scorer  # noqa: PLC0415 - loads nltk; needed only for summarization metrics
-        _SCORER = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    return _SCORER
+    from rouge_score import rouge_scorer  # noqa: PLC0415 - loads nltk; needed only for summarization metrics
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
 def top_k_accuracy(hit_ranks: Sequence[int | None], ks: Sequence[int]) -> dict[str, float]:

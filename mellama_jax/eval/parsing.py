@@ -2,7 +2,7 @@
 
 Two matching modes, chosen per run and named in the report:
 
-* ``mibe`` — Me-LLaMA's own rules, task by task (eval/mibe.py, docs/evaluation.md): for most tasks the
+* ``mibe`` — Me-LLaMA's own rules, task by task (eval/mibe/rules.py, docs/evaluation.md): for most tasks the
   first choice, in list order, found anywhere in the output as a substring — lower-cased or not depending
   on the task. Known quirk, kept on purpose for comparability: with PubMedQA's choices (yes, no, maybe) an
   output "I do not know" matches "no" (inside "not"), and "yes" wins over "no" whenever both occur.
@@ -20,7 +20,7 @@ import re
 import string
 from typing import Sequence
 
-from mellama_jax.eval import mibe
+from mellama_jax.eval.mibe import rules
 
 MATCHING_MODES = ("mibe", "strict")
 
@@ -86,7 +86,7 @@ def match_choice(output: str, choices: Sequence[str], mode: str, *, lettered: bo
                  lower_case: bool = True) -> int | None:
     """strict: match_choice_strict; mibe: the reference's first-found rule (lower_case = its LOWER_CASE)."""
     if check_matching(mode) == "mibe":
-        return mibe.first_choice_found(output, choices, lower_case)
+        return rules.first_choice_found(output, choices, lower_case)
     return match_choice_strict(output, choices, lettered=lettered)
 
 
@@ -104,7 +104,7 @@ def match_labels(output: str, choices: Sequence[str], mode: str) -> tuple[int, .
     check_matching(mode)
     text = output.strip()
     if mode == "mibe":
-        found = tuple(i for i, v in enumerate(mibe.hoc_vector(text, choices)) if v)
+        found = tuple(i for i, v in enumerate(rules.hoc_vector(text, choices)) if v)
         return found or None
     line = strip_answer_prefix(first_line(text))
     pieces = [p.strip().strip(_TRAILING_PUNCT).lower() for p in re.split(r"[,;|]", line)]

@@ -21,7 +21,7 @@ import re
 
 from jax.experimental import topologies
 
-from mellama_jax.libtpu_env import libtpu_available, tpu_attached  # noqa: F401 - re-exported
+from mellama_jax.libtpu_env import libtpu_available
 
 GiB = 1024 ** 3
 

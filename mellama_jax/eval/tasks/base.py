@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from mellama_jax.eval import metrics as M
-from mellama_jax.eval import mibe
+from mellama_jax.eval.mibe import rules
 from mellama_jax.eval.parsing import check_matching, match_choice_strict
 from mellama_jax.eval.records import EvalRecord, RecordError
 
@@ -92,7 +92,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def aggregate(self, examples: Sequence[Example], matching: str) -> dict[str, float]:
-        """Metrics of examples judged under `matching` (the reference aggregates differently: eval/mibe.py)."""
+        """Metrics of examples judged under `matching` (the reference aggregates differently: eval/mibe/rules.py)."""
 
     def candidates(self, record: EvalRecord) -> list[str] | None:
         """Continuations for log-likelihood scoring; None where the task is not multiple choice."""
@@ -114,7 +114,7 @@ class ChoiceTask(Task):
     `gold`, `answer` must equal one of them). `default_choices` fill in records without choices. For
     lettered tasks (MedQA, MedMCQA) the class label is the option letter, since option texts differ per
     question. Under mibe, `mibe_lower_case` and `mibe_exactly_one` select the reference's rule
-    (eval/mibe.py).
+    (eval/mibe/rules.py).
     """
     primary_metric: str = "accuracy"
     gold_format: str = GOLD_INDEX
@@ -160,13 +160,13 @@ class ChoiceTask(Task):
             return self.judge_choice_index(match_choice_strict(output, choices, lettered=self.lettered), record,
                                            gold)
         if self.mibe_exactly_one:
-            index = mibe.exactly_one_choice_found(output, choices)
+            index = rules.exactly_one_choice_found(output, choices)
         else:
-            index = mibe.first_choice_found(output, choices, self.mibe_lower_case)
+            index = rules.first_choice_found(output, choices, self.mibe_lower_case)
         prediction = None if index is None else self.label(index, choices)
         # The reference compares the found choice with choices[gold] as strings, lower-cased when the task
         # lower-cases (vital_measure.py:104-124).
-        key = (lambda c: c) if self.mibe_exactly_one else (lambda c: mibe.choice_key(c, self.mibe_lower_case))
+        key = (lambda c: c) if self.mibe_exactly_one else (lambda c: rules.choice_key(c, self.mibe_lower_case))
         correct = index is not None and key(choices[index]) == key(choices[self.gold_index(record)])
         return Judgement(prediction, correct)
 
@@ -178,7 +178,7 @@ class ChoiceTask(Task):
         golds = [e.gold for e in examples]
         preds = [e.prediction for e in examples]
         if check_matching(matching) == "mibe":
-            out = mibe.classification_metrics(golds, preds)
+            out = rules.classification_metrics(golds, preds)
             out["no_prediction_rate"] = out["missing"]
             return out
         return {"accuracy": M.accuracy(golds, preds), "macro_f1": M.macro_f1(golds, preds),

@@ -5,7 +5,7 @@ import dataclasses
 from typing import Sequence
 
 from mellama_jax.eval import metrics as M
-from mellama_jax.eval import mibe
+from mellama_jax.eval.mibe import rules
 from mellama_jax.eval.parsing import check_matching, match_labels
 from mellama_jax.eval.records import EvalRecord, RecordError
 from mellama_jax.eval.tasks.base import GOLD_MULTI_HOT, ChoiceTask, Example, Judgement, Task, no_prediction_rate
@@ -67,7 +67,7 @@ class MultiLabelTask(Task):
     def judge(self, output: str, record: EvalRecord, gold: list[int], matching: str) -> Judgement:
         choices = self.choices(record)
         if check_matching(matching) == "mibe":
-            found = [i for i, v in enumerate(mibe.hoc_vector(output, choices)) if v]
+            found = [i for i, v in enumerate(rules.hoc_vector(output, choices)) if v]
             return Judgement(found or None, found == gold)
         found = match_labels(output, choices, "strict")
         prediction = None if found is None else list(found)
@@ -79,7 +79,7 @@ class MultiLabelTask(Task):
             choices = self.default_choices
             vectors = [[[int(j in (idx or [])) for j in range(len(choices))] for idx in (e.gold, e.prediction)]
                        for e in examples]
-            out = mibe.hoc_metrics([g for g, _ in vectors], [p for _, p in vectors], choices)
+            out = rules.hoc_metrics([g for g, _ in vectors], [p for _, p in vectors], choices)
             out["exact_set_accuracy"] = sum(bool(e.correct) for e in examples) / max(len(examples), 1)
             out["no_prediction_rate"] = no_prediction_rate(examples)
             return out

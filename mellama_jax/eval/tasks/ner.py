@@ -3,7 +3,7 @@
 The record's `answer` is the sentence with its entities marked (`<problem>chest pain</problem>`), the
 model is asked to reproduce the sentence with the same markup, and both are scored as BIO tags with seqeval.
 strict: over the gold sentence's whitespace tokens, malformed markup = no prediction (eval/spans.py); mibe:
-Me-LLaMA's HTML → BIO reading and token alignment, where the type is a tag's `class` (eval/mibe_ner.py).
+Me-LLaMA's HTML → BIO reading and token alignment, where the type is a tag's `class` (eval/mibe/ner.py).
 `<span class="problem">…</span>` and `<problem>…</problem>` both mark a problem for strict. `choices`, when
 given, lists the entity types.
 """
@@ -13,7 +13,7 @@ import dataclasses
 from typing import Sequence
 
 from mellama_jax.eval import metrics as M
-from mellama_jax.eval import mibe_ner
+from mellama_jax.eval.mibe import ner as mibe_ner
 from mellama_jax.eval.parsing import check_matching
 from mellama_jax.eval.records import EvalRecord, RecordError
 from mellama_jax.eval.spans import SpanError, gold_bio, predicted_bio

@@ -5,7 +5,7 @@ import dataclasses
 from typing import Sequence
 
 from mellama_jax.eval import metrics as M
-from mellama_jax.eval import mibe
+from mellama_jax.eval.mibe import rules
 from mellama_jax.eval.parsing import check_matching, free_text_answer
 from mellama_jax.eval.records import EvalRecord, RecordError
 from mellama_jax.eval.tasks.base import ChoiceTask, Example, Judgement, Task, no_prediction_rate
@@ -26,7 +26,7 @@ MEDMCQA = ChoiceTask(
 @dataclasses.dataclass(frozen=True)
 class ExtractiveQATask(Task):
     """Free-text answers: strict = SQuAD exact match and token F1 (max over the acceptable answers);
-    mibe = the reference's character-level EM/F1 on the whole output (eval/mibe.py)."""
+    mibe = the reference's character-level EM/F1 on the whole output (eval/mibe/rules.py)."""
     family: str = "qa"
     primary_metric: str = "f1"
 
@@ -41,8 +41,8 @@ class ExtractiveQATask(Task):
     def judge(self, output: str, record: EvalRecord, gold: list[str], matching: str) -> Judgement:
         if check_matching(matching) == "mibe":
             # The released answer is one string; a list of answers takes the best, as strict does.
-            em = max(mibe.emrqa_exact_match(output, g) for g in gold)
-            f1 = max(mibe.emrqa_f1(output, g) for g in gold)
+            em = max(rules.emrqa_exact_match(output, g) for g in gold)
+            f1 = max(rules.emrqa_f1(output, g) for g in gold)
             return Judgement(output.strip() or None, em == 1.0, {"exact_match": em, "f1": f1})
         prediction = free_text_answer(output, matching) or None
         em = M.exact_match(prediction, gold)

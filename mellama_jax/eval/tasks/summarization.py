@@ -12,8 +12,9 @@ import dataclasses
 import functools
 from typing import Sequence
 
-from mellama_jax.eval import bartscore, bertscore, mibe
+from mellama_jax.eval import bartscore, bertscore
 from mellama_jax.eval import metrics as M
+from mellama_jax.eval.mibe import rules
 from mellama_jax.eval.parsing import check_matching
 from mellama_jax.eval.records import EvalRecord, RecordError
 from mellama_jax.eval.tasks.base import Example, Judgement, ScoringOptions, Task, no_prediction_rate
@@ -42,13 +43,13 @@ class SummarizationTask(Task):
 
     def judge(self, output: str, record: EvalRecord, gold: str, matching: str) -> Judgement:
         summary = output.strip() or None
-        if check_matching(matching) == "mibe":  # evaluate's "rouge": no stemming (eval/mibe.py)
-            return Judgement(summary, None, mibe.rouge_per_example(output, gold))
+        if check_matching(matching) == "mibe":  # evaluate's "rouge": no stemming (eval/mibe/rules.py)
+            return Judgement(summary, None, rules.rouge_per_example(output, gold))
         return Judgement(summary, None, M.rouge_per_example(summary, gold))
 
     def aggregate(self, examples: Sequence[Example], matching: str) -> dict[str, float]:
         if check_matching(matching) == "mibe" and examples:
-            out = mibe.rouge_bootstrap_median([e.scores for e in examples], seed=self.rouge_seed)
+            out = rules.rouge_bootstrap_median([e.scores for e in examples], seed=self.rouge_seed)
         else:
             n = max(len(examples), 1)
             out = {k: sum(e.scores[k] for e in examples) / n for k in M.ROUGE_TYPES}

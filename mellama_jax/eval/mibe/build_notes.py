@@ -1,6 +1,6 @@
 """MIBE builders for the originals that come as note collections or research releases: i2b2 2010, emrQA, BioNLI.
 
-Same contract as eval/mibe_build.py (records in the released form, a BuildError naming `file:line` and the
+Same contract as eval/mibe/build.py (records in the released form, a BuildError naming `file:line` and the
 field for a raw record that does not fit). Which source defines each prompt and target:
 
 * emrqa: emrQA's `data.json` (panushri25/emrQA): data → paragraphs {note_id, context (lines), qas
@@ -25,8 +25,8 @@ import json
 import os
 import re
 
-from mellama_jax.eval import mibe_prompts as T
-from mellama_jax.eval.mibe_build import BuildError, _choice_record, _field
+from mellama_jax.eval.mibe import prompts as T
+from mellama_jax.eval.mibe.build import BuildError, _choice_record, _field
 from mellama_jax.eval.tasks.nli import BIONLI
 
 I2B2_TYPES = ("problem", "treatment", "test")

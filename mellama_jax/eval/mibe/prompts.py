@@ -2,7 +2,7 @@
 
 These strings are data: the released test sets' `query` fields are these templates filled in, so
 tools/build_mibe.py must reproduce them byte for byte (leading newlines and indentation included).
-`{text}`, `{context}`, `{options}`, `{question}` are filled by mellama_jax/eval/mibe_build.py.
+`{text}`, `{context}`, `{options}`, `{question}` are filled by mellama_jax/eval/mibe/build.py.
 
 Me-LLaMA publishes no builder (and its evaluation sets are gated or local) for i2b2 and BioNLI; the two
 templates marked OURS below are not Me-LLaMA's: they follow the shape of its other prompts (MedNLI's

@@ -4,7 +4,7 @@ Several MIBE sets cannot be redistributed; users hold the originals. Each builde
 and writes records the way Me-LLaMA's `src/preprocess_instruct.py` built its released test sets
 (`build_classification_instruction` / `build_multicalss_instruction` / `build_absumm_instruction`):
 `{"id": "<Dataset><index>", "query": template.format(...), "answer", "choices", "gold"}` (summaries: no
-choices/gold), with the templates of eval/mibe_prompts.py. The output is read back by eval/records.py like
+choices/gold), with the templates of eval/mibe/prompts.py. The output is read back by eval/records.py like
 the released sets. A raw record that does not fit its format is a BuildError naming `file:line` (or the
 record's key) and the field.
 
@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from lxml import etree
 
-from mellama_jax.eval import mibe_prompts as T
+from mellama_jax.eval.mibe import prompts as T
 from mellama_jax.eval.tasks.classification import HALLMARKS
 from mellama_jax.eval.tasks.nli import MEDNLI
 from mellama_jax.eval.tasks.qa import MEDMCQA, MEDQA, PUBMEDQA

@@ -9,6 +9,7 @@ quirks (case-sensitive letters, "yes" found inside "yes/no", character-level Emr
 """
 from __future__ import annotations
 
+import functools
 import string
 import warnings
 from typing import NamedTuple, Sequence
@@ -132,16 +133,17 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 # evaluate's "rouge" scores these four by default, in this order; the bootstrap draws follow the order, so the
 # fourth is computed too (and kept in the per-example scores) although the reference reports only three.
 _EVALUATE_ROUGE_TYPES = ROUGE_TYPES + ("rougeLsum",)
-_ROUGE = None
+
+
+@functools.cache
+def _rouge_scorer():
+    from rouge_score import rouge_scorer  # noqa: PLC0415 - module-level import would load nltk for every eval import
+    return rouge_scorer.RougeScorer(list(_EVALUATE_ROUGE_TYPES), use_stemmer=False)
 
 
 def rouge_per_example(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE-1/2/L/Lsum F-measures as `evaluate.load("rouge")` computes them: rouge-score without stemming."""
-    global _ROUGE
-    if _ROUGE is None:
-        from rouge_score import rouge_scorer  # noqa: PLC0415 - module-level import would load nltk for every eval import
-        _ROUGE = rouge_scorer.RougeScorer(list(_EVALUATE_ROUGE_TYPES), use_stemmer=False)
-    return {k: v.fmeasure for k, v in _ROUGE.score(reference, prediction).items()}
+    return {k: v.fmeasure for k, v in _rouge_scorer().score(reference, prediction).items()}
 
 
 class _F(NamedTuple):
