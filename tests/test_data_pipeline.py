@@ -216,7 +216,7 @@ def test_sft_masks_cover_exactly_the_responses(env, tmp_path):
                     i = int(re.search(r"Question (\d+)", tok.decode(t)).group(1))
                     q, a = records[i]
                     shown = T.render_prompt(template, q)
-                    assert t.tolist() == [tok.bos_id] + tok.encode(shown + a, bos=False) + [tok.eos_id]
+                    assert t.tolist() == [tok.bos_id] + tok.encode(T.render_example(template, q, a), bos=False) + [tok.eos_id]
                     n_prompt = int((m == 0).sum())
                     assert np.all(m[:n_prompt] == 0) and np.all(m[n_prompt:] == 1)  # prompt, then response
                     assert tok.decode(t[1:n_prompt]).rstrip(" ") == shown.rstrip(" ")

@@ -106,7 +106,9 @@ def test_template_round_trip(name):
         response = "".join(r.choice(alphabet) for _ in range(r.randint(0, 40)))
         inp = "".join(r.choice(alphabet) for _ in range(r.randint(1, 20))).strip() if r.random() < 0.5 else None
         inp = inp or None  # an empty input renders as no input
-        marker = {"me_llama": "\n\nAssistant: \n", "llama2_chat": " [/INST] ", "alpaca": "\n\n### Response:\n"}[name]
+        marker = {"me_llama": "\n\nAssistant: \n", "llama2_chat": " [/INST]", "alpaca": "\n\n### Response:\n"}[name]
+        if name == "llama2_chat":  # Meta's chat code strips prompt and answer
+            prompt, response, inp = prompt.strip() or "q", response.strip(), inp and inp.strip() or None
         if marker in prompt + (inp or ""):
             continue
         text = T.render_example(name, prompt, response, input=inp)
@@ -120,8 +122,9 @@ def test_template_round_trip(name):
 
 def test_template_texts():
     assert T.render_prompt("me_llama", "Q?") == "Human: \nQ?\n\nAssistant: \n"
-    assert T.render_prompt("llama2_chat", "Q?") == "[INST] Q? [/INST] "
-    assert T.render_prompt("llama2_chat", "Q?", system="S") == "[INST] <<SYS>>\nS\n<</SYS>>\n\nQ? [/INST] "
+    assert T.render_prompt("llama2_chat", "  Q? ") == "[INST] Q? [/INST]"
+    assert T.render_prompt("llama2_chat", "Q?", system="S") == "[INST] <<SYS>>\nS\n<</SYS>>\n\nQ? [/INST]"
+    assert T.render_example("llama2_chat", "Q?", " A. ") == "[INST] Q? [/INST] A. "
     assert T.render_prompt("alpaca", "Do it", "ctx").endswith("### Instruction:\nDo it\n\n### Input:\nctx\n\n### Response:\n")
     assert T.render_prompt("none", "Q?") == "Q?" and T.wrap_zero_shot("Q?", "none") == "Q?"
     assert T.strip_response(" yes\nHuman: more", "me_llama") == "yes"

@@ -1,44 +1,32 @@
 """Instruction data: conversations (sft_records.py reads the published shapes) → masked token sequences.
 
-Each turn is rendered with the named template (templates.py) and tokenized as LLaMA-2's reference chat
-code does: `BOS + prompt-with-template + response + EOS` per turn. The loss mask is 1 exactly on the
-response tokens and the closing EOS, 0 on BOS and the prompt; a piece spanning the boundary ("▁It" after
-"[/INST] ") belongs to the response. Boundaries come from sentencepiece's character offsets, so each turn
-is tokenized once, as a whole.
+Each conversation is rendered and tokenized by `chat.render_conversation` (a named template of
+templates.py, or a Jinja chat template): for our templates `BOS + prompt-with-template + response + EOS`
+per turn, as LLaMA-2's reference chat code does. The loss mask is 1 exactly on the response tokens and the
+closing EOS, 0 on BOS and the prompt; a piece spanning the boundary ("▁It" after "[/INST]") belongs to the
+response. Boundaries come from sentencepiece's character offsets, so each turn is tokenized once, whole.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from mellama_jax.data import errors as E
+from mellama_jax.data.chat import render_conversation
 from mellama_jax.data.sft_records import Conversation, instruct_check, parse_record  # noqa: F401 - the SFT API
-from mellama_jax.data.templates import render_prompt
 from mellama_jax.data.tokenizer import Tokenizer
 
 
 def tokenize_conversation(tokenizer: Tokenizer, conv: Conversation, template: str, *,
                           max_prompt_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, loss_mask) int32 arrays for a whole conversation."""
-    tokens: list[int] = []
-    mask: list[int] = []
+    """(tokens, loss_mask) int32 arrays for a whole conversation (`chat.render_conversation`)."""
+    def shorten(prompt):
+        return _truncate_text(tokenizer, prompt, max_prompt_tokens) if max_prompt_tokens else prompt
+    messages = [{"role": "system", "content": conv.system}] if conv.system else []
     for i, (prompt, response) in enumerate(conv.turns):
-        if max_prompt_tokens:
-            prompt = _truncate_text(tokenizer, prompt, max_prompt_tokens)
-        shown = render_prompt(template, prompt, conv.input if i == 0 else None,
-                              system=conv.system if i == 0 else None)
-        ids, spans = tokenizer.encode_with_offsets(shown + response)
-        boundary = len(shown)
-        tokens.append(tokenizer.bos_id)
-        mask.append(0)
-        for tid, (begin, end) in zip(ids, spans):
-            tokens.append(tid)
-            # A piece is a response token when it covers any response character: a piece straddling the
-            # boundary ("▁It" after "[/INST] ") is the response's first word. Byte-fallback pieces of
-            # one character are zero-width except the last; they go where the character starts.
-            mask.append(1 if end > boundary or (end == begin and begin >= boundary) else 0)
-        tokens.append(tokenizer.eos_id)
-        mask.append(1)
-    return np.asarray(tokens, np.int32), np.asarray(mask, np.int32)
+        messages.append({"role": "user", "content": shorten(prompt),
+                         **({"input": conv.input} if conv.input and i == 0 else {})})
+        messages.append({"role": "assistant", "content": response})
+    return render_conversation(messages, template, tokenizer)
 
 
 def conversation_from_messages(messages: list[dict]) -> tuple[Conversation, str | None]:
@@ -73,14 +61,9 @@ def render_chat(messages: list[dict], template: str, tokenizer: Tokenizer) -> li
     `AutoTokenizer(export).apply_chat_template(messages, add_generation_prompt=True)` (tested), so the
     generate path, SFT and Hugging Face users all see one rendering.
     """
-    conv, pending = conversation_from_messages(messages)
-    ids = tokenize_conversation(tokenizer, conv, template)[0].tolist() if conv.turns else []
-    if pending is not None:
-        first = not conv.turns
-        shown = render_prompt(template, pending, conv.input if first else None,
-                              system=conv.system if first else None)
-        ids += tokenizer.encode(shown, bos=True)
-    return ids
+    conversation_from_messages(messages)  # names the message of a wrong role order
+    return render_conversation(messages, template, tokenizer,
+                               add_generation_prompt=messages[-1].get("role") == "user")[0].tolist()
 
 
 def _truncate_text(tokenizer: Tokenizer, text: str, max_tokens: int) -> str:
