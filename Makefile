@@ -27,6 +27,7 @@ test: $(STAMP)
 # ruff (pyflakes, bugbear, imports at module level) and the import-linter layering contract (pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pylint mellama_jax launch bench
 	$(VENV)/bin/lint-imports --no-cache
 
 # Ahead-of-time compilation for TPU topologies needs libtpu (about 700 MB). It gets a virtual environment of

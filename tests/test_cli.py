@@ -38,6 +38,9 @@ def _mistakes(tmp):
         "train: dry run, batch does not split": (train + ["--workdir", str(tmp / "w"), "--dry_run",
                                                           "--local_device_count=2", "--config.train.global_batch_size=3"],
                                                  ["train.global_batch_size=3", "data-parallel size 2"]),
+        "train: micro-batches do not split the batch": (
+            train + ["--workdir", str(tmp / "w"), "--config.train.global_batch_size=8", "--config.train.micro_batches=3"],
+            ["--config.train.micro_batches=3", "global_batch_size=8"]),
         "train: init_from missing": (train + ["--workdir", str(tmp / "w"), f"--config.init_from={missing}"],
                                      ["init_from", missing, "no such directory"]),
         "recipe: mistyped override": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r"),
@@ -71,7 +74,7 @@ def _mistakes(tmp):
 CASES = [
     "train: mistyped override", "train: bad value", "train: invalid value", "train: missing config file",
     "train: missing workdir flag", "train: workdir is a file", "train: dry run, batch does not split",
-    "train: init_from missing",
+    "train: init_from missing", "train: micro-batches do not split the batch",
     "recipe: mistyped override", "recipe: unknown stage", "generate: missing model", "generate: bad prompt ids",
     "generate: unknown flag", "evaluate: unknown task", "convert_hf_to_jax: missing dir",
     "convert_jax_to_hf: missing dir", "prepare_corpus: missing tokenizer", "prepare_corpus: missing config",

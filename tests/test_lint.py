@@ -1,4 +1,4 @@
-"""`make lint` can fail: a planted layering violation and a planted in-function import are caught.
+"""`make lint` can fail: a planted layering violation, in-function import, unreachable line and over-complex function are caught.
 
 The clean tree itself is checked by `make lint` (run in .ci/run); these tests show the checks have teeth, on
 a copy of the package with one mistake planted.
@@ -51,3 +51,23 @@ def test_ruff_catches_an_import_inside_a_function(tree):
                       "    return parallel\n")
     result = subprocess.run(ruff, cwd=tree, capture_output=True, text=True)
     assert result.returncode != 0 and "PLC0415" in result.stdout
+
+
+def test_pylint_catches_unreachable_code(tree):
+    """ruff has no unreachable-code rule; `make lint` runs pylint for it (pyproject.toml [tool.pylint])."""
+    target = tree / "mellama_jax" / "train" / "config.py"
+    pylint = [tool("pylint"), str(target)]
+    assert subprocess.run(pylint, cwd=tree, capture_output=True, text=True, timeout=300).returncode == 0
+    # planted: a check after the return, as the micro-batch check of issue 23 was
+    target.write_text(target.read_text() + "\n\ndef planted(x):\n    return x\n    raise ValueError(x)\n")
+    result = subprocess.run(pylint, cwd=tree, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "W0101" in result.stdout, result.stdout
+
+
+def test_ruff_caps_function_complexity(tree):
+    target = tree / "mellama_jax" / "model" / "llama.py"
+    ruff = [tool("ruff"), "check", "--no-cache", str(target)]
+    body = "".join(f"    if x == {i}:\n        return {i}\n" for i in range(20))
+    target.write_text(target.read_text() + "\n\ndef planted(x):\n" + body + "    return -1\n")
+    result = subprocess.run(ruff, cwd=tree, capture_output=True, text=True)
+    assert result.returncode != 0 and "C901" in result.stdout, result.stdout

@@ -98,15 +98,16 @@ class LoopConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"train.{name} must be a positive integer, got {v!r}")
+        if self.global_batch_size % self.micro_batches:
+            raise ConfigError(f"--config.train.micro_batches={self.micro_batches} must divide "
+                              f"train.global_batch_size={self.global_batch_size} (each micro-batch takes an equal "
+                              f"share of the batch's rows)")
         _ = self.lora  # validate the adapter definition now
 
     @functools.cached_property
     def lora(self) -> LoraConfig | None:
         """The adapter definition of `train.lora` (None: full-parameter training)."""
         return LoraConfig.from_group(dataclasses.asdict(self.lora_settings), source="config.train.lora")
-        if self.global_batch_size % self.micro_batches:
-            raise ConfigError(f"train.global_batch_size={self.global_batch_size} is not divisible by "
-                              f"train.micro_batches={self.micro_batches}")
 
     @property
     def micro_batch_size(self) -> int:

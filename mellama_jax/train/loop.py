@@ -189,7 +189,7 @@ def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = No
         return _train(cfg, workdir, trainable=trainable, source=source, engine=engine)
 
 
-def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], source, engine: Optional[Engine]):
+def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], source, engine: Optional[Engine]):  # noqa: C901, PLR0915 - split into hooks next
     workdir = paths.as_str(workdir, what="workdir")  # a local directory or gs://bucket/...
     # Benchmark tasks: their records are read and validated first, before anything is compiled or written.
     tasks = TaskEvaluator(cfg) if cfg.eval.tasks else None
