@@ -3,7 +3,7 @@
     python bench/checkpoint_io.py [--rounds 2]
 
 The state is what a training checkpoint holds for full-parameter training of config.preset("bench_56m"):
-float32 params + AdamW mu and nu (3 x params), saved and restored through `train.checkpoint.Checkpointer`
+float32 params + AdamW mu and nu (3 x params), saved and restored through `checkpoints.manager.Checkpointer`
 (orbax, OCDBT through tensorstore). "gcs" is gcp-storage-emulator on localhost (tests/gcs_server.py: a
 single-threaded pure-Python server), so its figure measures the client path and that server, not Cloud
 Storage; it shows the gs:// path works end to end at this size and what it costs relative to local disk.
@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from gcs_server import GcsServer  # noqa: E402
 
+from mellama_jax.checkpoints.manager import Checkpointer  # noqa: E402
 from mellama_jax.config import preset  # noqa: E402
 from mellama_jax.model import params as P  # noqa: E402
-from mellama_jax.train.checkpoint import Checkpointer  # noqa: E402
 from mellama_jax.train.config import CheckpointConfig  # noqa: E402
 from mellama_jax.train.state import TrainState  # noqa: E402
 

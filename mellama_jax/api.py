@@ -26,11 +26,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from mellama_jax import paths
+from mellama_jax.checkpoints import fileio, model_dir, rundir
+from mellama_jax.checkpoints.run_record import chat_template_name
 from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
-from mellama_jax.convert import ckpt as ckpt_lib
-from mellama_jax.convert import fileio, rundir
 from mellama_jax.convert import hf as hf_lib
-from mellama_jax.convert.model_card import chat_template_name
 from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.generate import generate as generate_ids
 from mellama_jax.generate import text as T
@@ -52,10 +51,10 @@ def load_model_config(spec: str | os.PathLike, **overrides) -> ModelConfig:
     if spec in PRESETS:
         return preset(spec, **overrides)
     if os.path.isdir(spec):
-        for name in (ckpt_lib.MODEL_CONFIG, "config.json"):
+        for name in (model_dir.MODEL_CONFIG, "config.json"):
             if os.path.isfile(os.path.join(spec, name)):
                 return load_model_config(os.path.join(spec, name), **overrides)
-        raise ConfigError(f"{spec}: directory holds neither {ckpt_lib.MODEL_CONFIG} nor config.json")
+        raise ConfigError(f"{spec}: directory holds neither {model_dir.MODEL_CONFIG} nor config.json")
     if not os.path.isfile(spec):
         raise ConfigError(f"{spec!r} is neither a model preset ({sorted(PRESETS)}) nor an existing file")
     if spec.endswith(".py"):
@@ -230,9 +229,9 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
     if not paths.resolve(path).is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
     extras: dict[str, Any] = {}
-    if ckpt_lib.is_model_checkpoint(path):
+    if model_dir.is_model_checkpoint(path):
         shardings = (lambda c: param_shardings(c, mesh)) if mesh is not None else None
-        cfg, params, extras = ckpt_lib.load_model_checkpoint(path, shardings=shardings, dtype=dtype,
+        cfg, params, extras = model_dir.load_model_checkpoint(path, shardings=shardings, dtype=dtype,
                                                              scan_layers=scan_layers)
     elif hf_lib.is_hf_dir(path):
         with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
@@ -244,7 +243,7 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
     else:
         raise FileNotFoundError(
             f"{path}: not a model directory: expected an HF directory (config.json + model.safetensors or "
-            f"{hf_lib.SAFE_INDEX}), a model checkpoint ({ckpt_lib.MODEL_CONFIG} + {ckpt_lib.PARAMS_DIR}/) or a "
+            f"{hf_lib.SAFE_INDEX}), a model checkpoint ({model_dir.MODEL_CONFIG} + {model_dir.PARAMS_DIR}/) or a "
             f"training workdir ({rundir.CHECKPOINTS_DIR}/<step>/)")
 
     if extras.get("adapters") is not None:
@@ -265,7 +264,7 @@ def _load_workdir(path: str, *, mesh, dtype, step, scan_layers):
     shardings = (lambda cfg: param_shardings(cfg, mesh)) if mesh is not None and not relayout else None
     cfg, params, extras = rundir.load_training_params(path, step=step, dtype=dtype, shardings=shardings)
     # LoRA adapters switch layout with the base, or the merge would see mismatched trees.
-    return ckpt_lib.relayout_checkpoint(cfg, params, extras, scan_layers)
+    return model_dir.relayout_checkpoint(cfg, params, extras, scan_layers)
 
 
 def _place(cfg: ModelConfig, params: dict, mesh) -> dict:

@@ -6,7 +6,7 @@
   RecordError, …) are ValueErrors whose messages already name the file, field or flag; file-system errors
   are OSErrors.
 * Ctrl-C stops the command: exit status 130 and one line. Outputs are written into temporary directories
-  renamed into place at the end (convert.fileio.atomic_output_dir), so nothing half-written is left looking
+  renamed into place at the end (checkpoints.fileio.atomic_output_dir), so nothing half-written is left looking
   complete.
 * Third-party libraries that narrate (absl/orbax at INFO, TFDS) are quieted.
 

@@ -11,7 +11,8 @@ Rules:
   scheme is an error naming it (no silent `./hdfs:/...` directory on the local disk).
 * Object stores have no atomic rename: a directory that must look complete only when it is (exports,
   prepared corpora) is written in place and committed last by a marker file (`write_commit_marker`);
-  readers refuse a directory without it (`require_committed`). Checkpoints use orbax's own commit markers.
+  readers refuse a directory without it (`checkpoints.fileio.require_complete`). Training checkpoints use
+  orbax's own commit markers.
 
 Test/emulator endpoints are the clients' own settings: `STORAGE_EMULATOR_HOST` (gcsfs) and
 `TENSORSTORE_GCS_HTTP_URL` (tensorstore); nothing here knows about them.
@@ -41,10 +42,6 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 class PathSchemeError(ConfigError):
     """A path names a storage scheme this project cannot read or write."""
-
-
-class NotCommittedError(FileNotFoundError):
-    """A directory that must be committed (marker file written last) has no marker: it is incomplete."""
 
 
 def scheme(p: str | os.PathLike) -> str:
@@ -172,12 +169,6 @@ def write_commit_marker(directory: str | os.PathLike, info: dict | None = None) 
 
 def is_committed(directory: str | os.PathLike) -> bool:
     return (resolve(directory) / COMMIT_MARKER).exists()
-
-
-def require_committed(directory: str | os.PathLike, *, what: str = "directory") -> None:
-    if not is_committed(directory):
-        raise NotCommittedError(f"{os.fspath(directory)}: {what} has no {COMMIT_MARKER} marker, so it was not "
-                                f"finished (a writer died mid-way); rewrite it")
 
 
 def files_under(directory: str | os.PathLike) -> Iterable[epath.Path]:

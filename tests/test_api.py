@@ -11,10 +11,10 @@ import pytest
 from hf_fixtures import hf_logits, make_hf_model, train_small_sentencepiece
 
 import mellama_jax
+from mellama_jax.checkpoints.errors import CheckpointError
+from mellama_jax.checkpoints.model_dir import load_model_checkpoint, save_model_checkpoint
 from mellama_jax.config import PRESETS, ConfigError, preset
-from mellama_jax.convert.ckpt import load_model_checkpoint, save_model_checkpoint
 from mellama_jax.convert.export import convert_checkpoint_to_hf
-from mellama_jax.convert.fileio import CheckpointError
 from mellama_jax.convert.hf import convert_hf_to_checkpoint, load_hf_params
 from mellama_jax.data.hf_tokenizer import HF_TOKENIZER_FILES
 from mellama_jax.model import params as P

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
+from mellama_jax.checkpoints.errors import CheckpointError
 from mellama_jax.config import config_module
-from mellama_jax.train.checkpoint import CheckpointError
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train
 

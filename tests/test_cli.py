@@ -185,8 +185,8 @@ def test_ctrl_c_stops_evaluation_writes_nothing_and_rerun_finishes(tmp_path):
     import jax
     from hf_fixtures import train_small_sentencepiece
 
+    from mellama_jax.checkpoints.model_dir import save_model_checkpoint
     from mellama_jax.config import preset
-    from mellama_jax.convert.ckpt import save_model_checkpoint
     from mellama_jax.model import params as P
 
     (tmp_path / "tok").mkdir()
@@ -257,11 +257,11 @@ def test_ctrl_c_stops_the_recipe_and_rerun_continues(tmp_path):
 
 
 def test_ctrl_c_during_a_checkpoint_save_is_delivered_after_it():
-    """orbax's save and final wait run with SIGINT held (train/checkpoint.py): the block finishes, then the
+    """orbax's save and final wait run with SIGINT held (checkpoints/manager.py): the block finishes, then the
     KeyboardInterrupt arrives, so no commit thread is left running while Python exits."""
     import signal
 
-    from mellama_jax.train.checkpoint import interrupts_deferred
+    from mellama_jax.checkpoints.manager import interrupts_deferred
 
     finished = []
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist workers may run with another

@@ -18,9 +18,9 @@ from hf_fixtures import hf_logits, make_hf_model
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from mellama_jax.checkpoints.model_dir import load_model_checkpoint
 from mellama_jax.config import ConfigError
 from mellama_jax.convert import hf as hf_lib
-from mellama_jax.convert.ckpt import load_model_checkpoint
 from mellama_jax.convert.export import convert_checkpoint_to_hf
 from mellama_jax.convert.hf import HFCheckpointError, convert_hf_to_checkpoint, load_hf_params, parse_size, save_hf_checkpoint
 

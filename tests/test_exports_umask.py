@@ -6,8 +6,8 @@ import stat
 import jax
 import pytest
 
+from mellama_jax.checkpoints.model_dir import save_model_checkpoint
 from mellama_jax.config import preset
-from mellama_jax.convert.ckpt import save_model_checkpoint
 from mellama_jax.convert.hf import save_hf_checkpoint
 from mellama_jax.convert.peft import export_peft
 from mellama_jax.model import params as P

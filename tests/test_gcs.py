@@ -28,11 +28,11 @@ from hf_fixtures import make_hf_model
 
 import mellama_jax
 from mellama_jax import paths
+from mellama_jax.checkpoints import fileio, rundir
+from mellama_jax.checkpoints.export import export_model_checkpoint
 from mellama_jax.config import config_module
-from mellama_jax.convert import fileio, rundir
 from mellama_jax.convert.export import convert_checkpoint_to_hf
 from mellama_jax.convert.hf import convert_hf_to_checkpoint
-from mellama_jax.train.checkpoint import export_model_checkpoint
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train
 

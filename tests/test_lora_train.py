@@ -17,8 +17,8 @@ from hf_fixtures import hf_logits, make_hf_model
 
 import mellama_jax
 from mellama_jax import paths
+from mellama_jax.checkpoints import model_dir
 from mellama_jax.config import ConfigError, ModelConfig, config_module
-from mellama_jax.convert import ckpt
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.model.lora import LoraConfig, init_lora, merge_lora
@@ -54,7 +54,7 @@ def env(tmp_path_factory):
     data_root, tok = make_demo(root, scale=0.1)
     hf_dir = os.path.join(root, "hf_base")
     make_hf_model(hf_dir, vocab_size=1024)
-    base_ckpt = ckpt.save_model_checkpoint(os.path.join(root, "base"), *_hf_params(hf_dir),
+    base_ckpt = model_dir.save_model_checkpoint(os.path.join(root, "base"), *_hf_params(hf_dir),
                                            tokenizer_dir=os.path.dirname(tok.model_path))
     cfg, base = _hf_params(hf_dir)
     return dict(root=root, data=data_root, tokenizer=tok.model_path, hf_dir=hf_dir, base_ckpt=base_ckpt,

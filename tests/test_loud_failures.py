@@ -8,11 +8,12 @@ import pytest
 
 import mellama_jax
 from mellama_jax import paths
+from mellama_jax.checkpoints.manager import Checkpointer
 from mellama_jax.config import ConfigError
 from mellama_jax.parallel import MeshConfig, make_mesh
-from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch, PreemptionWatchError
 from mellama_jax.train.config import CheckpointConfig, TrainConfig, default_config
 from mellama_jax.train.loop import train
+from mellama_jax.train.preemption import PreemptionWatch, PreemptionWatchError
 
 
 def test_mesh_placement_failure_is_an_error_unless_opted_in(caplog):

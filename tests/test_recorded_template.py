@@ -7,9 +7,9 @@ from hf_fixtures import train_small_sentencepiece
 
 import mellama_jax
 from mellama_jax import evaluate as evaluate_cli
+from mellama_jax.checkpoints.model_dir import save_model_checkpoint
+from mellama_jax.checkpoints.rundir import trained_template
 from mellama_jax.config import preset
-from mellama_jax.convert.ckpt import save_model_checkpoint
-from mellama_jax.convert.rundir import trained_template
 from mellama_jax.model import params as P
 
 

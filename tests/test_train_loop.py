@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import pytest
 
+from mellama_jax.checkpoints import rundir
 from mellama_jax.config import ConfigError, config_module
-from mellama_jax.convert import rundir
 from mellama_jax.model import params as P
 from mellama_jax.train.batches import SyntheticSource
 from mellama_jax.train.config import TrainConfig, default_config
@@ -58,16 +58,16 @@ def test_tiny_config_loss_decreases_and_metrics_are_written(tiny_run):
 
 
 def test_training_workdir_loads_as_a_model(tiny_run, tmp_path):
-    """The workdir layout is what convert.ckpt / mellama_jax.load read; export gives a model checkpoint."""
-    from mellama_jax.convert import ckpt
-    from mellama_jax.train.checkpoint import export_model_checkpoint
+    """The workdir layout is what checkpoints.model_dir / mellama_jax.load read; export gives a model checkpoint."""
+    from mellama_jax.checkpoints import model_dir
+    from mellama_jax.checkpoints.export import export_model_checkpoint
     workdir, result = tiny_run
     cfg, params, extras = rundir.load_training_params(workdir)
     assert extras["step"] == 40 and cfg.vocab_size == 128
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(jax.device_get(result.state.params))):
         np.testing.assert_array_equal(np.asarray(a), b)
     out = export_model_checkpoint(workdir, str(tmp_path / "model"))
-    _, exported, _ = ckpt.load_model_checkpoint(out)
+    _, exported, _ = model_dir.load_model_checkpoint(out)
     P.check_params(cfg, exported)
 
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from mellama_jax import parallel
+from mellama_jax.checkpoints.manager import Checkpointer
 from mellama_jax.train.batches import SyntheticSource
-from mellama_jax.train.checkpoint import Checkpointer
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train
 from mellama_jax.train.optimizer import make_optimizer
@@ -201,7 +201,7 @@ def test_two_processes_agree_to_fall_back_from_a_damaged_checkpoint(tmp_path):
     from data_fixtures import make_demo
     from test_checkpoint_damage import losses
 
-    from mellama_jax.convert import rundir
+    from mellama_jax.checkpoints import rundir
 
     data, tok = make_demo(str(tmp_path), scale=0.15)
     config_file = tmp_path / "mix_config.py"

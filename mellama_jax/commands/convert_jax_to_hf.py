@@ -27,10 +27,10 @@ import argparse
 import sys
 
 from mellama_jax import cli, paths
+from mellama_jax.checkpoints.rundir import load_checkpoint
 from mellama_jax.convert.export import convert_checkpoint_to_hf
 from mellama_jax.convert.hf import is_hf_dir
 from mellama_jax.convert.peft import export_peft
-from mellama_jax.convert.rundir import load_checkpoint
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -9,9 +9,10 @@ import logging
 import os
 
 from mellama_jax import paths
+from mellama_jax.checkpoints import run_record
+from mellama_jax.checkpoints.rundir import load_checkpoint
 from mellama_jax.convert import mapping, model_card
 from mellama_jax.convert.hf import HFCheckpointError, parse_size, progress_bar, save_hf_checkpoint
-from mellama_jax.convert.rundir import load_checkpoint
 from mellama_jax.data.templates import get_template, hf_chat_template
 from mellama_jax.data.tokenizer import MODEL_FILE, Tokenizer
 from mellama_jax.model.lora import merge_lora as merge
@@ -49,8 +50,8 @@ def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.Path
     if chat_template:
         get_template(chat_template)
     cfg, params, extras = load_checkpoint(ckpt_dir, step=step)
-    run = model_card.run_of(extras)
-    template = model_card.chat_template_name(run) if chat_template is None else (chat_template or None)
+    run = run_record.run_of(extras)
+    template = run_record.chat_template_name(run) if chat_template is None else (chat_template or None)
     if eval_dirs is None:
         eval_dirs = model_card.find_eval_summaries((run or {}).get("workdir"))
     tok_dir = extras["tokenizer_dir"]

@@ -27,10 +27,10 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from mellama_jax import paths
+from mellama_jax.checkpoints.fileio import has_tokenizer, local_output_dir
+from mellama_jax.checkpoints.model_dir import save_model_checkpoint
 from mellama_jax.config import ModelConfig
 from mellama_jax.convert import mapping
-from mellama_jax.convert.ckpt import save_model_checkpoint
-from mellama_jax.convert.fileio import has_tokenizer, local_output_dir
 from mellama_jax.data.hf_tokenizer import export_tokenizer_dir
 from mellama_jax.model import params as P
 

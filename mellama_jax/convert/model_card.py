@@ -2,7 +2,7 @@
 
 Facts come from the training run, never typed by hand: the run's config (base model, data mixture,
 optimizer, steps, LoRA) and its metrics.jsonl (training/held-out loss, tokens seen per mixture component),
-summarised by `training_run` when a workdir is exported to a model checkpoint (stored there as
+summarised by `checkpoints.run_record.training_run` when a workdir is exported to a model checkpoint (stored there as
 training_run.json, so the card can be written later from the checkpoint alone), and the evaluation
 summaries (eval/report.py's summary.json) passed to the export or found in the workdir's eval*/ dirs.
 """
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from typing import Iterable
 
 from mellama_jax import paths as path_layer
 from mellama_jax.config import ModelConfig
-from mellama_jax.data.config import InstructConfig
 from mellama_jax.model import params as P
 
-TRAINING_RUN = "training_run.json"  # in a model checkpoint exported from a training workdir
-METRICS_FILE = "metrics.jsonl"  # in a training workdir (train/metrics.py)
 EVAL_SUMMARY = "summary.json"  # in an evaluation output directory (eval/report.py)
 # sha256 of Meta's LLaMA-2 tokenizer.model (tests/assets/llama2-tokenizer/README.md)
 LLAMA2_TOKENIZER_SHA256 = "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347"
@@ -28,51 +25,6 @@ MATCHING_RULES = ("mibe", "strict")  # eval/report.py MATCHING_TEXT
 
 
 # ---------------------------------------------------------------- gathering the facts
-def summarize_metrics(path: str, step: int | None = None) -> dict[str, Any]:
-    """The last "train", "data" and "eval" rows of metrics.jsonl at or before `step`, and the first "train"
-    row (for the loss at the start). A rerun after a resume appends; later rows win."""
-    out: dict[str, Any] = {}
-    if not path_layer.resolve(path).is_file():
-        return out
-    with path_layer.open_file(path, "r") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a crash
-            if step is not None and row.get("step", 0) > step:
-                continue
-            kind = row.get("kind")
-            if kind == "train" and "first_train" not in out:
-                out["first_train"] = row
-            if kind in ("train", "data", "eval"):
-                out[kind] = row
-    return out
-
-
-def training_run(workdir: str, step: int, run_config: dict) -> dict[str, Any]:
-    """What the card needs from a training workdir (stored as training_run.json in exported checkpoints)."""
-    return {"workdir": path_layer.as_str(workdir), "step": int(step), "config": run_config,
-            "metrics": summarize_metrics(os.path.join(workdir, METRICS_FILE), step)}
-
-
-def run_of(extras: dict) -> dict | None:
-    """The training run behind `convert.rundir.load_checkpoint`'s extras (a workdir or an exported checkpoint)."""
-    if extras.get("training_run"):
-        return extras["training_run"]
-    if extras.get("run_config") is not None and extras.get("step") is not None:
-        return training_run(extras["path"], extras["step"], extras["run_config"])
-    return None
-
-
-def chat_template_name(run: dict | None) -> str | None:
-    """The SFT template the run trained with (data.kind == "sft"), else None."""
-    data = (run or {}).get("config", {}).get("data") or {}
-    if data.get("kind") != "sft":
-        return None
-    return ((data.get("mixture") or {}).get("instruct") or {}).get("template") or InstructConfig.template
-
-
 def find_eval_summaries(directory: str | None) -> list[str]:
     """summary.json files of evaluation runs inside `directory` (its eval*/ subdirectories, any depth 2)."""
     if not directory:

@@ -15,8 +15,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from mellama_jax import paths
+from mellama_jax.checkpoints.fileio import local_output_dir
 from mellama_jax.config import ModelConfig
-from mellama_jax.convert.fileio import local_output_dir
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
 
@@ -83,7 +83,7 @@ def peft_adapter_config(cfg: ModelConfig, lora: LoraConfig, base_model_name_or_p
 def export_peft(out_dir: str, cfg: ModelConfig, lora: LoraConfig, adapters: dict, *,
                 base_model_name_or_path: str = "", scanned: bool | None = None, overwrite: bool = False) -> str:
     """Write a PEFT adapter directory atomically (local: temp dir + rename; gs://: staged, uploaded, COMMIT
-    marker last — convert.fileio.local_output_dir)."""
+    marker last — checkpoints.fileio.local_output_dir)."""
 
     if paths.resolve(out_dir).exists() and not overwrite:
         raise FileExistsError(f"{paths.as_str(out_dir)} already exists (pass overwrite=True / --overwrite to replace it)")

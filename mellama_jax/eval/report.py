@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import jax
 
-from mellama_jax.convert.fileio import local_output_dir
+from mellama_jax.checkpoints.fileio import local_output_dir
 from mellama_jax.eval.runner import EvalConfig, TaskResult
 
 MATCHING_TEXT = {

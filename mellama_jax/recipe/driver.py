@@ -23,8 +23,10 @@ import ml_collections
 
 import mellama_jax
 from mellama_jax import paths
+from mellama_jax.checkpoints import model_dir
+from mellama_jax.checkpoints.export import export_model_checkpoint
 from mellama_jax.config import ConfigError
-from mellama_jax.convert import ckpt, export, hf
+from mellama_jax.convert import export, hf
 from mellama_jax.convert.peft import export_peft
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.prepare import prepare_corpus
@@ -35,7 +37,6 @@ from mellama_jax.eval.runner import EvalConfig, evaluate
 from mellama_jax.recipe.commands import EVALUATED
 from mellama_jax.recipe.report import write_recipe_report
 from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
-from mellama_jax.train.checkpoint import export_model_checkpoint
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.init_from import adopt_init_from, source_tokenizer
 from mellama_jax.train.loop import check_workdir, train
@@ -150,10 +151,10 @@ class Recipe:
         src = self.c.init_from
         if not src:
             return ""
-        if ckpt.is_model_checkpoint(src):
+        if model_dir.is_model_checkpoint(src):
             return src
         out = os.path.join(d, "base")
-        if not ckpt.is_model_checkpoint(out):
+        if not model_dir.is_model_checkpoint(out):
             hf.convert_hf_to_checkpoint(src, out, scan_layers=True, overwrite=True)
         return out
 
@@ -205,7 +206,7 @@ class Recipe:
         base_dir = export.convert_checkpoint_to_hf(base, os.path.join(d, "hf_base"), dtype=x.dtype,
                                                max_shard_size=x.max_shard_size, overwrite=True,
                                                eval_dirs=[p for p in [evals.format("base")] if _is_file(p)])
-        cfg, _, extras = ckpt.load_model_checkpoint(tuned)
+        cfg, _, extras = model_dir.load_model_checkpoint(tuned)
         peft_dir = export_peft(os.path.join(d, "peft"), cfg, extras["lora_config"], extras["adapters"],
                                base_model_name_or_path=str(base_dir), overwrite=True)
         summary = {"hf_merged": str(merged_dir), "hf_base": str(base_dir), "peft": str(peft_dir)}

@@ -17,33 +17,34 @@ import ml_collections
 from ml_collections import config_flags
 
 from mellama_jax import paths
+from mellama_jax.checkpoints import lora_base, model_dir
 from mellama_jax.config import ConfigError, ModelConfig
-from mellama_jax.convert import ckpt, hf, rundir
+from mellama_jax.convert import hf
 from mellama_jax.data.tokenizer import MODEL_FILE
 
 log = logging.getLogger(__name__)
 
 # The fields a checkpoint fixes: its architecture and the token ids its tokenizer and embeddings agree on.
-ADOPTED_FIELDS = rundir.ARCHITECTURE_FIELDS + ("max_position_embeddings", "bos_token_id", "eos_token_id",
+ADOPTED_FIELDS = lora_base.ARCHITECTURE_FIELDS + ("max_position_embeddings", "bos_token_id", "eos_token_id",
                                              "pad_token_id")
 
 
 def source_model_config(path: str) -> ModelConfig:
     """The ModelConfig of `path`: a model checkpoint directory or an HF LLaMA directory."""
     path = paths.as_str(path, what="init_from")  # local or gs://
-    if ckpt.is_model_checkpoint(path):
-        return ckpt.read_model_config(path)
+    if model_dir.is_model_checkpoint(path):
+        return model_dir.read_model_config(path)
     if hf.is_hf_dir(path):
         return hf.read_hf_config(path)
     if not paths.resolve(path).exists():
         raise ConfigError(f"init_from={path}: no such directory")
     raise ConfigError(f"init_from={path}: expected a Hugging Face LLaMA directory (config.json + *.safetensors) "
-                      f"or a model checkpoint ({ckpt.MODEL_CONFIG} + {ckpt.PARAMS_DIR}/)")
+                      f"or a model checkpoint ({model_dir.MODEL_CONFIG} + {model_dir.PARAMS_DIR}/)")
 
 
 def source_tokenizer(path: str) -> str | None:
     """Path of the sentencepiece tokenizer.model stored with checkpoint `path`, or None."""
-    for d in (paths.join(path, ckpt.TOKENIZER_DIR), paths.as_str(path, what="init_from")):
+    for d in (paths.join(path, model_dir.TOKENIZER_DIR), paths.as_str(path, what="init_from")):
         model = paths.join(d, MODEL_FILE)
         if paths.resolve(model).is_file():
             return model
@@ -83,7 +84,7 @@ def check_init_from(init_from: str, model: ModelConfig) -> None:
     (after adopt_init_from that happens only where the user set the field explicitly)."""
     if not init_from:
         return
-    diff = rundir.architecture_differences(source_model_config(init_from), model)
+    diff = lora_base.architecture_differences(source_model_config(init_from), model)
     if diff:
         raise ConfigError(f"init_from={init_from}: checkpoint architecture differs from config.model "
                           f"(field: (checkpoint, config)) {diff}; drop the --config.model.* overrides to use "

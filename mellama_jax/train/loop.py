@@ -20,18 +20,19 @@ from typing import Any, Optional
 import jax
 
 from mellama_jax import parallel, paths
+from mellama_jax.checkpoints import fileio, model_dir
+from mellama_jax.checkpoints.manager import Checkpointer
 from mellama_jax.config import ConfigError
-from mellama_jax.convert import ckpt as ckpt_lib
-from mellama_jax.convert import fileio, hf
+from mellama_jax.convert import hf
 from mellama_jax.model import params as P
 from mellama_jax.train import batches as B
-from mellama_jax.train.checkpoint import Checkpointer, PreemptionWatch
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.init_from import check_init_from
 from mellama_jax.train.lora import LoraTrainable
 from mellama_jax.train.metrics import MetricsWriter
 from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
+from mellama_jax.train.preemption import PreemptionWatch
 from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainState, init_state, state_layout
 from mellama_jax.train.step import compile_eval_step, compile_train_step
 from mellama_jax.train.task_eval import TaskEvaluator
@@ -130,8 +131,8 @@ def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
     if not cfg.init_from or cfg.train.lora is not None:  # LoRA trainables load their frozen base themselves
         return None
     shardings = engine.layout.shardings.params  # the architecture was checked at the start (check_init_from)
-    if ckpt_lib.is_model_checkpoint(cfg.init_from):
-        _, params, extras = ckpt_lib.load_model_checkpoint(cfg.init_from, shardings=shardings, dtype="float32",
+    if model_dir.is_model_checkpoint(cfg.init_from):
+        _, params, extras = model_dir.load_model_checkpoint(cfg.init_from, shardings=shardings, dtype="float32",
                                                            scan_layers=cfg.model.scan_layers)
         tokenizer_dir = extras.get("tokenizer_dir")
     else:  # an HF directory, read on the host tensor by tensor (gs://: downloaded first)
@@ -140,7 +141,7 @@ def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
         params = jax.device_put(params, shardings)
         tokenizer_dir = cfg.init_from if fileio.has_tokenizer(cfg.init_from) else None
     if tokenizer_dir and jax.process_index() == 0:
-        fileio.copy_tokenizer_files(tokenizer_dir, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
+        fileio.copy_tokenizer_files(tokenizer_dir, paths.join(workdir, model_dir.TOKENIZER_DIR))
     return params
 
 
@@ -148,9 +149,9 @@ def copy_init_tokenizer(cfg: TrainConfig, workdir: str) -> None:
     """Carry the tokenizer of init_from (a model checkpoint's tokenizer/ or an HF directory) into the workdir."""
     if not cfg.init_from or jax.process_index() != 0:
         return
-    for candidate in (paths.join(cfg.init_from, ckpt_lib.TOKENIZER_DIR), cfg.init_from):
+    for candidate in (paths.join(cfg.init_from, model_dir.TOKENIZER_DIR), cfg.init_from):
         if paths.resolve(candidate).is_dir() and fileio.has_tokenizer(candidate):
-            fileio.copy_tokenizer_files(candidate, paths.join(workdir, ckpt_lib.TOKENIZER_DIR))
+            fileio.copy_tokenizer_files(candidate, paths.join(workdir, model_dir.TOKENIZER_DIR))
             return
 
 

@@ -18,7 +18,7 @@ activations; the optimizer state of the adapters is FSDP-sharded like the adapte
 
 The base is not stored in training checkpoints: the run's config records where it came from (`init_from`,
 a model checkpoint or HF directory; or, when empty, a random base reproducible from `train.seed`), and both
-resume and `convert.rundir.load_training_params` reload it from there (`convert.rundir.load_lora_base`).
+resume and `checkpoints.rundir.load_training_params` reload it from there (`checkpoints.lora_base.load_lora_base`).
 
 Dropout. With lora.dropout > 0 the train step asks `apply_rngs(step)` for a dropout key; it is derived
 from (seed, step), so a resumed run draws the same masks as an uninterrupted one.
@@ -32,8 +32,8 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from mellama_jax.checkpoints.lora_base import load_lora_base
 from mellama_jax.config import DTYPES, ConfigError, ModelConfig
-from mellama_jax.convert.rundir import load_lora_base
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.model.lora import LoraConfig, init_lora, iter_lora, lora_logical_axes

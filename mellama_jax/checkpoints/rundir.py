@@ -15,22 +15,21 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mellama_jax import paths
-from mellama_jax.config import ModelConfig
-from mellama_jax.convert import hf
-from mellama_jax.convert.ckpt import (
+from mellama_jax.checkpoints.errors import CheckpointError
+from mellama_jax.checkpoints.fileio import has_tokenizer, read_json
+from mellama_jax.checkpoints.lora_base import load_lora_base
+from mellama_jax.checkpoints.model_dir import (
     MODEL_CONFIG,
     PARAMS_DIR,
     TOKENIZER_DIR,
     check_stored_shapes,
     is_model_checkpoint,
     load_model_checkpoint,
-    read_model_config,
     relayout_checkpoint,
-    restore_args,
     with_shardings,
 )
-from mellama_jax.convert.fileio import CheckpointError, has_tokenizer, read_json
-from mellama_jax.convert.model_card import chat_template_name
+from mellama_jax.checkpoints.run_record import chat_template_name
+from mellama_jax.config import ModelConfig
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
 
@@ -39,60 +38,8 @@ WORKDIR_MODEL_CONFIG = MODEL_CONFIG  # fallback location of the model config ins
 
 
 # ---------------------------------------------------------------- training workdir
-# Model fields that must agree between a LoRA run and its base (execution choices such as dtype may differ).
-ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                       "head_dim", "rms_norm_eps", "rope_theta")
-# Folded into the run seed for a random LoRA base, so the base does not reuse the adapters' init stream.
-RANDOM_BASE_SALT = 0xBA5E
-
-
 def is_training_workdir(path: str | os.PathLike) -> bool:
     return (paths.resolve(path) / CHECKPOINTS_DIR).is_dir()
-
-
-def architecture_differences(a: ModelConfig, b: ModelConfig) -> dict[str, tuple]:
-    """{field: (a's value, b's value)} for every architecture field on which the two configs differ."""
-    return {f: (getattr(a, f), getattr(b, f)) for f in ARCHITECTURE_FIELDS if getattr(a, f) != getattr(b, f)}
-
-
-def load_lora_base(cfg: ModelConfig, init_from: str, *, seed: int = 0, dtype="float32",
-                   shardings: dict | None = None) -> dict:
-    """The frozen base of a LoRA run, rebuilt from the reference its config records.
-
-    init_from: a model checkpoint directory (restored straight onto `shardings`), a Hugging Face directory
-        (read on the host, then placed), or "" for a random base: `init_params` with the run's `seed`, which
-        is reproducible bit for bit (the same on any mesh: JAX's partitionable threefry).
-    The base must have `cfg`'s architecture (else CheckpointError naming the fields); it is returned in
-    `cfg.scan_layers` layout and `dtype`.
-    """
-    dtype = np.dtype(dtype).name
-    if not init_from:
-        key = jax.random.fold_in(jax.random.key(seed), RANDOM_BASE_SALT)
-        init = lambda k: P.init_params(cfg, k, dtype=dtype)
-        return (jax.jit(init) if shardings is None else jax.jit(init, out_shardings=shardings))(key)
-    path = paths.as_str(init_from, what="init_from")
-    if is_model_checkpoint(path):
-        src_cfg = read_model_config(path)
-    elif hf.is_hf_dir(path):
-        src_cfg = ModelConfig.from_hf_config(read_json(paths.join(path, hf.CONFIG)))
-    else:
-        raise CheckpointError(f"{path}: the LoRA base (init_from) is neither a model checkpoint directory "
-                              f"({MODEL_CONFIG} + {PARAMS_DIR}/) nor a Hugging Face directory")
-    diff = architecture_differences(src_cfg, cfg)
-    if diff:
-        raise CheckpointError(f"{path}: the LoRA base has another architecture than the run's model config "
-                              f"(field: (base, run)) {diff}; adapters cannot be applied to or merged into it")
-    if is_model_checkpoint(path):
-        _, params, extras = load_model_checkpoint(path, shardings=shardings, dtype=dtype, scan_layers=cfg.scan_layers)
-        if extras["adapters"] is not None:
-            raise CheckpointError(f"{path}: the LoRA base itself carries LoRA adapters; export it merged first "
-                                  f"(mellama_jax.load / convert_jax_to_hf.py --merge_lora) and train on that")
-    else:
-        with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
-            _, params = hf.load_hf_params(local, dtype=dtype, scan_layers=cfg.scan_layers)
-        if shardings is not None:
-            params = jax.device_put(params, shardings)
-    return params
 
 
 def _workdir_configs(workdir: str, manager, step: int):
@@ -182,7 +129,7 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
         check_stored_shapes(state_dir, abstract)
         try:
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                item=abstract, restore_args=restore_args(abstract), partial_restore=True)))
+                item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True)))
         except (ValueError, KeyError, FileNotFoundError) as e:
             raise CheckpointError(f"{state_dir}: cannot restore {sorted(abstract)} for this model "
                                   f"config ({e})") from e

@@ -1,4 +1,4 @@
-"""File utilities of the convert package: output directories that are complete or absent, tokenizer files, JSON.
+"""Output directories that are complete or absent, tokenizer files, JSON.
 
 Every directory is written atomically, so a failed or interrupted save never leaves something that looks
 like a complete checkpoint or export: locally into `<out>.tmp-XXXX` next to the destination, renamed at the
@@ -20,12 +20,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from mellama_jax import paths
+from mellama_jax.checkpoints.errors import CheckpointError
 from mellama_jax.data.hf_tokenizer import TOKENIZER_JSON, export_tokenizer_dir
 from mellama_jax.data.tokenizer import MODEL_FILE
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, incomplete or does not match its config (the message names it)."""
 
 
 # ---------------------------------------------------------------- atomic output directories

@@ -5,7 +5,7 @@ Each step directory is a composite of three items:
                part of a LoRA run (its base) is not stored; it is reloaded from the config's init_from
     data_iter  the batch source's position (JSON for the synthetic source, grain's per-process files)
     config     the run's full config (JSON): the model group lets `mellama_jax.load(workdir)` and
-               `convert.rundir.load_training_params` rebuild the model without the config file
+               `checkpoints.rundir.load_training_params` rebuild the model without the config file
 
 Saving is asynchronous (training continues while the arrays are written); orbax writes into a temporary
 directory and renames it when complete (on object storage, where rename is not atomic, orbax writes a
@@ -36,13 +36,11 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from mellama_jax import paths
-from mellama_jax.convert import ckpt, model_card, rundir
-from mellama_jax.train.config import CheckpointConfig
-from mellama_jax.train.state import TrainState
+from mellama_jax.checkpoints.errors import CheckpointDamaged, CheckpointError
+from mellama_jax.checkpoints.rundir import CHECKPOINTS_DIR
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = rundir.CHECKPOINTS_DIR  # the workdir layout is described once, in convert/rundir.py
 ITEMS = ("state", "data_iter", "config")
 DAMAGED_TAG = "damaged"  # <step>.damaged-<time>: not a step name for orbax, so never resumed from or deleted
 
@@ -50,18 +48,6 @@ DAMAGED_TAG = "damaged"  # <step>.damaged-<time>: not a step name for orbax, so 
 # orbax's "Requested shape ... is not compatible" ValueError).
 _STORAGE_STATUS = re.compile(r"^(OUT_OF_RANGE|DATA_LOSS|FAILED_PRECONDITION|NOT_FOUND|UNAVAILABLE): (.*)", re.S)
 _TS_READING = re.compile(r'Error reading "([^"]+)" in OCDBT database at (?:local file "([^"]+)"|(\S+?)): ')
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint of the workdir can be restored (the message names the steps and files)."""
-
-
-class CheckpointDamaged(Exception):
-    """A step's stored files cannot be read; `where` names the file (or array inside a file)."""
-
-    def __init__(self, step: int, where: str, detail: str):
-        super().__init__(f"step {step}: {where}: {detail}")
-        self.step, self.where, self.detail = step, where, detail
 
 
 def unreadable_json_files(step_dir: str) -> list[str]:
@@ -108,15 +94,6 @@ def damage_of(step: int, step_dir: str, error: BaseException) -> CheckpointDamag
     return None
 
 
-def restore_args_for(abstract) -> Any:
-    """Per-leaf orbax restore args placing every array on the sharding its ShapeDtypeStruct carries."""
-    def one(s):
-        if getattr(s, "sharding", None) is not None:
-            return ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype)
-        return ocp.RestoreArgs(restore_type=np.ndarray, dtype=s.dtype)
-    return jax.tree.map(one, abstract)
-
-
 class _RestoreFailed:
     """What the state handler returns instead of raising (see _StateHandler)."""
 
@@ -140,7 +117,11 @@ class _StateHandler(ocp.PyTreeCheckpointHandler):
 
 
 class Checkpointer:
-    def __init__(self, workdir: str, cfg: CheckpointConfig):
+    """The training checkpoints of one workdir. `cfg` is the run's checkpoint group (train.config
+    CheckpointConfig: keep, async_save, every_steps); states are train.state.TrainState-like: they give
+    `to_checkpoint()` (the tree stored as `state`) and their class `from_checkpoint(tree)`."""
+
+    def __init__(self, workdir: str, cfg):
         self.cfg = cfg
         self.directory = paths.join(paths.as_str(workdir, what="workdir"), CHECKPOINTS_DIR)
         options = ocp.CheckpointManagerOptions(
@@ -162,18 +143,18 @@ class Checkpointer:
     def due(self, step: int) -> bool:
         return self.cfg.every_steps > 0 and step % self.cfg.every_steps == 0
 
-    def save(self, step: int, state: TrainState, source, config: dict) -> None:
+    def save(self, step: int, state, source, config: dict) -> None:
         """Start an (async) save of everything a resume needs; returns once device arrays are copied."""
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(state.to_checkpoint()), data_iter=source.save_args(),
                                   config=ocp.args.JsonSave(config))
         with interrupts_deferred():
             self.manager.save(step, args=args, force=True)
 
-    def restore(self, step: int, abstract_state: TrainState, source) -> tuple[TrainState, dict]:
+    def restore(self, step: int, abstract_state, source) -> tuple[Any, dict]:
         """(state on the shardings of `abstract_state`, saved config); the source is repositioned."""
         abstract = abstract_state.to_checkpoint()
         args = ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args_for(abstract)),
+            state=ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)),
             data_iter=source.restore_args(), config=ocp.args.JsonRestore())
         step_dir = paths.join(self.directory, str(step))
         check_data_iter_format(step_dir)
@@ -188,9 +169,9 @@ class Checkpointer:
             raise CheckpointError(f"{step_dir}: cannot restore the train state for this config "
                                   f"(model or optimizer changed?): {type(e).__name__}: {e}") from e
         source.restored(restored.data_iter)
-        return TrainState.from_checkpoint(restored.state), restored.config
+        return type(abstract_state).from_checkpoint(restored.state), restored.config
 
-    def restore_latest(self, abstract_state: TrainState, source) -> tuple[TrainState, dict, int] | None:
+    def restore_latest(self, abstract_state, source) -> tuple[Any, dict, int] | None:
         """Restore the newest readable step (state, saved config, step), or None for a fresh workdir.
 
         Damaged newer steps are moved aside (after a readable one is found) and reported loudly; if no step is
@@ -269,54 +250,3 @@ def _any_process(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], dtype=np.int32))))
-
-
-class PreemptionWatchError(RuntimeError):
-    """The preemption watch cannot tell whether the run is being preempted."""
-
-
-class PreemptionWatch:
-    """Notices SIGTERM (preemption) so the loop can save and exit at a step all processes agree on.
-
-    One process: a Python SIGTERM handler sets a flag. Several processes: jax.distributed's preemption
-    sync service (which catches SIGTERM itself) picks the step; if that service fails, `reached` raises.
-    """
-
-    def __init__(self, manager: ocp.CheckpointManager):
-        self.manager = manager
-        self._flag = threading.Event()
-        self._previous = None
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
-
-    def reached(self, step: int) -> bool:
-        """True at the step all processes agreed to stop at. A failing preemption service is an error, not
-        "no preemption": returning False would silently stop the saves a preempted pod depends on."""
-        if jax.process_count() > 1:
-            try:
-                # jax's call, not orbax's CheckpointManager.reached_preemption, which returns False when the
-                # service is missing; jax's own returns False without jax.distributed, hence the check.
-                if not jax.distributed.is_initialized():
-                    raise RuntimeError("jax.distributed is not initialised")
-                return bool(multihost_utils.reached_preemption_sync_point(step))
-            except Exception as e:  # noqa: BLE001 - re-raised with what it means for the run
-                raise PreemptionWatchError(
-                    f"step {step}: the preemption sync service failed ({type(e).__name__}: {e}); a preemption "
-                    f"would not be saved. jax.distributed.initialize must run before training (it starts the "
-                    f"service) on every process") from e
-        return self._flag.is_set()
-
-    def close(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
-
-
-def export_model_checkpoint(workdir: str, out_dir: str, *, step: int | None = None,
-                            tokenizer_dir: str | None = None, overwrite: bool = False) -> str:
-    """Write the trained parameters of `workdir` (latest complete step unless `step`) as a model checkpoint
-    directory (model_config.json + params/) that `mellama_jax.load` and the HF exporter read."""
-    cfg, params, extras = rundir.load_training_params(workdir, step=step)
-    return ckpt.save_model_checkpoint(out_dir, cfg, params, tokenizer_dir=tokenizer_dir or extras["tokenizer_dir"],
-                                      lora_cfg=extras["lora_config"], adapters=extras["adapters"],
-                                      overwrite=overwrite, training_run=model_card.run_of(extras))

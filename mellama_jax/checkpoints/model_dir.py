@@ -1,4 +1,4 @@
-"""Our model checkpoint directory (written by tools/convert_hf_to_jax.py and by training exports):
+"""Our model checkpoint directory (written by the HF import in convert/hf.py and by training exports):
 
     model_config.json     ModelConfig.to_dict(); `scan_layers` and `param_dtype` describe the stored tree
     params/               orbax (StandardCheckpointer) parameter tree
@@ -7,8 +7,8 @@
     lora/                 optional, LoRA runs: orbax adapter tree (the "lora" collection)
     training_run.json     optional: the run it was exported from (config, step, metrics summary; model_card.py)
 
-Written through `files.atomic_output_dir` (complete or absent). Shapes are checked against the config before
-every restore (orbax would silently pad or truncate). Training workdirs are read by `convert/rundir.py`.
+Written through `fileio.atomic_output_dir` (complete or absent). Shapes are checked against the config before
+every restore (orbax would silently pad or truncate). Training workdirs are read by `checkpoints/rundir.py`.
 """
 from __future__ import annotations
 
@@ -22,18 +22,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mellama_jax import paths
+from mellama_jax.checkpoints.errors import CheckpointError
+from mellama_jax.checkpoints.fileio import atomic_output_dir, copy_tokenizer_files, has_tokenizer, is_primary, read_json, require_complete, write_json
+from mellama_jax.checkpoints.run_record import TRAINING_RUN
 from mellama_jax.config import ModelConfig
-from mellama_jax.convert.fileio import (
-    CheckpointError,
-    atomic_output_dir,
-    copy_tokenizer_files,
-    has_tokenizer,
-    is_primary,
-    read_json,
-    require_complete,
-    write_json,
-)
-from mellama_jax.convert.model_card import TRAINING_RUN
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
 
@@ -45,17 +37,6 @@ LORA_DIR = "lora"
 
 
 # ---------------------------------------------------------------- orbax helpers
-def restore_args(abstract: dict) -> dict:
-    """Per-leaf orbax restore args: onto the leaf's sharding when it has one, else as host numpy arrays."""
-
-    def one(s: jax.ShapeDtypeStruct):
-        if s.sharding is not None:
-            return ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype)
-        return ocp.RestoreArgs(restore_type=np.ndarray, dtype=s.dtype)
-
-    return jax.tree.map(one, abstract)
-
-
 def _save_tree(path: str, tree: dict) -> None:
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, tree)
@@ -65,7 +46,7 @@ def _save_tree(path: str, tree: dict) -> None:
 def _restore_tree(path: str, abstract: dict) -> dict:
     check_stored_shapes(path, abstract)
     with ocp.PyTreeCheckpointer() as ckptr:
-        return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args(abstract)))
+        return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
 
 
 def check_stored_shapes(path: str, abstract: dict) -> None:
@@ -119,7 +100,7 @@ def save_model_checkpoint(out_dir: str | os.PathLike, cfg: ModelConfig, params: 
     `params` may be numpy arrays or (sharded) jax Arrays, scanned (`layers/…`) or not (`layers_i/…`);
     the stored `model_config.json` records the layout and dtype actually saved. With `lora_cfg` and
     `adapters` the LoRA collection is saved beside the frozen base. `training_run` (the run it was exported
-    from: config, step, metrics; model_card.training_run) is stored as `training_run.json`.
+    from: config, step, metrics; checkpoints.run_record.training_run) is stored as `training_run.json`.
     """
     scanned = "layers" in params
     cfg = cfg.replace(scan_layers=scanned)
