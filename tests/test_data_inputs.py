@@ -158,7 +158,8 @@ def test_overlong_documents_lenient_split_and_strict_error(env, tmp_path, caplog
     texts = unique_docs("short", 40, seed=5, max_words=10)
     long_text = "long 0 . " + " ".join(["patient fever"] * 200)
     path = write_jsonl(str(tmp_path / "o.jsonl"), [{"text": t} for t in texts[:7] + [long_text] + texts[7:]])
-    cfg = dict(components=[dict(name="bio", weight=1.0, sources=[path])], shuffle=False)
+    cfg = dict(components=[dict(name="bio", weight=1.0, sources=[path])], shuffle=False,
+               num_packing_bins=8)  # all of the first rows come from the first documents
     with caplog.at_level(logging.WARNING):
         it = make_pretrain_iterator(cfg, tok, seq_len=64, global_batch_size=4, process_index=0, process_count=1)
         for _ in range(12):

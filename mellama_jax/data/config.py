@@ -2,6 +2,9 @@
 
     components: list of {name, weight, sources: [SourceConfig...], heldout_fraction | heldout_sources}
     weight_unit: "tokens" (Me-LLaMA's 15:1:4 is a token ratio) or "documents"
+    stages: [{start_step, weights: {component: weight}}, ...] — the mixture from a given training step on
+            (components' own weights hold before the first stage; a component a stage does not name gets 0)
+    share_margin: warn when a stage's achieved token share of a component drifts further than this from its weight
     prepared_dir: a directory written by tools/prepare_corpus.py; when set, components are read from it
     strict: raise on the first bad record / weight / overlong document instead of skipping and reporting
     overlong: what to do with a document longer than the row: "split" into row-sized chunks, "truncate",
@@ -69,6 +72,31 @@ class ComponentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """The mixture weights from training step `start_step` on (until the next stage)."""
+    start_step: int
+    weights: tuple[tuple[str, float], ...]  # (component, weight >= 0), in the order given
+
+    @classmethod
+    def from_any(cls, value: Any, where: str) -> "StageConfig":
+        d = group(value, cls, where)
+        step = d.get("start_step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise DataError(f"{where}.start_step={step!r}: expected an integer >= 0")
+        weights = d.get("weights")
+        if hasattr(weights, "to_dict"):
+            weights = weights.to_dict()
+        if not isinstance(weights, Mapping) or not weights:
+            raise DataError(f"{where}.weights={weights!r}: expected a mapping {{component name: weight}}")
+        for name, w in weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise DataError(f"{where}.weights.{name}={w!r}: expected a finite number >= 0")
+        if not sum(weights.values()) > 0:
+            raise DataError(f"{where}.weights: every weight is 0; nothing to train on in this stage")
+        return cls(start_step=step, weights=tuple((str(n), float(w)) for n, w in weights.items()))
+
+
+@dataclasses.dataclass(frozen=True)
 class InstructConfig:
     sources: tuple[SourceConfig, ...] = ()
     template: str = "me_llama"
@@ -92,6 +120,8 @@ class InstructConfig:
 class DataConfig:
     components: tuple[ComponentConfig, ...] = ()
     weight_unit: str = "tokens"
+    stages: tuple[StageConfig, ...] = ()
+    share_margin: float = 0.05
     prepared_dir: str | None = None
     strict: bool = False
     overlong: str = "auto"
@@ -101,7 +131,6 @@ class DataConfig:
     prefetch_buffer_size: int = 64
     worker_count: int = 0  # grain mp_prefetch worker processes (0: none)
     worker_buffer_size: int = 2
-    mean_tokens_sample: int = 256  # documents tokenized to turn token weights into document weights
     block_size: int = 32  # documents per grain element before packing (amortises per-element overhead)
     # Consecutive documents of a block are packed as one unit of up to this many tokens (documents stay
     # separate segments); 0: seq_len // 6. 1 packs each document on its own. See data/packing.py.
@@ -121,12 +150,21 @@ class DataConfig:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise DataError(f"data.components: duplicate component name(s) {dupes}")
-        for field in ("num_packing_bins", "read_threads", "worker_count", "mean_tokens_sample",
+        for field in ("num_packing_bins", "read_threads", "worker_count",
                       "pack_unit_tokens"):
             if getattr(self, field) < 0:
                 raise DataError(f"data.{field}={getattr(self, field)}: must be >= 0")
         if self.block_size < 1:
             raise DataError(f"data.block_size={self.block_size}: must be >= 1")
+        if not 0 < self.share_margin <= 1:
+            raise DataError(f"data.share_margin={self.share_margin}: expected 0 < margin <= 1")
+        steps = [s.start_step for s in self.stages]
+        if steps != sorted(set(steps)):
+            raise DataError(f"data.stages: start_step values {steps} must be strictly increasing")
+        for i, stage in enumerate(self.stages):
+            unknown = sorted({n for n, _ in stage.weights} - set(names) - set(self.skipped))
+            if unknown:
+                raise DataError(f"data.stages[{i}].weights: unknown component(s) {unknown}; components: {names}")
 
     def overlong_policy(self, *, sft: bool) -> str:
         if self.overlong != "auto":
@@ -150,6 +188,19 @@ class DataConfig:
         total = sum(c.weight for c in self.components)
         return {c.name: c.weight / total for c in self.components}
 
+    def schedule(self) -> tuple[tuple[int, dict[str, float]], ...]:
+        """((start step, {component: weight}), ...): the components' own weights from step 0, then the stages."""
+        out = [(0, {c.name: c.weight for c in self.components})]
+        for stage in self.stages:
+            weights = {n: 0.0 for n in self.names} | {n: w for n, w in stage.weights if n in self.names}
+            if not sum(weights.values()) > 0:
+                raise DataError(f"data.stages (start_step={stage.start_step}): only left-out components have "
+                                f"weight; nothing to train on in this stage")
+            if stage.start_step == 0:
+                out = []
+            out.append((stage.start_step, weights))
+        return tuple(out)
+
     @classmethod
     def from_config(cls, config: Any, report: DataReport | None = None) -> "DataConfig":
         """From a ConfigDict/dict (or a DataConfig, returned as is). Non-positive weights: see module doc."""
@@ -158,9 +209,17 @@ class DataConfig:
         d = group(config, cls, "data")
         strict = bool(d.get("strict", False))
         report = report if report is not None else DataReport(strict=strict)
+        stages = d.get("stages") or ()
+        if isinstance(stages, Mapping) or hasattr(stages, "to_dict"):
+            raise DataError("data.stages: expected a list of {start_step, weights} groups")
+        d["stages"] = tuple(StageConfig.from_any(s, f"data.stages[{i}]") for i, s in enumerate(stages))
+        staged = {n for s in d["stages"] for n, w in s.weights if w > 0}
         components, skipped = [], []
         for i, c in enumerate(d.get("components") or ()):
             comp = ComponentConfig.from_any(c, f"data.components[{i}]")
+            if comp.weight == 0 and comp.name in staged:  # drawn only from a later stage on
+                components.append(comp)
+                continue
             if comp.weight <= 0:
                 report.add(E.BAD_WEIGHT, f"data.components[{i}].weight",
                            f"component {comp.name!r} has weight {comp.weight:g}; weights must be > 0 "

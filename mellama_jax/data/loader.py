@@ -9,12 +9,12 @@
 Pipeline (grain), per component, over a source (prepared ArrayRecord via tfds.data_source, or indexed raw
 records):
     record indices (RecordIndices: this process's disjoint share, process_index::process_count)
-      → shuffle(seed) → repeat() (reshuffled every epoch) → blocks of documents, each read from the source
-      in one batched call → map(tokenize block) → to_iter_dataset(read threads)
-then IterDataset.mix(components, document weights for the token ratio) → BlockChunker (row length; a block's
-documents grouped into packing units of up to data.pack_unit_tokens) → FirstFitPackIterDataset
-→ rows {tokens, segment_ids, positions, loss_mask} → batch → mp_prefetch (optional worker processes)
-→ AccountingIterDataset (token shares, in the train process).
+      → shuffle(seed, component name) → repeat() (reshuffled every epoch) → blocks of documents, each read
+      from the source in one batched call → map(tokenize block) → to_iter_dataset(read threads)
+      → BlockChunker (row length; a block's documents grouped into packing units of up to
+      data.pack_unit_tokens) → FirstFitPackIterDataset → rows {tokens, segment_ids, positions, loss_mask}
+then StagedMixIterDataset (rows of the components by the token weights of the current stage, mixture.py)
+→ batch → mp_prefetch (optional worker processes) → AccountingIterDataset (token shares, in the train process).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import sys
+import zlib
 from typing import Any
 
 import grain
@@ -33,7 +34,7 @@ from mellama_jax.data import instruct as I
 from mellama_jax.data.config import ComponentConfig, DataConfig
 from mellama_jax.data.corpus_output import CORPUS_REPORT
 from mellama_jax.data.errors import DataError, DataReport
-from mellama_jax.data.mixture import AccountingIterDataset, document_weights
+from mellama_jax.data.mixture import AccountingIterDataset, StagedMixIterDataset
 from mellama_jax.data.packing import BlockChunker, pack, pad_batch
 from mellama_jax.data.sources import PreparedSource, RecordSource, hf_disk_files, is_hf_disk, text_check, text_of
 from mellama_jax.data.tokenizer import Tokenizer
@@ -157,7 +158,7 @@ def read_corpus_report(prepared_dir: str) -> dict:
 
 
 def component_sources(cfg: DataConfig, comp: ComponentConfig, tokenizer: Tokenizer, split: str, report: DataReport):
-    """(grain-compatible source, element → document transform factory, mean document tokens or None)."""
+    """(grain-compatible source, "prepared" | "raw": which block transform reads its elements)."""
     if cfg.prepared_dir:
         info = read_corpus_report(cfg.prepared_dir)
         if info.get("tokenizer_sha256") != tokenizer.sha256:
@@ -166,29 +167,17 @@ def component_sources(cfg: DataConfig, comp: ComponentConfig, tokenizer: Tokeniz
         if comp.name not in info.get("components", {}):
             raise DataError(f"{cfg.prepared_dir}: no prepared component {comp.name!r}; "
                             f"prepared: {sorted(info.get('components', {}))}")
-        stats = info["components"][comp.name][split]
-        mean = (stats["tokens"] / stats["documents"] + 2) if stats["documents"] else None
-        return PreparedSource(cfg.prepared_dir, comp.name, split), "prepared", mean
+        return PreparedSource(cfg.prepared_dir, comp.name, split), "prepared"
     signature = _file_signature(comp.sources + comp.heldout_sources)
     train, heldout, comp_report = _indexed_component(comp, cfg.strict, signature)
     report.merge(comp_report)
-    return (train if split == "train" else heldout), "raw", None
+    return (train if split == "train" else heldout), "raw"
 
 
 def _block_transform(kind: str, tokenizer: Tokenizer, domain: int):
     if kind == "prepared":
         return PreparedBlock(domain, tokenizer.bos_id, tokenizer.eos_id)
     return TokenizeBlock(tokenizer, domain)
-
-
-def estimate_mean_tokens(source, transform, sample: int) -> float:
-    """Mean document length over `sample` evenly spaced documents (deterministic)."""
-    n = len(source)
-    if n == 0:
-        return 0.0
-    idx = np.unique(np.linspace(0, n - 1, num=min(sample, n)).astype(np.int64))
-    docs = transform.map([source[int(i)] for i in idx])
-    return float(np.mean([len(d["tokens"]) for d in docs]))
 
 
 class DocumentBlocks(grain.MapDataset):
@@ -325,13 +314,13 @@ def _read_options(cfg: DataConfig) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch_buffer_size)
 
 
-def _finish(rows: grain.IterDataset, cfg: DataConfig, local_batch: int, names, report) -> grain.DatasetIterator:
+def _finish(rows: grain.IterDataset, cfg: DataConfig, local_batch: int, names, report, schedule=(),
+            min_tokens: int = 0) -> grain.DatasetIterator:
     batched = rows.batch(local_batch, drop_remainder=True)
     if cfg.worker_count:
         batched = batched.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
                                                                    per_worker_buffer_size=cfg.worker_buffer_size))
-    it = AccountingIterDataset(batched, names, report).__iter__()
-    return it
+    return AccountingIterDataset(batched, names, report, schedule, cfg.share_margin, min_tokens).__iter__()
 
 
 def make_pretrain_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int, global_batch_size: int,
@@ -344,32 +333,32 @@ def make_pretrain_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int,
         raise DataError("data.components is empty: nothing to pretrain on")
     pi, pc = _process(process_index, process_count)
     local_batch = _local_batch(global_batch_size, pc)
-    parts, mean_tokens = [], []
+    schedule = cfg.schedule()
+    drawn = {n for _, weights in schedule for n, w in weights.items() if w > 0}
+    bins = cfg.num_packing_bins or max(2 * local_batch, MIN_PACKING_BINS)
+    parts = {}
     for domain, comp in enumerate(cfg.components):
-        source, kind, mean = component_sources(cfg, comp, tokenizer, "train", report)
-        transform = _block_transform(kind, tokenizer, domain)
+        if comp.name not in drawn:
+            continue
+        source, kind = component_sources(cfg, comp, tokenizer, "train", report)
         if len(source) < pc:
             raise DataError(f"component {comp.name!r}: {len(source)} training document(s) cannot be shared "
                             f"by {pc} processes")
-        if mean is None and cfg.weight_unit == "tokens":
-            mean = estimate_mean_tokens(source, transform, cfg.mean_tokens_sample)
-        mean_tokens.append(mean or 1.0)
+        # Seeds follow the component's name, not its place in the list: adding or removing a component
+        # between runs leaves the others' document order (and their saved positions) valid.
+        comp_seed = seed * 1000003 + zlib.crc32(comp.name.encode()) % 1000003
         ds = RecordIndices(len(source), pi, pc)
         if cfg.shuffle:
-            ds = _shuffle(ds, seed * 1000003 + domain)
-        ds = _blocks(ds.repeat(None), source, cfg).map(transform)
-        parts.append(ds.to_iter_dataset(_read_options(cfg)))
-    weights = [c.weight for c in cfg.components]
-    if cfg.weight_unit == "tokens":
-        weights = document_weights(weights, mean_tokens)
-    log.info("mixture %s: token weights %s, document weights %s", cfg.names,
-             [c.weight for c in cfg.components], [round(w, 4) for w in weights])
-    mixed = grain.IterDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
-    chunked = grain.experimental.FlatMapIterDataset(
-        mixed, BlockChunker(seq_len, cfg.overlong_policy(sft=False), cfg.pack_unit_tokens))
-    bins = cfg.num_packing_bins or max(2 * local_batch, MIN_PACKING_BINS)
-    rows = pack(chunked, seq_len, num_bins=bins, seed=seed)
-    return _finish(rows, cfg, local_batch, cfg.names, report)
+            ds = _shuffle(ds, comp_seed)
+        ds = _blocks(ds.repeat(None), source, cfg).map(_block_transform(kind, tokenizer, domain))
+        chunked = grain.experimental.FlatMapIterDataset(
+            ds.to_iter_dataset(_read_options(cfg)),
+            BlockChunker(seq_len, cfg.overlong_policy(sft=False), cfg.pack_unit_tokens))
+        parts[comp.name] = pack(chunked, seq_len, num_bins=bins, seed=comp_seed)
+    log.info("mixture %s in %s: %s", list(parts), cfg.weight_unit,
+             "; ".join(f"from step {start}: {weights}" for start, weights in schedule))
+    rows = StagedMixIterDataset(parts, schedule, local_batch, cfg.weight_unit)
+    return _finish(rows, cfg, local_batch, cfg.names, report, schedule, min_tokens=4 * local_batch * seq_len)
 
 
 def make_heldout_batches(data_cfg: Any, tokenizer: Tokenizer, component: str, *, seq_len: int, batch_size: int,
@@ -385,7 +374,7 @@ def make_heldout_batches(data_cfg: Any, tokenizer: Tokenizer, component: str, *,
     comp = cfg.component(component)
     domain = cfg.names.index(component)
     pi, pc = _process(process_index, process_count)
-    source, kind, _ = component_sources(cfg, comp, tokenizer, "heldout", report)
+    source, kind = component_sources(cfg, comp, tokenizer, "heldout", report)
     if len(source) == 0:
         raise DataError(f"component {component!r} has no held-out documents (set heldout_fraction or "
                         f"heldout_sources in its config)")
