@@ -1,6 +1,6 @@
 """Full fine-tuning (every weight trained) of a tiny model on the demo instruction set, in seconds on a CPU.
 
-    python tools/make_demo_corpus.py --out_dir runs/demo/data --tokenizer_vocab 1024
+    mellama-make-demo-corpus --out_dir runs/demo/data --tokenizer_vocab 1024
     python -m mellama_jax.train --config configs/tiny_chat_full.py:runs/demo/data --workdir runs/tiny_chat_full
 
 Same data, model and schedule as configs/tiny_chat_lora.py, with train.lora.rank = 0 (no adapters).

@@ -1,9 +1,9 @@
 """LoRA instruction tuning of a tiny model on the demo instruction set: trains in seconds on a CPU.
 
-    python tools/make_demo_corpus.py --out_dir runs/demo/data --tokenizer_vocab 1024
+    mellama-make-demo-corpus --out_dir runs/demo/data --tokenizer_vocab 1024
     python -m mellama_jax.train --config configs/tiny_chat_lora.py:runs/demo/data --workdir runs/tiny_chat_lora \
         [--config.init_from=MODEL_CHECKPOINT_OR_HF_DIR]
-    python tools/convert_jax_to_hf.py --ckpt_dir runs/tiny_chat_lora --out_dir runs/tiny_chat_hf_base \
+    mellama-convert-jax --ckpt_dir runs/tiny_chat_lora --out_dir runs/tiny_chat_hf_base \
         --peft_dir runs/tiny_chat_peft          # or: --out_dir runs/tiny_chat_hf_merged --merge_lora
 
 The argument after ":" is the demo data directory (instruct/*.jsonl, tokenizer/tokenizer.model). Without

@@ -1,4 +1,4 @@
-"""How every command line (python -m mellama_jax.*, tools/*.py) meets its user.
+"""How every command line (the `mellama-*` console scripts, mellama_jax/commands/) meets its user.
 
 * A user mistake — a missing or wrong path, a mistyped or badly typed `--config.x` override, a bad value,
   bad data — is answered with one `error:` line naming the thing and what was expected, exit status 2, no
@@ -10,10 +10,15 @@
   complete.
 * Third-party libraries that narrate (absl/orbax at INFO, TFDS) are quieted.
 
-    def main(argv) -> int: ...
+* `--help` (or `-h`) prints what the command does and its flags, exit status 0.
+
+Every command module in mellama_jax/commands/ has the same shape (the console script calls `main()`):
+
+    def main(argv=None) -> int:
+        return cli.run(_main, argv)                    # argparse commands (parser = cli.ArgumentParser(...))
+        return cli.run(_main, argv, absl_flags=True)   # config-file commands: --config FILE --config.x=y
     if __name__ == "__main__":
-        sys.exit(cli.run(main))                      # argparse commands (parser = cli.ArgumentParser(...))
-        sys.exit(cli.run(main, absl_flags=True))     # absl / ml_collections commands (FLAGS parsed here)
+        sys.exit(main())
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from absl import logging as absl_logging
 from mellama_jax import paths
 
 DEBUG_FLAG = "--debug"
+HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 # Exceptions that mean "the input was wrong", not "the program is wrong".
@@ -130,6 +136,20 @@ def parse_absl_flags(argv: Sequence[str], define_flags: Callable[[], None] | Non
     return rest
 
 
+def absl_help(main: Callable) -> str:
+    """`--help` of an absl command: the docstring of the module defining `main`, then that module's flags
+    (absl's own help flag would list every library's flags and exit with status 1)."""
+    module = sys.modules.get(main.__module__)
+    doc = (module.__doc__ or "").strip() if module else ""
+    FLAGS = flags.FLAGS
+    # absl files the flags of a module run as a script under sys.argv[0] instead of its name.
+    own = [name for name in FLAGS.flags_by_module_dict() if name in (main.__module__, sys.argv[0])]
+    flag_help = "\n".join(FLAGS.module_help(name) for name in own)
+    return (f"{doc}\n\n" if doc else "") + flag_help + (
+        "\n\nAny field of the config file is set with --config.<field>=<value> (e.g. --config.train.steps=100)."
+        if "--config" in flag_help else "") + "\n"
+
+
 # Modules whose functions run as weakref callbacks (WeakKeyDictionary.remove, WeakSet._remove, finalize):
 # an exception raised there is printed as "Exception ignored" too, and a collection triggers them.
 _WEAKREF_FILES = (os.path.join("", "weakref.py"), os.path.join("", "_weakrefset.py"))
@@ -180,6 +200,11 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None, *, 
     on_interrupt: what to tell the user after Ctrl-C (e.g. how to resume).
     """
     argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
+    if absl_flags and any(a in HELP_FLAGS for a in argv[1:]):
+        if define_flags is not None:
+            define_flags()
+        sys.stdout.write(absl_help(main))
+        return 0
     debug = DEBUG_FLAG in argv
     if absl_flags and debug:
         argv.remove(DEBUG_FLAG)

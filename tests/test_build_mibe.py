@@ -1,4 +1,4 @@
-"""tools/build_mibe.py: small files in each original schema → MIBE records with Me-LLaMA's templates →
+"""mellama-build-mibe: small files in each original schema → MIBE records with Me-LLaMA's templates →
 read back and validated by the evaluation reader (round trip); bad raw records name file, line and field."""
 import json
 import os

@@ -295,15 +295,15 @@ def test_cli_subprocesses_convert_both_ways(tiny_hf, tmp_path):
     ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "hf_out")
     run = lambda *cmd: subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True, text=True,
                                       timeout=300)
-    r = run("tools/convert_hf_to_jax.py", "--hf_dir", hf_dir, "--out_dir", ckpt, "--scan_layers", "false")
+    r = run("-m", "mellama_jax.commands.convert_hf_to_jax", "--hf_dir", hf_dir, "--out_dir", ckpt, "--scan_layers", "false")
     assert r.returncode == 0, r.stderr
     assert json.load(open(os.path.join(ckpt, "model_config.json")))["scan_layers"] is False
-    r = run("tools/convert_jax_to_hf.py", "--ckpt_dir", ckpt, "--out_dir", out, "--max_shard_size", "30KB",
+    r = run("-m", "mellama_jax.commands.convert_jax_to_hf", "--ckpt_dir", ckpt, "--out_dir", out, "--max_shard_size", "30KB",
             "--no_progress")
     assert r.returncode == 0, r.stderr
     assert_bit_identical(read_hf_tensors(hf_dir), read_hf_tensors(out))
     # A failing CLI exits non-zero with the error on stderr and writes nothing.
-    r = run("tools/convert_jax_to_hf.py", "--ckpt_dir", ckpt, "--out_dir", out, "--no_progress")
+    r = run("-m", "mellama_jax.commands.convert_jax_to_hf", "--ckpt_dir", ckpt, "--out_dir", out, "--no_progress")
     assert r.returncode != 0 and "output directory already exists" in r.stderr
 
 

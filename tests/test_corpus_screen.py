@@ -228,7 +228,7 @@ def test_cli_refuses_foreign_out_dir_in_one_line(planted, tmp_path):
                    f"sources=[{planted['bio']!r}])])\n")
     tok_dir = tmp_path / "tok"
     make_demo(str(tok_dir), scale=0.05)
-    r = subprocess.run([sys.executable, "tools/prepare_corpus.py", "--data_config", str(cfg), "--tokenizer",
+    r = subprocess.run([sys.executable, "-m", "mellama_jax.commands.prepare_corpus", "--data_config", str(cfg), "--tokenizer",
                         str(tok_dir / "tok"), "--out_dir", str(user)], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr

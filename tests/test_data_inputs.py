@@ -270,13 +270,13 @@ def test_prepare_with_apache_beam(env, tmp_path):
 def test_cli_demo_tokenizer_and_prepare(tmp_path):
     demo_dir = str(tmp_path / "demo")
     run = lambda *args: subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-    r = run("tools/make_demo_corpus.py", "--out_dir", demo_dir, "--scale", "0.1", "--tokenizer_vocab", "512")
+    r = run("-m", "mellama_jax.commands.make_demo_corpus", "--out_dir", demo_dir, "--scale", "0.1", "--tokenizer_vocab", "512")
     assert r.returncode == 0, r.stderr[-2000:]
     for task in ("pubmedqa", "medqa", "mednli", "i2b2", "hoc", "mimic_cxr", "emrqa"):
         with open(os.path.join(demo_dir, "eval", f"{task}.jsonl")) as f:
             rec = json.loads(f.readline())
         assert {"query", "answer", "choices", "gold"} <= set(rec)
-    r = run("tools/prepare_corpus.py", "--data_config", f"configs/data/demo_mix.py:{demo_dir}",
+    r = run("-m", "mellama_jax.commands.prepare_corpus", "--data_config", f"configs/data/demo_mix.py:{demo_dir}",
             "--tokenizer", os.path.join(demo_dir, "tokenizer"), "--out_dir", str(tmp_path / "prep"), "--workers", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "biomedical: train" in r.stdout and "tokens" in r.stdout  # per-domain token counts printed

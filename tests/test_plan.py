@@ -1,4 +1,4 @@
-"""The ahead-of-time planner (mellama_jax.planning, tools/plan.py).
+"""The ahead-of-time planner (mellama_jax.planning, mellama-plan).
 
 Without libtpu: topology names, the FLOPs count of the traced real train step (against the model's FLOPs
 formula and against XLA's own cost analysis of a loop-free step), config loading, plan choice.
@@ -199,14 +199,13 @@ def test_plan_two_slice_v5p():
 @needs_libtpu
 def test_out_of_memory_is_reported_not_raised(capsys, tmp_path):
     import json
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import plan as plan_cli
+
+    from mellama_jax.commands import plan as plan_cli
 
     # 256 rows x 512 tokens x 32000 fp32 logits per chip alone exceed a v5e chip's 16 GiB.
     code = plan_cli.main(["--config", CONFIG_70B, "--model", "tiny", "--topology", "v5e:2x2", "--remat", "none",
-                          "--set", "model.vocab_size=32000", "--set", "train.seq_len=512",
-                          "--set", "train.global_batch_size=1024", "--set", "model.attention=xla",
+                          "--config.model.vocab_size=32000", "--config.train.seq_len=512",
+                          "--config.train.global_batch_size=1024", "--config.model.attention=xla",
                           "--json", str(tmp_path / "plan.json")])
     out = capsys.readouterr()
     assert code == 1
@@ -239,7 +238,7 @@ def test_estimates_from_a_report():
 
 
 def test_launch_flags_are_the_difference_from_the_config_file():
-    """What the plan changed (preset, --set overrides, remat, accumulation, a multi-slice mesh) and nothing else;
+    """What the plan changed (preset, --config.x=y overrides, remat, accumulation, a multi-slice mesh) and nothing else;
     tests/test_plan_launch.py runs the training CLI on such flags."""
     from mellama_jax.planning import estimates
 

@@ -7,7 +7,7 @@ mesh is the same). The flags it prints after "launch it with:" are pasted onto `
 --dry_run`, and the training command its ssh line carries runs here with `--dry_run`, which parses them against
 the locked config schema, builds the mesh on 8 devices, splits the batch and lowers the step. Its report
 must match the chosen plan: mesh, micro-batch count and rows per device, remat policy, and the model the
-plan was made for (the `--model` preset and the `--set` overrides travel in the flags too).
+plan was made for (the `--model` preset and the `--config.x=y` overrides travel in the flags too).
 """
 import json
 import os
@@ -40,8 +40,8 @@ def _plan(monkeypatch, capsys, tmp_path) -> tuple[list[str], dict, str]:
     code = plan_cmd.main([
         "--config", CONFIG_70B, "--model", "tiny", "--topology", "v5litepod-8", "--sweep",
         "--remat", "minimal,full", "--micro_batch", "1,2",
-        "--set", "train.seq_len=64", "--set", "train.global_batch_size=32", "--set", "model.attention=xla",
-        "--set", "model.num_layers=3", "--json", str(tmp_path / "plan.json")])
+        "--config.train.seq_len=64", "--config.train.global_batch_size=32", "--config.model.attention=xla",
+        "--config.model.num_layers=3", "--json", str(tmp_path / "plan.json")])
     out = capsys.readouterr().out
     assert code == 0, out
     (line,) = [ln for ln in out.splitlines() if ln.startswith("launch it with: ")]

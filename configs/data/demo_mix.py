@@ -1,4 +1,4 @@
-"""Data config of the demo: the synthetic three-domain corpus of tools/make_demo_corpus.py, mixed 15:1:4.
+"""Data config of the demo: the synthetic three-domain corpus of mellama-make-demo-corpus, mixed 15:1:4.
 
     from configs.data import demo_mix; cfg = demo_mix.get_config("runs/demo/data")
 or with ml_collections config flags: --data_config=configs/data/demo_mix.py:runs/demo/data
@@ -23,7 +23,7 @@ def get_config(root: str = "runs/demo/data") -> ml_collections.ConfigDict:
              heldout_sources=[dict(path=join("heldout/general.jsonl"), text_fields=("text",))]),
     ]
     cfg.weight_unit = "tokens"
-    cfg.prepared_dir = None  # set to the output of tools/prepare_corpus.py to read ArrayRecord shards
+    cfg.prepared_dir = None  # set to the output of mellama-prepare-corpus to read ArrayRecord shards
     cfg.strict = False
     cfg.overlong = "auto"
     cfg.shuffle = True

@@ -3,11 +3,11 @@
 biomedical = PubMed Central full texts + PubMed abstracts, clinical = MIMIC-III / MIMIC-IV notes and
 MIMIC-CXR reports, general = a RedPajama subset (~129B tokens in all). None of it can be downloaded by
 this project (MIMIC needs PhysioNet credentialing): point the paths at your copies as distributed (PubMed
-baseline XML, PMC OA .nxml, MIMIC CSVs, MIMIC-CXR files/), run tools/prepare_corpus.py once (readers,
+baseline XML, PMC OA .nxml, MIMIC CSVs, MIMIC-CXR files/), run mellama-prepare-corpus once (readers,
 dedup, decontamination against the MIBE test files, ArrayRecord shards + token counts; docs/corpus_sources.md),
 then set prepared_dir.
 
-    python tools/prepare_corpus.py --data_config configs/data/me_llama_mix.py:/data/me_llama \
+    mellama-prepare-corpus --data_config configs/data/me_llama_mix.py:/data/me_llama \
         --tokenizer /ckpt/llama2/tokenizer.model --out_dir /data/me_llama/prepared --workers 64
     (or --runner beam --beam_options="--runner=DataflowRunner,..." for the full 129B tokens)
 """

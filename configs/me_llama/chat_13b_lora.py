@@ -15,14 +15,14 @@ Not published, chosen here (and why):
   stats (tokens per row, padding) on your copy of the data give the real number — adjust train.steps.
 Sharding: the bf16 base (26 GB) FSDP-sharded over 8 chips (3.3 GB/chip), adapters and their AdamW state
 sharded like the kernels they adapt (lora_rank replicated), 4 sequences per chip with
-save_dot_except_mlp remat. Check the fit with `python tools/plan.py --config configs/me_llama/chat_13b_lora.py
+save_dot_except_mlp remat. Check the fit with `mellama-plan --config configs/me_llama/chat_13b_lora.py
 --topology v5p-16`.
 
-Run (base = Me-LLaMA-13B or LLaMA-2-13B converted with tools/convert_hf_to_jax.py, or an HF directory):
+Run (base = Me-LLaMA-13B or LLaMA-2-13B converted with mellama-convert-hf, or an HF directory):
     python -m mellama_jax.train --config configs/me_llama/chat_13b_lora.py:/data/me_llama \
         --workdir gs://BUCKET/me-llama-13b-chat --config.init_from=/ckpt/me-llama-13b \
         --config.data.tokenizer=/ckpt/me-llama-13b/tokenizer/tokenizer.model
-Export: python tools/convert_jax_to_hf.py --ckpt_dir WORKDIR --out_dir hf/base --peft_dir hf/adapter
+Export: mellama-convert-jax --ckpt_dir WORKDIR --out_dir hf/base --peft_dir hf/adapter
         (PEFT adapter + its base) or --out_dir hf/merged --merge_lora (one merged model).
 """
 import math
@@ -31,7 +31,7 @@ from mellama_jax.config import sibling_config
 from mellama_jax.train.config import default_config, model_fields
 
 # The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
-# 8 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+# 8 chips). mellama-plan plans it; tests/test_plan.py (make test-tpu) checks that it fits.
 TOPOLOGY = "v5p-16"
 
 SAMPLES = 214_595

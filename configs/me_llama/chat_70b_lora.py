@@ -7,7 +7,7 @@ Sharding: the bf16 base (138 GB) FSDP-sharded over 32 chips = 4.3 GB/chip; 80 la
 4096 x 8192 bf16 block inputs kept by full remat = 10.7 GB/chip; adapters (0.30% of 70B: 207M) and their
 AdamW state are a few MB per chip. The released 70B-chat tokenizer carries the llama-2-chat template: set
 --config.data.mixture.instruct.template=llama2_chat to train with it instead of "me_llama".
-Check the fit: `python tools/plan.py --config configs/me_llama/chat_70b_lora.py --topology v5p-64`.
+Check the fit: `mellama-plan --config configs/me_llama/chat_70b_lora.py --topology v5p-64`.
 
     python -m mellama_jax.train --config configs/me_llama/chat_70b_lora.py:/data/me_llama \
         --workdir gs://BUCKET/me-llama-70b-chat --config.init_from=/ckpt/me-llama-70b \
@@ -16,7 +16,7 @@ Check the fit: `python tools/plan.py --config configs/me_llama/chat_70b_lora.py 
 from mellama_jax.config import sibling_config
 
 # The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
-# 32 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+# 32 chips). mellama-plan plans it; tests/test_plan.py (make test-tpu) checks that it fits.
 TOPOLOGY = "v5p-64"
 
 

@@ -7,14 +7,14 @@ clipping (1.0). 129e9 / (512 * 4096) = 61,513 steps.
 
 Sharding: FSDP over all 128 chips (13B x 16 bytes of params + Adam + grads = 1.6 GiB/chip); 4 sequences
 per chip; remat keeps q/k/v and the attention output projection (save_dot_except_mlp). Check the fit before a run with
-the AOT planner (tools/plan.py) on the target topology.
+the AOT planner (mellama-plan) on the target topology.
 Run:  python -m mellama_jax.train --config configs/me_llama/pretrain_13b.py --workdir gs://BUCKET/me-llama-13b \
       --config.init_from=gs://BUCKET/llama2-13b-jax --config.data.tokenizer=gs://BUCKET/llama2-13b-jax/tokenizer
 """
 from mellama_jax.train.config import default_config, model_fields
 
 # The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
-# 128 chips). tools/plan.py plans it; tests/test_plan.py (make test-tpu) checks that it fits.
+# 128 chips). mellama-plan plans it; tests/test_plan.py (make test-tpu) checks that it fits.
 TOPOLOGY = "v5p-256"
 
 TOTAL_TOKENS = 129_000_000_000
@@ -24,7 +24,7 @@ def get_config():
     c = default_config()
     c.model = model_fields("llama2_13b", dtype="bfloat16", param_dtype="float32", scan_layers=True,
                            remat_policy="save_dot_except_mlp", attention="splash")
-    c.init_from = ""  # converted LLaMA-2-13B (tools/convert_hf_to_jax.py); set on the command line
+    c.init_from = ""  # converted LLaMA-2-13B (mellama-convert-hf); set on the command line
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor, c.mesh.dcn_data = 1, -1, 1, 1
     c.train.seq_len = 4096
     c.train.global_batch_size = 512

@@ -1,20 +1,20 @@
 """Build a MIBE test set from a dataset's original distribution, with Me-LLaMA's prompt templates.
 
-    python tools/build_mibe.py --task pubmedqa --raw ori_pqal.json --out data/mibe
-    python tools/build_mibe.py --task ddi2013 --raw DDICorpus/Test/ --out data/mibe
-    python tools/build_mibe.py --task medmcqa --raw dev.json --out data/mibe [--cop_base 1]
-    python tools/build_mibe.py --task i2b2 --raw concept_assertion_relation_test/ --out data/mibe
-    python tools/build_mibe.py --task emrqa --raw data.json --out data/mibe
+    mellama-build-mibe --task pubmedqa --raw ori_pqal.json --out data/mibe
+    mellama-build-mibe --task ddi2013 --raw DDICorpus/Test/ --out data/mibe
+    mellama-build-mibe --task medmcqa --raw dev.json --out data/mibe [--cop_base 1]
+    mellama-build-mibe --task i2b2 --raw concept_assertion_relation_test/ --out data/mibe
+    mellama-build-mibe --task emrqa --raw data.json --out data/mibe
 
 Writes OUT/<task>.jsonl in the released record form after checking every record as
-`python -m mellama_jax.evaluate` will read it (nothing is written when one fails). Formats: mellama_jax/eval/mibe/build.py and build_notes.py.
+`mellama-evaluate` will read it (nothing is written when one fails). Formats: mellama_jax/eval/mibe/build.py and build_notes.py.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from mellama_jax import cli
 from mellama_jax.eval.mibe import build, build_notes
 from mellama_jax.eval.mibe.build import BuildError, write_records
 from mellama_jax.eval.records import RecordError, parse_record
@@ -25,7 +25,11 @@ BUILDERS = {**build.BUILDERS, **build_notes.BUILDERS}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", required=True, choices=sorted(BUILDERS))
     p.add_argument("--raw", required=True, help="the original file (a directory for DDI XML and i2b2 *.txt + *.con)")
     p.add_argument("--out", required=True, help="output directory; OUT/<task>.jsonl is written")

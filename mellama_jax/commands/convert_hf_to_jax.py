@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert a Hugging Face LLaMA-2 directory into a mellama_jax model checkpoint (orbax), streaming.
 
-    python tools/convert_hf_to_jax.py --hf_dir meta-llama/Llama-2-13b-hf --out_dir ckpt/llama2_13b \
+    mellama-convert-hf --hf_dir meta-llama/Llama-2-13b-hf --out_dir ckpt/llama2_13b \
         [--dtype float32|bfloat16] [--scan_layers true|false] [--overwrite] [--allow_pickle]
 
 Reads safetensors (single file or sharded with an index) one tensor at a time; peak memory is the

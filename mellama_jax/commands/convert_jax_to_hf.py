@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export a mellama_jax model checkpoint as a Hugging Face LLaMA directory (sharded safetensors).
 
-    python tools/convert_jax_to_hf.py --ckpt_dir ckpt/me_llama_13b --out_dir hf/me_llama_13b \
+    mellama-convert-jax --ckpt_dir ckpt/me_llama_13b --out_dir hf/me_llama_13b \
         [--dtype bfloat16] [--max_shard_size 5GB] [--overwrite] [--merge_lora] [--peft_dir DIR]
 
 Writes model-0000i-of-0000n.safetensors + model.safetensors.index.json (or one model.safetensors),

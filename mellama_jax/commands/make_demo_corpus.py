@@ -1,6 +1,6 @@
 """Write the demo's synthetic corpus, instruction sets and MIBE eval files (and optionally its tokenizer).
 
-    python tools/make_demo_corpus.py --out_dir runs/demo/data [--seed 0] [--scale 1.0] [--tokenizer_vocab 1024]
+    mellama-make-demo-corpus --out_dir runs/demo/data [--seed 0] [--scale 1.0] [--tokenizer_vocab 1024]
 
 Layout: see mellama_jax/demo/corpus.py. With --tokenizer_vocab, also trains `OUT_DIR/tokenizer/tokenizer.model`
 on the corpus (LLaMA-2 sentencepiece options).

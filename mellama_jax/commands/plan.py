@@ -1,10 +1,10 @@
 """Ahead-of-time planner: will this training config fit on this TPU topology, and how should it run?
 
-    python tools/plan.py --config configs/me_llama/pretrain_70b.py --topology v5p-128
-    python tools/plan.py --config configs/me_llama/pretrain_70b.py --topology v5p-128 --sweep
-    python tools/plan.py --config configs/me_llama/pretrain_13b.py --topology 2xv5p-32 \
+    mellama-plan --config configs/me_llama/pretrain_70b.py --topology v5p-128
+    mellama-plan --config configs/me_llama/pretrain_70b.py --topology v5p-128 --sweep
+    mellama-plan --config configs/me_llama/pretrain_13b.py --topology 2xv5p-32 \
         --remat full --micro_batch 1 --save_executable runs/plan/13b.exe
-    python tools/plan.py --model llama2_7b --set train.global_batch_size=512 --topology v5e-256 --sweep
+    mellama-plan --model llama2_7b --config.train.global_batch_size=512 --topology v5e-256 --sweep
 
 Compiles the real train step (mellama_jax.train) for fake TPU devices made by libtpu (no TPU needed;
 `pip install -e '.[tpu]'`) and prints per-chip memory (arguments, temporaries, outputs), FLOPs per step
@@ -36,6 +36,24 @@ def _csv(kind):
     return lambda text: [kind(t) for t in text.split(",") if t.strip()]
 
 
+def config_overrides(parser: cli.ArgumentParser, rest: list[str]) -> list[str]:
+    """`--config.a.b=value` (or `--config.a.b value`) arguments as `a.b=value` overrides; anything else is an
+    unknown flag."""
+    out, i = [], 0
+    while i < len(rest):
+        arg = rest[i]
+        if not arg.startswith("--config."):
+            parser.error(f"unrecognized arguments: {' '.join(rest[i:])}")
+        key, eq, value = arg[len("--config."):].partition("=")
+        if not eq:
+            if i + 1 >= len(rest):
+                parser.error(f"{arg}: expected a value, e.g. {arg}=512")
+            value, i = rest[i + 1], i + 1
+        out.append(f"{key}={value}")
+        i += 1
+    return out
+
+
 def main(argv=None) -> int:
     return cli.run(_main, argv)
 
@@ -44,8 +62,6 @@ def _main(argv) -> int:
     p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--config", default=None, help="training config file (get_config()); default: the schema defaults")
     p.add_argument("--model", default=None, help="replace the config's model by a preset (llama2_7b, llama2_13b, ...)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. train.global_batch_size=512 (repeatable)")
     p.add_argument("--topology", required=True, help="v5p-128, v5e-256, v5e:2x2, 2xv5p-32, ...")
     p.add_argument("--num_slices", type=int, default=None, help="slices joined over DCN (or write 2xv5p-32)")
     p.add_argument("--remat", type=_csv(str), default=None,
@@ -58,7 +74,10 @@ def _main(argv) -> int:
     p.add_argument("--mfu", type=float, default=estimates.DEFAULT_MFU,
                    help="model FLOPs utilisation to estimate step time, tokens/day and chip-hours at")
     p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
+    p.epilog = ("Any field of the training config is set as in training: --config.<field>=<value>, e.g. "
+                "--config.train.global_batch_size=512 (repeatable).")
+    args, rest = p.parse_known_args(argv)
+    overrides = config_overrides(p, rest)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     # Compiles take minutes on large topologies: say what is being compiled as it starts.
     logging.getLogger("mellama_jax.planning.planner").setLevel(logging.INFO)
@@ -68,7 +87,7 @@ def _main(argv) -> int:
               "(about 700 MB, no TPU needed)", file=sys.stderr)
         return 2
     topology = parse_topology(args.topology, args.num_slices)
-    config = config_files.load_config(args.config, model=args.model, overrides=args.set)
+    config = config_files.load_config(args.config, model=args.model, overrides=overrides)
     if args.sweep:
         reports = planner.sweep(config, topology, remats=args.remat or planner.REMAT_ORDER,
                                 micro_batches=args.micro_batch)

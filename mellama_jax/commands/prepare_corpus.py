@@ -1,10 +1,10 @@
 """Tokenize a data config's raw sources into ArrayRecord shards laid out as TFDS datasets.
 
-    python tools/prepare_corpus.py --data_config configs/data/demo_mix.py:runs/demo/data \
+    mellama-prepare-corpus --data_config configs/data/demo_mix.py:runs/demo/data \
         --tokenizer runs/demo/data/tokenizer/tokenizer.model --out_dir runs/demo/prepared --workers 2
 
     # Apache Beam (pip install -e .[beam]); DirectRunner here, the same code on Dataflow / Flink / Spark:
-    python tools/prepare_corpus.py ... --runner beam --beam_options=--runner=DirectRunner,--direct_num_workers=4
+    mellama-prepare-corpus ... --runner beam --beam_options=--runner=DirectRunner,--direct_num_workers=4
 
 Sources may be JSONL / Parquet / ArrayRecord files or the corpus sources as distributed (format: pubmed_xml,
 pmc_jats, mimic_notes_csv, mimic_cxr_reports; docs/corpus_sources.md). With `dedup` / `decontaminate` in the

@@ -1,6 +1,6 @@
 """Train a LLaMA-2-style sentencepiece tokenizer (BPE, byte fallback, split digits, whitespace kept).
 
-    python tools/train_tokenizer.py --input 'runs/demo/data/corpus/**/*.jsonl*' --text_fields title,abstract,text \
+    mellama-train-tokenizer --input 'runs/demo/data/corpus/**/*.jsonl*' --text_fields title,abstract,text \
         --vocab_size 1024 --out_dir runs/demo/tokenizer
 
 Inputs are JSONL (.gz/.zst), Parquet or plain-text files (.txt: one sentence per line). The output directory

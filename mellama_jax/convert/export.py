@@ -34,7 +34,7 @@ def convert_checkpoint_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.Path
 
     A checkpoint carrying LoRA adapters must say what to export: `merge_lora=True` folds W + scale·A·B into
     the weights; `base_only=True` writes the frozen base alone, the base for the PEFT adapter that
-    `mellama_jax.convert.peft.export_peft` writes (tools/convert_jax_to_hf.py --peft_dir).
+    `mellama_jax.convert.peft.export_peft` writes (mellama-convert-jax --peft_dir).
 
     The export also gets a model card (README.md, model_card.py) from the training run recorded with the
     checkpoint and the evaluation summaries in `eval_dirs` (default: the run workdir's eval*/ dirs), and the

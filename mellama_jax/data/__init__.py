@@ -9,7 +9,7 @@ Modules, in the order the data flows:
     dedup       exact + MinHash-LSH near-duplicate detection
     decontam    n-gram overlap with evaluation test sets
     screen      which documents dedup / decontamination remove (canonical order, any runner)
-    prepare     tools/prepare_corpus.py's library: ArrayRecord shards as TFDS datasets (local or Beam)
+    prepare     mellama-prepare-corpus's library: ArrayRecord shards as TFDS datasets (local or Beam)
     mixture     token weights -> grain mixing weights; achieved token shares
     packing     documents -> fixed-length rows (grain first-fit packing)
     templates   named prompt templates (me_llama, llama2_chat, alpaca, none)

@@ -5,7 +5,7 @@
     stages: [{start_step, weights: {component: weight}}, ...] — the mixture from a given training step on
             (components' own weights hold before the first stage; a component a stage does not name gets 0)
     share_margin: warn when a stage's achieved token share of a component drifts further than this from its weight
-    prepared_dir: a directory written by tools/prepare_corpus.py; when set, components are read from it
+    prepared_dir: a directory written by mellama-prepare-corpus; when set, components are read from it
     strict: raise on the first bad record / weight / overlong document instead of skipping and reporting
     overlong: what to do with a document longer than the row: "split" into row-sized chunks, "truncate",
               "error", or "auto" (error when strict, else split for pretraining and truncate for SFT)

@@ -8,7 +8,7 @@ one or more files. Building it runs one validation pass over every record (`chec
 * the index holds only good records, so shuffling, per-process sharding and resume are exact.
 
 Indexing costs one parse per record; it is meant for instruction sets and small corpora. Corpora at
-pretraining scale are tokenized once by `tools/prepare_corpus.py` into ArrayRecord shards (prepare.py),
+pretraining scale are tokenized once by `mellama-prepare-corpus` into ArrayRecord shards (prepare.py),
 read by `PreparedSource` without any validation pass. Compressed JSONL is decompressed into memory when
 indexed (random access into a gzip/zstd stream is not possible); plain JSONL is memory-mapped.
 
@@ -419,7 +419,7 @@ def _open_files(cfg: SourceConfig) -> list:
         fmt = detect_format(path) if cfg.format == "auto" else cfg.format
         if fmt in SOURCE_FORMATS:
             raise DataError(f"{path}: format {fmt!r} is read by corpus preparation only; run "
-                            f"tools/prepare_corpus.py and train with data.prepared_dir")
+                            f"mellama-prepare-corpus and train with data.prepared_dir")
         files.append({"jsonl": _JsonlFile, "parquet": _ParquetFile, "array_record": _ArrayRecordFile}[fmt](path))
     return files
 
@@ -513,7 +513,7 @@ class PreparedSource:
                 self._ds = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
             except Exception as e:  # DatasetNotFoundError, ValueError for an unknown split, ...
                 raise DataError(f"{self.data_dir}: no prepared split {self.name}/{self.split} "
-                                f"(run tools/prepare_corpus.py with this data config first): {e}") from e
+                                f"(run mellama-prepare-corpus with this data config first): {e}") from e
         return self._ds
 
     def __getstate__(self):

@@ -1,9 +1,8 @@
 """lm-evaluation-harness backend for mellama_jax models (registered as "mellama_jax").
 
-    python -m mellama_jax.eval.lm_eval_adapter run --model mellama_jax --model_args pretrained=PATH --batch_size 8 \
-        --tasks pubmedqa,medmcqa
+    mellama-lm-eval run --model mellama_jax --model_args pretrained=PATH --batch_size 8 --tasks pubmedqa,medmcqa
 
-(this module's `__main__` registers the class, then runs lm-eval's own CLI), or from Python:
+(mellama_jax/commands/lm_eval.py: lm-eval's own command line with this module imported), or from Python:
 
     import lm_eval
     from mellama_jax.eval.lm_eval_adapter import MellamaJaxLM
@@ -211,12 +210,3 @@ def _as_bool(value) -> bool:
         return value.strip().lower() in ("1", "true", "yes")
     return bool(value)
 
-
-def main() -> None:
-    """lm-eval's command line with the "mellama_jax" model registered."""
-    from lm_eval.__main__ import cli_evaluate  # noqa: PLC0415 - optional dependency (the [lm_eval] extra)
-    cli_evaluate()
-
-
-if __name__ == "__main__":
-    main()

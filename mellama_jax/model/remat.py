@@ -17,7 +17,7 @@ for the backward pass; everything else is recomputed. Memory falls from `none` t
   *_offloaded              (minimal, minimal_with_context, qkv_proj) the same tensors, kept in host memory
                            (pinned_host) instead of HBM: device memory of `full`, recompute of the saved set
 
-The AOT planner (tools/plan.py --sweep) tries them to find the fastest that fits.
+The AOT planner (mellama-plan --sweep) tries them to find the fastest that fits.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ahead-of-time planning for TPU pods from a CPU machine (tools/plan.py is the command line).
+"""Ahead-of-time planning for TPU pods from a CPU machine (mellama-plan is the command line).
 
 topology.py   Cloud TPU names -> shapes, HBM, fake devices from libtpu
 planner.py    compile the real train step for a topology; sweep remat x micro-batch; choose the fastest fit

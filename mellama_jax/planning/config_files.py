@@ -1,7 +1,7 @@
 """Loading a training config file for planning: `get_config()` from a Python file, a model preset, overrides.
 
 The file format is the training engine's (ml_collections; see mellama_jax/train/config.py). Overrides are
-`key.path=value` strings (the planner's `--set`), parsed as Python literals when they are one (512, 1e-5,
+`key.path=value` strings (the planner's `--config.x=y`), parsed as Python literals when they are one (512, 1e-5,
 True, "x") and kept as text otherwise, then applied through the schema's own `apply_overrides`, so an
 unknown key fails exactly as a `--config.<key>` flag of the training CLI does.
 """

@@ -75,7 +75,7 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def launch_flags(planned, base) -> list[str]:
     """The `--config.<key>=<value>` flags that turn `base` (the config file as the training CLI loads it)
-    into `planned` (what the chosen plan compiled: the --model preset, the --set overrides, the remat policy,
+    into `planned` (what the chosen plan compiled: the --model preset, the --config.x=y overrides, the remat policy,
     the micro-batch count and a multi-slice mesh)."""
     want, have = _flat(planned.to_dict()), _flat(base.to_dict())
     flags = []

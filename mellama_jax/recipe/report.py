@@ -193,7 +193,7 @@ def write_recipe_report(recipe) -> str:
               *(f"python -m mellama_jax.train --config {wd}/{s}/config.py --workdir {wd}/{s}/run"
                 for s in ("pretrain", "instruct")),
               *(evaluate_command(recipe, name, os.path.join(wd, "eval_again", name)) for name in EVALUATED),
-              f"python tools/convert_jax_to_hf.py --ckpt_dir {wd}/instruct/model --out_dir {wd}/hf_again --merge_lora",
+              f"mellama-convert-jax --ckpt_dir {wd}/instruct/model --out_dir {wd}/hf_again --merge_lora",
               "```", ""]
     path = os.path.join(wd, "report.md")
     write_text_atomic(path, "\n".join(lines))

@@ -4,7 +4,7 @@
 `jax.experimental.topologies.get_topology_desc`), lays out the state as ShapeDtypeStructs carrying
 shardings and compiles the step the loop would run. `memory_analysis()` of the result says whether it fits
 (an OOM surfaces as RESOURCE_EXHAUSTED, as on the pod) and `cost_analysis()` gives its FLOPs; the planner
-(tools/plan.py) sweeps meshes and remat policies with it.
+(mellama-plan) sweeps meshes and remat policies with it.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Building MIBE test records from each dataset's original distribution (tools/build_mibe.py).
+"""Building MIBE test records from each dataset's original distribution (mellama-build-mibe).
 
 Several MIBE sets cannot be redistributed; users hold the originals. Each builder reads one original format
 and writes records the way Me-LLaMA's `src/preprocess_instruct.py` built its released test sets

@@ -1,7 +1,7 @@
 """Me-LLaMA's prompt templates, vendored from BIDS-Xu-Lab/Me-LLaMA `src/preprocess_instruct.py` (commit 08c893f).
 
 These strings are data: the released test sets' `query` fields are these templates filled in, so
-tools/build_mibe.py must reproduce them byte for byte (leading newlines and indentation included).
+mellama-build-mibe must reproduce them byte for byte (leading newlines and indentation included).
 `{text}`, `{context}`, `{options}`, `{question}` are filled by mellama_jax/eval/mibe/build.py.
 
 Me-LLaMA publishes no builder (and its evaluation sets are gated or local) for i2b2 and BioNLI; the two
