@@ -5,11 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny_pretrain.py")
+DEMO = os.path.join(ROOT, "configs", "demo_smoke.py")
 
 
 def _run(*args, timeout=120):
@@ -43,9 +45,10 @@ def _mistakes(tmp):
             ["--config.train.micro_batches=3", "global_batch_size=8"]),
         "train: init_from missing": (train + ["--workdir", str(tmp / "w"), f"--config.init_from={missing}"],
                                      ["init_from", missing, "no such directory"]),
-        "recipe: mistyped override": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r"),
+        "recipe: mistyped override": (["-m", "mellama_jax.recipe", "--config", DEMO, "--workdir", str(tmp / "r"),
                                        "--config.pretrain.train.stpes=1"], ["--config.pretrain.train.stpes"]),
-        "recipe: unknown stage": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r"), "--force", "pretrian"],
+        "recipe: unknown stage": (["-m", "mellama_jax.recipe", "--config", DEMO, "--workdir", str(tmp / "r"),
+                                   "--force", "pretrian"],
                                   ["pretrian", "stages are"]),
         "generate: missing model": (["-m", "mellama_jax.generate", "--model", missing, "--prompt", "hi"],
                                     [missing, "no such model directory"]),
@@ -66,6 +69,9 @@ def _mistakes(tmp):
         "train_tokenizer: no input": (["-m", "mellama_jax.commands.train_tokenizer", "--input", missing + "/*.jsonl", "--out_dir",
                                        str(tmp / "c")], ["no file matches"]),
         "plan: missing topology": (["-m", "mellama_jax.commands.plan", "--config", TINY], ["--topology"]),
+        "plan: mistyped flag": (["-m", "mellama_jax.commands.plan", "--config", TINY, "--topology", "v5e:2x2",
+                                 "--set", "train.steps=3"], ["unrecognized arguments: --set"]),
+        "recipe: missing config flag": (["-m", "mellama_jax.recipe", "--workdir", str(tmp / "r")], ["--config"]),
         "make_demo_corpus: out_dir is a file": (["-m", "mellama_jax.commands.make_demo_corpus", "--out_dir", str(a_file)],
                                                 [str(a_file)]),
     }
@@ -78,7 +84,51 @@ CASES = [
     "recipe: mistyped override", "recipe: unknown stage", "generate: missing model", "generate: bad prompt ids",
     "generate: unknown flag", "evaluate: unknown task", "convert_hf_to_jax: missing dir",
     "convert_jax_to_hf: missing dir", "prepare_corpus: missing tokenizer", "prepare_corpus: missing config",
-    "train_tokenizer: no input", "plan: missing topology", "make_demo_corpus: out_dir is a file"]
+    "train_tokenizer: no input", "plan: missing topology", "plan: mistyped flag", "recipe: missing config flag",
+    "make_demo_corpus: out_dir is a file"]
+
+
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's [project.scripts]: command name -> module (each `module:main`)."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    return {name: target.split(":")[0] for name, target in scripts.items()}
+
+
+# absl commands define their flags globally at import (two of them cannot share a process): run as users do.
+ABSL_COMMANDS = {"mellama-train": "mellama_jax.train", "mellama-recipe": "mellama_jax.recipe"}
+
+
+@pytest.mark.parametrize("name", sorted(set(console_scripts()) - set(ABSL_COMMANDS)))
+def test_help_on_every_command(name, capsys):
+    """`--help` answers on every console script: what the command does and its flags, exit status 0."""
+    import importlib
+
+    module = console_scripts()[name]
+    assert module.startswith("mellama_jax.commands."), f"{name}: every command lives in mellama_jax/commands/"
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "--help" in out and len(out.splitlines()) > 3, (name, out)
+
+
+@pytest.mark.parametrize("name", sorted(ABSL_COMMANDS))
+def test_help_on_config_commands(name):
+    """The config-file commands (absl flags) answer --help too — absl's own parser answers "Unknown command line
+    flag 'help'" — through their `python -m` spelling, which runs the console script's `main`."""
+    assert console_scripts()[name] == f"mellama_jax.commands.{name.split('-')[1]}"
+    r = _run("-m", ABSL_COMMANDS[name], "--help")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, (name, r.stderr[-2000:])
+    assert "--config.<field>=<value>" in r.stdout and "--workdir" in r.stdout and "debug" in r.stdout, r.stdout
+
+
+def test_python_m_spellings_run_the_console_scripts():
+    """`python -m mellama_jax.train|recipe|generate|evaluate` run the console script's `main` (read, not imported:
+    two absl commands cannot be imported into one process)."""
+    for short, path in (("train", "train/__main__.py"), ("recipe", "recipe/__main__.py"),
+                        ("generate", "generate/__main__.py"), ("evaluate", "evaluate.py")):
+        text = open(os.path.join(ROOT, "mellama_jax", path)).read()
+        assert f"from mellama_jax.commands.{short} import main\n" in text and "sys.exit(main())" in text, path
 
 
 @pytest.mark.parametrize("case", CASES)

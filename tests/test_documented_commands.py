@@ -1,4 +1,4 @@
-"""Every command the launch scripts, tools and config files document exists: each `python -m MODULE` is an
+"""Every command the launch scripts, commands and config files document exists: each `python -m MODULE` is an
 importable entry point (a module, or a package with __main__), each `python path.py` and each `--config` /
 `--data_config` file is in the repository, and each documented launch command runs with --dry_run.
 """
@@ -10,14 +10,15 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCUMENTED = sorted(glob.glob(os.path.join(ROOT, "launch", "*.py")) + glob.glob(os.path.join(ROOT, "tools", "*.py"))
+DOCUMENTED = sorted(glob.glob(os.path.join(ROOT, "launch", "*.py"))
                     + glob.glob(os.path.join(ROOT, "mellama_jax", "commands", "*.py"))
                     + glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
-COMMAND = re.compile(r"\bpython3? +(?:-m +([\w.]+)|([\w./-]+\.py))")
+COMMAND = re.compile(r"\bpython3? +(?:-m +([\w.]+)|([\w./-]+\.py))|(?<![\w/.-])(mellama-[a-z-]+)")
 CONFIG_FILE = re.compile(r"--(?:data_)?config[ =]([\w./-]+\.py)")
 
 
@@ -47,8 +48,12 @@ def entry_point_exists(module: str) -> bool:
 
 @pytest.mark.parametrize("where,line", documented_commands())
 def test_documented_command_names_existing_entry_points_and_files(where, line):
-    for module, script in COMMAND.findall(line):
-        if module:
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    for module, script, console in COMMAND.findall(line):
+        if console:
+            assert console in scripts, f"{where}: `{console}` is not a console script in pyproject.toml"
+        elif module:
             assert entry_point_exists(module), f"{where}: `python -m {module}` is not an entry point"
         else:
             assert os.path.isfile(os.path.join(ROOT, script)), f"{where}: {script} does not exist"

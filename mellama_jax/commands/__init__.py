@@ -15,6 +15,6 @@
 
 Each is thin: parse the command line, call the package, turn user mistakes into one line (mellama_jax/cli.py).
 Config-driven commands (train, recipe, plan) take `--config FILE` and `--config.<field>=<value>` overrides.
-`python -m mellama_jax.commands.<name>` runs the same `main`; `python -m mellama_jax.train|recipe|generate|evaluate`
+Each module runs the same `main` under `python -m`; `python -m mellama_jax.train|recipe|generate|evaluate`
 are kept as the short spellings.
 """
