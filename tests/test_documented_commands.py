@@ -10,9 +10,9 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENTED = sorted(glob.glob(os.path.join(ROOT, "launch", "*.py"))
