@@ -2,7 +2,7 @@
 
     python bench/decode.py [--batch_sizes 1,8] [--prompt_len 32] [--new_tokens 128] [--repeats 5]
 
-The bench model is REFERENCE §4's (config.preset("bench_56m"): hidden 512, 8 layers, 8 heads, 4 kv heads,
+The bench model is docs/sources.md's (config.preset("bench_56m"): hidden 512, 8 layers, 8 heads, 4 kv heads,
 vocab 32000, ~56M parameters, fp32). It is initialised at random in transformers' LlamaForCausalLM and
 converted with convert.mapping.params_from_hf, so both sides decode with the same weights. EOS is disabled
 on both sides so every row generates exactly --new_tokens tokens.

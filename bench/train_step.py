@@ -1,6 +1,6 @@
 """Train-step throughput on CPU: mellama_jax vs transformers + torch, with MFU against a measured peak.
 
-Bench model (REFERENCE §4): config.preset("bench_56m") — hidden 512, 8 layers, 8 heads / 4 kv heads,
+Bench model (docs/sources.md): config.preset("bench_56m") — hidden 512, 8 layers, 8 heads / 4 kv heads,
 vocab 32000 (about 56M parameters) — fp32, AdamW, batch 4 x 256. In one process it measures
   1. ours: the engine's compiled train step (build_engine: grads + clipping + AdamW + metrics, state donated),
   2. torch: transformers' LlamaForCausalLM of the same config (sdpa attention, all cores) trained with

@@ -194,7 +194,7 @@ class ModelConfig:
         }
 
 
-# ---------------------------------------------------------------- presets (REFERENCE §1)
+# ---------------------------------------------------------------- presets (LLaMA-2 shapes: docs/sources.md)
 _LLAMA2 = dict(vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0)
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -204,7 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        num_kv_heads=40),
     "llama2_70b": dict(_LLAMA2, hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64,
                        num_kv_heads=8),
-    # The benchmark model of REFERENCE §4 (~56M parameters).
+    # The benchmark model of docs/sources.md (~56M parameters).
     "bench_56m": dict(_LLAMA2, hidden_size=512, intermediate_size=1376, num_layers=8, num_heads=8,
                       num_kv_heads=4),
     # Tiny models for the demo and tests (vocab matches the demo sentencepiece model).

@@ -1,4 +1,4 @@
-"""Me-LLaMA's continual-pretraining mixture: biomedical 15 : clinical 1 : general 4 (tokens), REFERENCE §2.
+"""Me-LLaMA's continual-pretraining mixture: biomedical 15 : clinical 1 : general 4 (tokens); docs/sources.md.
 
 biomedical = PubMed Central full texts + PubMed abstracts, clinical = MIMIC-III / MIMIC-IV notes and
 MIMIC-CXR reports, general = a RedPajama subset (~129B tokens in all). None of it can be downloaded by

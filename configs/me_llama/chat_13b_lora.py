@@ -1,4 +1,4 @@
-"""Me-LLaMA-13B-chat: LoRA instruction tuning of Me-LLaMA-13B (REFERENCE §2) on a TPU v5p-16 slice (8 chips).
+"""Me-LLaMA-13B-chat: LoRA instruction tuning of Me-LLaMA-13B (Me-LLaMA paper, docs/sources.md) on a TPU v5p-16 slice (8 chips).
 
 Published recipe: LoRA, 3 epochs, learning rate 1e-5, 214,595 instruction samples (general, medical QA,
 summarization, relation extraction, MIMIC tasks; Me-LLaMA conversation format), 8 x H100.

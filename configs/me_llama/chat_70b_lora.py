@@ -1,4 +1,4 @@
-"""Me-LLaMA-70B-chat: LoRA instruction tuning of Me-LLaMA-70B (REFERENCE §2) on a TPU v5p-64 slice (32 chips).
+"""Me-LLaMA-70B-chat: LoRA instruction tuning of Me-LLaMA-70B (Me-LLaMA paper, docs/sources.md) on a TPU v5p-64 slice (32 chips).
 
 The recipe and the unpublished choices are those of chat_13b_lora.py (LoRA r=16, alpha 32, dropout 0.05 on
 all seven projections; 3 epochs, lr 1e-5, 214,595 samples; rows of 4096 tokens, loss on responses only).

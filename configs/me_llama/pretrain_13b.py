@@ -1,4 +1,4 @@
-"""Me-LLaMA-13B continual pretraining of LLaMA-2-13B (REFERENCE §2) on a TPU v5p-256 slice (128 chips).
+"""Me-LLaMA-13B continual pretraining of LLaMA-2-13B (Me-LLaMA paper, docs/sources.md) on a TPU v5p-256 slice (128 chips).
 
 Recipe: AdamW β 0.9/0.95, lr 8e-6, weight decay 1e-5, cosine with 5% warmup, bf16 compute (fp32 master),
 one epoch over 129B tokens of the 15:1:4 biomedical:clinical:general mixture. Not published by Me-LLaMA:

@@ -1,4 +1,4 @@
-"""Me-LLaMA-70B continual pretraining of LLaMA-2-70B (REFERENCE §2) on a TPU v5p-512 slice (256 chips).
+"""Me-LLaMA-70B continual pretraining of LLaMA-2-70B (Me-LLaMA paper, docs/sources.md) on a TPU v5p-512 slice (256 chips).
 
 Same recipe as pretrain_13b.py (lr 8e-6, β 0.9/0.95, wd 1e-5, cosine, 5% warmup, 129B tokens, seq 4096,
 global batch 512). Sharding: FSDP over all 256 chips — 70B x 16 bytes of params + Adam + grads = 4.4 GiB per

@@ -2,7 +2,7 @@
 
 Derived entirely from the parameter table (model/params.py): HF torch Linear weights are [out, in];
 ours are [in..., out...] (q: [embed, heads, head_dim], o: [heads, head_dim, embed]). HF checkpoints
-already store q/k rows in the rotate_half RoPE order, so no permutation is needed (REFERENCE §1).
+already store q/k rows in the rotate_half RoPE order, so no permutation is needed (docs/sources.md, "Rotary layout").
 
 These functions work one tensor at a time so the streaming converters (hf.py) never hold the whole
 model twice.

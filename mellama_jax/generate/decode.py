@@ -10,7 +10,7 @@ Layout of one call with prompt bucket P and N new tokens (cache length S = P + N
     cache slot   P + i - 1       token i - 1 (generated), fed at step i to produce token i
     positions    cumsum(mask) - 1 over the prompt, then continuing by one per generated token
 
-Layers run unscanned (REFERENCE §4: a scan over layers with the cache inside it is several times slower
+Layers run unscanned (docs/sources.md: a scan over layers with the cache inside it is several times slower
 to decode on CPU). A scanned parameter tree is split into per-layer arrays inside the jitted function, once
 per call before the loop; the copy lives only during the call. Serve with unscanned parameters
 (`mellama_jax.load(path, scan_layers=False)`) to skip it.

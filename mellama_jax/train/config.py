@@ -14,7 +14,7 @@ Layout of the schema:
     init_from        "" or a model checkpoint / Hugging Face directory (params only) for continual pretraining
     mesh.*           MeshConfig (data, fsdp, tensor, dcn_data, allow_plain_device_order) and mesh.rules.<logical axis> (parallel/rules.py)
     train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora.*
-    optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, REFERENCE §2)
+    optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, docs/sources.md)
     checkpoint.*     every_steps, keep, async_save
     eval.*           held-out evaluation cadence and size; benchmark tasks during training (eval.tasks ...)
     log.*            logging cadence, TensorBoard, progress bar, device peak FLOP/s for MFU

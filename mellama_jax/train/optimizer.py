@@ -1,7 +1,7 @@
 """AdamW with a weight-decay mask, warmup + cosine schedule and global-norm clipping (optax).
 
 The schedule is derived from a warmup *ratio* of the total steps, as the Me-LLaMA recipe states it
-(REFERENCE §2: β 0.9/0.95, lr 8e-6, wd 1e-5, warmup 5%, cosine). Conventions match transformers'
+(Me-LLaMA, docs/sources.md: β 0.9/0.95, lr 8e-6, wd 1e-5, warmup 5%, cosine). Conventions match transformers'
 `get_cosine_schedule_with_warmup` and torch's AdamW (decoupled decay scaled by the learning rate), which the
 tests use as references.
 """
