@@ -208,3 +208,28 @@ def test_drift_from_the_weights_is_warned(caplog):
         list(it)
     warnings = [r.getMessage() for r in caplog.records if "data.share_margin" in r.getMessage()]
     assert len(warnings) == 2 and "'a' has 100.0%" in warnings[0] and "asks for 50.0%" in warnings[0]
+
+
+def test_training_run_logs_loss_per_component_and_stage_shares(corpus, tmp_path):
+    """metrics.jsonl of a staged-mixture training run: the training loss of each component's rows, the
+    achieved shares per stage, the packing efficiency."""
+    import ml_collections
+
+    from mellama_jax.config import config_module
+    from mellama_jax.train.config import TrainConfig, model_fields
+    from mellama_jax.train.loop import train
+    files, _ = corpus
+    c = config_module(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "tiny_pretrain.py")).get_config()
+    c.model = model_fields("tiny", vocab_size=32000, max_position_embeddings=128)
+    c.log.progress_bar, c.log.every_steps, c.log.peak_flops_per_device = False, 2, 1e11
+    c.train.steps, c.train.seq_len, c.eval.every_steps, c.checkpoint.every_steps = 6, 64, 0, 100
+    c.data.kind, c.data.tokenizer = "mixture", ASSET
+    c.data.mixture = ml_collections.ConfigDict(config(files, stages=[
+        {"start_step": 3, "weights": {"biomedical": 1, "clinical": 1, "general": 1}}]))
+    train(TrainConfig.from_config_dict(c), str(tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last_train = [r for r in records if r["kind"] == "train"][-1]
+    assert all(np.isfinite(last_train[f"loss/{n}"]) and last_train[f"loss/{n}"] > 0 for n in LENGTHS)
+    last_data = [r for r in records if r["kind"] == "data"][-1]
+    assert {f"stage_{s}/share/{n}" for s in (0, 3) for n in LENGTHS} <= set(last_data)
+    assert 0.5 < last_data["packing_efficiency"] <= 1.0

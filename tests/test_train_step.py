@@ -10,7 +10,7 @@ import pytest
 from mellama_jax import parallel
 from mellama_jax.config import preset
 from mellama_jax.model import params as P
-from mellama_jax.train.batches import SyntheticSource
+from mellama_jax.train.batches import SyntheticSource, global_batch
 from mellama_jax.train.config import OptimConfig, SyntheticDataConfig
 from mellama_jax.train.loss import cross_entropy_sum
 from mellama_jax.train.optimizer import learning_rate_schedule, make_optimizer
@@ -34,7 +34,7 @@ def setup():
     host_state = jax.device_get(TrainState(step=np.zeros((), np.int32), params=params, opt_state=tx.init(params)))
     src = SyntheticSource(SyntheticDataConfig(min_doc_len=5, max_doc_len=20, pad_fraction=0.2), vocab_size=128,
                           seq_len=T, global_batch_size=B)
-    batch = src.make_batch(0)
+    batch = dict(src.make_batch(0), row_domain=np.array([0, 2, 1, 0, 2, 2, -1, 1], np.int32))  # -1: no component
     return trainable, tx, schedule, host_state, batch
 
 
@@ -45,7 +45,7 @@ def run_step(setup, mesh_cfg, devices=None, micro_batches=1):
     step = compile_train_step(trainable, tx, schedule, layout, mesh, global_batch_size=B, seq_len=T,
                               micro_batches=micro_batches)
     state = jax.device_put(host_state, layout.shardings)
-    new_state, metrics = step(state, jax.device_put(batch, parallel.batch_sharding(mesh)))
+    new_state, metrics = step(state, global_batch(batch, mesh, B))
     assert int(new_state.step) == 1
     return jax.device_get(new_state), jax.device_get(metrics)
 
@@ -81,6 +81,23 @@ def test_gradient_accumulation_matches_whole_batch(setup, single_device):
     assert max_relative(state.opt_state[1][0].mu, ref_state.opt_state[1][0].mu) < 1e-5
     np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-6)
     assert metrics["loss_tokens"] == ref_metrics["loss_tokens"]
+    np.testing.assert_allclose(metrics["domain_loss_sum"], ref_metrics["domain_loss_sum"], rtol=1e-5)
+    np.testing.assert_array_equal(metrics["domain_tokens"], ref_metrics["domain_tokens"])
+
+
+def test_training_loss_per_component(setup, single_device):
+    """The per-component sums are the loss of each component's rows (the row_domain -1 row counts nowhere)."""
+    _, metrics = single_device
+    trainable, _, _, host_state, batch = setup
+    logits, _ = trainable.module().apply({"params": host_state.params}, batch["tokens"], batch["positions"],
+                                         batch["segment_ids"])
+    for d in range(3):
+        rows = batch["row_domain"] == d
+        total, count = cross_entropy_sum(np.asarray(logits)[rows], {k: v[rows] for k, v in batch.items()})
+        np.testing.assert_allclose(metrics["domain_loss_sum"][d], total, rtol=1e-5)
+        assert metrics["domain_tokens"][d] == count
+    assert metrics["domain_tokens"][3:].sum() == 0
+    assert metrics["domain_tokens"].sum() < metrics["loss_tokens"]  # the -1 row's tokens are in the total only
 
 
 def test_loss_matches_torch_cross_entropy_with_document_boundaries():

@@ -50,6 +50,7 @@ def count_batch(meta: np.ndarray, segment_ids: np.ndarray, num_domains: int) -> 
     return tokens.astype(np.int64), padding, overlong
 
 
+ROW_DOMAIN = "row_domain"  # batch field [B]: the row's component index (train/step.py's per-component loss)
 STAGE_KEY = "stage"  # row field: the start step of the mixture stage the row was drawn in (removed by accounting)
 
 
@@ -156,6 +157,8 @@ class _AccountingIterator(grain.DatasetIterator):
         self._padding += padding
         self._overlong += overlong
         self._targets += int(np.count_nonzero(batch["loss_mask"]))
+        # The component of each row (every row holds one component's documents; -1: an empty row).
+        batch[ROW_DOMAIN] = ((meta[:, 0] & DOMAIN_MASK).astype(np.int32) - 1)
         self._batches += 1
         if stages is not None:
             for start in np.unique(stages).tolist():

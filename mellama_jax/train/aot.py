@@ -40,7 +40,8 @@ def _lower_train_step(cfg: TrainConfig, devices: Sequence | None) -> CompiledSte
     layout = state_layout(trainable, tx, mesh)
     compiled = compile_train_step(trainable, tx, schedule, layout, mesh, global_batch_size=cfg.train.global_batch_size,
                                   seq_len=cfg.train.seq_len, micro_batches=cfg.train.micro_batches)
-    return CompiledStep(compiled, layout, abstract_batch(mesh, cfg.train.global_batch_size, cfg.train.seq_len), mesh)
+    batch = abstract_batch(mesh, cfg.train.global_batch_size, cfg.train.seq_len, train=True)
+    return CompiledStep(compiled, layout, batch, mesh)
 
 
 def abstract_train_inputs(config, mesh) -> tuple[Any, tuple]:
@@ -58,4 +59,4 @@ def _abstract_train_inputs(cfg: TrainConfig, mesh) -> tuple[Any, tuple]:
     tx, schedule = make_optimizer(cfg.optim, cfg.train.steps, trainable.abstract_trainable())
     layout = state_layout(trainable, tx, mesh)
     jitted = jit_train_step(trainable, tx, schedule, layout, mesh, micro_batches=cfg.train.micro_batches)
-    return jitted, (layout.abstract, abstract_batch(mesh, cfg.train.global_batch_size, cfg.train.seq_len))
+    return jitted, (layout.abstract, abstract_batch(mesh, cfg.train.global_batch_size, cfg.train.seq_len, train=True))

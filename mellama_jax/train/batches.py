@@ -29,7 +29,7 @@ from mellama_jax.config import ConfigError
 from mellama_jax.data import loader
 from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.train.config import SyntheticDataConfig
-from mellama_jax.train.step import BATCH_KEYS
+from mellama_jax.train.step import BATCH_KEYS, ROW_DOMAIN, TRAIN_KEYS, row_sharding
 
 COMPONENTS = ("biomedical", "clinical", "general")  # the Me-LLaMA mixture components (15:1:4)
 
@@ -57,11 +57,20 @@ def process_rows(mesh: Mesh, global_batch_size: int) -> tuple[int, int]:
     return start, stop
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh, global_batch_size: int) -> dict[str, jax.Array]:
-    """Process-local rows -> global arrays sharded over the data-parallel axes."""
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh, global_batch_size: int,
+                 keys: tuple[str, ...] = TRAIN_KEYS) -> dict[str, jax.Array]:
+    """Process-local rows -> global arrays sharded over the data-parallel axes: a training batch (the rows'
+    mixture component comes along; component 0 for a source without components, e.g. synthetic), or with
+    keys=BATCH_KEYS the four [B, T] fields only (the eval step's batch)."""
     sharding = parallel.batch_sharding(mesh)
     out = {}
-    for key in BATCH_KEYS:
+    if ROW_DOMAIN in keys and ROW_DOMAIN not in local:
+        local = {**local, ROW_DOMAIN: np.zeros(len(local["tokens"]), np.int32)}
+    for key in keys:
+        if key == ROW_DOMAIN:
+            x = np.asarray(local[key], np.int32)
+            out[key] = jax.make_array_from_process_local_data(row_sharding(mesh), x, (global_batch_size,))
+            continue
         if key not in local:
             raise KeyError(f"batch is missing field {key!r}; a batch holds {BATCH_KEYS} (docs/architecture.md)")
         x = np.asarray(local[key], np.int32)
@@ -203,6 +212,11 @@ class ShardedGrainSource:
 
     def restored(self, value) -> None:
         self.set_state(value)
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        """The mixture components, in the order of the rows' `row_domain` values."""
+        return tuple(getattr(next(iter(self.iterators.values())), "names", ()))
 
     def stats(self) -> dict[str, float]:
         """Achieved token shares etc. (mean over this process's shards; cumulative, restored with the state)."""

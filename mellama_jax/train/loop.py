@@ -34,7 +34,7 @@ from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
 from mellama_jax.train.preemption import PreemptionWatch
 from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainState, init_state, state_layout
-from mellama_jax.train.step import compile_eval_step, compile_train_step
+from mellama_jax.train.step import BATCH_KEYS, compile_eval_step, compile_train_step
 from mellama_jax.train.task_eval import TaskEvaluator
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def evaluate(eval_step, state: TrainState, heldout: dict[str, list[dict]], mesh,
     for name, batches in heldout.items():
         loss_sum = count = 0.0
         for local in batches:
-            s, c = eval_step(state.params, state.frozen, B.global_batch(local, mesh, batch_size))
+            s, c = eval_step(state.params, state.frozen, B.global_batch(local, mesh, batch_size, keys=BATCH_KEYS))
             loss_sum, count = loss_sum + float(s), count + float(c)
         loss = loss_sum / max(count, 1.0)
         out[f"{name}/loss"], out[f"{name}/perplexity"] = loss, math.exp(min(loss, 80.0))
@@ -246,7 +246,13 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
         nonlocal last_train, timer
         while pending and pending[0][0] <= upto:
             n, metrics = pending.pop(0)
-            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            fetched = dict(jax.device_get(metrics))
+            domain_loss, domain_tokens = fetched.pop("domain_loss_sum"), fetched.pop("domain_tokens")
+            values = {k: float(v) for k, v in fetched.items()}
+            # Training loss per mixture component (its rows' tokens only), next to the held-out one.
+            for i, name in enumerate(getattr(source, "domain_names", ())[:len(domain_tokens)]):
+                if domain_tokens[i] > 0:
+                    values[f"loss/{name}"] = float(domain_loss[i] / domain_tokens[i])
             if not math.isfinite(values["loss"]):
                 ckpt.wait()
                 good = ckpt.latest_step()

@@ -60,3 +60,10 @@ def cross_entropy_sum(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Ar
     targets, weights = shifted_targets(batch)
     losses = token_losses(logits.astype(jnp.float32), targets) * weights  # astype: no-op for float32 logits
     return jnp.sum(losses), jnp.sum(weights)
+
+
+def cross_entropy_rows(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """(summed loss per row [B], counted tokens per row [B]): for losses split by the rows' mixture component."""
+    targets, weights = shifted_targets(batch)
+    losses = token_losses(logits.astype(jnp.float32), targets) * weights
+    return jnp.sum(losses, axis=1), jnp.sum(weights, axis=1)

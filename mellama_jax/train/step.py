@@ -19,10 +19,15 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mellama_jax import parallel
-from mellama_jax.train.loss import cross_entropy_sum
+from mellama_jax.data.mixture import ROW_DOMAIN
+from mellama_jax.train.loss import cross_entropy_rows, cross_entropy_sum
 from mellama_jax.train.state import StateLayout, Trainable, TrainState
 
 BATCH_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
+# Training batches also carry each row's mixture component (int32 [B]; every packed row holds one component's
+# documents, data/mixture.py), for the per-component training loss; up to MAX_DOMAINS components are told apart.
+TRAIN_KEYS = BATCH_KEYS + (ROW_DOMAIN,)
+MAX_DOMAINS = 16
 
 
 def loss_and_count(trainable: Trainable, params, frozen, batch: dict, rngs: dict | None = None
@@ -32,6 +37,15 @@ def loss_and_count(trainable: Trainable, params, frozen, batch: dict, rngs: dict
     logits, _ = trainable.module().apply(trainable.variables(params, frozen), batch["tokens"], batch["positions"],
                                          batch["segment_ids"], deterministic=rngs is None, rngs=rngs)
     return cross_entropy_sum(logits, batch)
+
+
+def loss_and_domains(trainable: Trainable, params, frozen, batch: dict, rngs: dict | None = None):
+    """(summed token loss, (counted tokens, loss sum per component [MAX_DOMAINS], tokens per component))."""
+    logits, _ = trainable.module().apply(trainable.variables(params, frozen), batch["tokens"], batch["positions"],
+                                         batch["segment_ids"], deterministic=rngs is None, rngs=rngs)
+    row_loss, row_count = cross_entropy_rows(logits, batch)
+    onehot = jax.nn.one_hot(batch[ROW_DOMAIN], MAX_DOMAINS, dtype=jnp.float32)  # [B, D]; a row of -1 counts nowhere
+    return jnp.sum(row_loss), (jnp.sum(row_count), row_loss @ onehot, row_count @ onehot)
 
 
 def step_rngs(trainable: Trainable, step: jax.Array, micro: jax.Array | int = 0) -> dict | None:
@@ -50,7 +64,7 @@ def split_micro_batches(batch: dict, micro_batches: int, mesh: Mesh | None) -> d
         b = x.shape[0]
         y = jnp.swapaxes(x.reshape((b // micro_batches, micro_batches) + x.shape[1:]), 0, 1)
         if mesh is not None:
-            spec = parallel.batch_sharding(mesh, x.ndim).spec
+            spec = parallel.batch_sharding(mesh, x.ndim).spec if x.ndim > 1 else row_sharding(mesh).spec
             y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, PartitionSpec(None, *spec)))
         return y
     return {k: split(v) for k, v in batch.items()}
@@ -59,7 +73,7 @@ def split_micro_batches(batch: dict, micro_batches: int, mesh: Mesh | None) -> d
 def make_train_step(trainable: Trainable, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
                     micro_batches: int = 1, mesh: Mesh | None = None,
                     param_shardings=None) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    grad_fn = jax.value_and_grad(lambda p, f, b, r: loss_and_count(trainable, p, f, b, r), has_aux=True)
+    grad_fn = jax.value_and_grad(lambda p, f, b, r: loss_and_domains(trainable, p, f, b, r), has_aux=True)
 
     def constrain_like_params(tree):
         if param_shardings is None:
@@ -68,21 +82,23 @@ def make_train_step(trainable: Trainable, tx: optax.GradientTransformation, sche
 
     def step(state: TrainState, batch: dict):
         if micro_batches == 1:
-            (loss_sum, count), grads = grad_fn(state.params, state.frozen, batch, step_rngs(trainable, state.step))
+            (loss_sum, (count, dom_loss, dom_count)), grads = grad_fn(state.params, state.frozen, batch,
+                                                                      step_rngs(trainable, state.step))
             grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         else:
             def accumulate(carry, indexed):
-                acc, loss_acc, count_acc = carry
+                acc, sums = carry
                 index, micro = indexed
-                (loss_sum, count), g = grad_fn(state.params, state.frozen, micro,
-                                               step_rngs(trainable, state.step, index))
+                (loss_sum, aux), g = grad_fn(state.params, state.frozen, micro,
+                                             step_rngs(trainable, state.step, index))
                 acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), acc, g)
-                return (constrain_like_params(acc), loss_acc + loss_sum, count_acc + count), None
+                return (constrain_like_params(acc), jax.tree.map(jnp.add, sums, (loss_sum,) + aux)), None
 
             zeros = constrain_like_params(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params))
-            init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-            (grads, loss_sum, count), _ = jax.lax.scan(
-                accumulate, init, (jnp.arange(micro_batches), split_micro_batches(batch, micro_batches, mesh)))
+            sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros(MAX_DOMAINS, jnp.float32),
+                    jnp.zeros(MAX_DOMAINS, jnp.float32))
+            (grads, (loss_sum, count, dom_loss, dom_count)), _ = jax.lax.scan(
+                accumulate, (zeros, sums), (jnp.arange(micro_batches), split_micro_batches(batch, micro_batches, mesh)))
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
         grad_norm = optax.global_norm(grads)
@@ -90,15 +106,25 @@ def make_train_step(trainable: Trainable, tx: optax.GradientTransformation, sche
         params = optax.apply_updates(state.params, updates)
         loss = loss_sum / denom
         metrics = {"loss": loss, "perplexity": jnp.exp(loss), "grad_norm": grad_norm,
-                   "learning_rate": schedule(state.step), "loss_tokens": count}
+                   "learning_rate": schedule(state.step), "loss_tokens": count,
+                   "domain_loss_sum": dom_loss, "domain_tokens": dom_count}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
 
 
-def abstract_batch(mesh: Mesh, global_batch_size: int, seq_len: int) -> dict:
+def row_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding of a per-row [B] field: the rows' axes of the batch sharding."""
+    return NamedSharding(mesh, PartitionSpec(parallel.batch_sharding(mesh).spec[0]))
+
+
+def abstract_batch(mesh: Mesh, global_batch_size: int, seq_len: int, *, train: bool = False) -> dict:
+    """Abstract [B, T] fields (the eval step's batch); `train`: with the training batch's per-row domain."""
     sharding = parallel.batch_sharding(mesh)
-    return {k: jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.int32, sharding=sharding) for k in BATCH_KEYS}
+    out = {k: jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.int32, sharding=sharding) for k in BATCH_KEYS}
+    if train:
+        out[ROW_DOMAIN] = jax.ShapeDtypeStruct((global_batch_size,), jnp.int32, sharding=row_sharding(mesh))
+    return out
 
 
 def jit_train_step(trainable: Trainable, tx: optax.GradientTransformation, schedule: optax.Schedule,
@@ -107,7 +133,8 @@ def jit_train_step(trainable: Trainable, tx: optax.GradientTransformation, sched
     fn = make_train_step(trainable, tx, schedule, micro_batches=micro_batches, mesh=mesh,
                          param_shardings=layout.shardings.params)
     batch_sh = parallel.batch_sharding(mesh)
-    return jax.jit(fn, in_shardings=(layout.shardings, {k: batch_sh for k in BATCH_KEYS}),
+    return jax.jit(fn, in_shardings=(layout.shardings, {**{k: batch_sh for k in BATCH_KEYS},
+                                                         ROW_DOMAIN: row_sharding(mesh)}),
                    out_shardings=(layout.shardings, parallel.replicated(mesh)), donate_argnums=(0,))
 
 
@@ -117,7 +144,7 @@ def compile_train_step(trainable: Trainable, tx: optax.GradientTransformation, s
     """jit with explicit shardings, state donated; lowered and compiled once on abstract inputs."""
     jitted = jit_train_step(trainable, tx, schedule, layout, mesh, micro_batches=micro_batches)
     with parallel.activation_sharding(mesh):
-        lowered = jitted.lower(layout.abstract, abstract_batch(mesh, global_batch_size, seq_len))
+        lowered = jitted.lower(layout.abstract, abstract_batch(mesh, global_batch_size, seq_len, train=True))
     return lowered.compile()
 
 
