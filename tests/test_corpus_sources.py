@@ -32,9 +32,9 @@ def test_pubmed_baseline_citations(src):
     assert [r["text"] for _, r, _ in recs] == F.PUBMED_TEXTS
     assert [{k: r[k] for k in readers.METADATA["pubmed_xml"]} for _, r, _ in recs] == F.PUBMED_META
     assert dropped == {"no_abstract": 1}
-    lines = F.PUBMED_XML.splitlines()
-    assert [lines[line - 1].strip() for line, _, _ in recs] == ["<PubmedArticle>"] * 2  # file:line of the record
-    assert recs[0][2] == f"{src['pubmed']}:{recs[0][0]}"
+    # provenance: file, record index (the third citation, no abstract, is dropped) and PMID
+    assert [(i, where) for i, _, where in recs] == [
+        (i, f"{src['pubmed']}:record {i} (PMID {m['pmid']})") for i, m in enumerate(F.PUBMED_META)]
 
 
 def test_pmc_jats_body_without_references_tables_captions(src):
@@ -53,7 +53,9 @@ def test_mimic3_noteevents_iserror_multiline_and_deid_rule(src, rule):
     assert [r["text"] for _, r, _ in recs] == F.MIMIC3_TEXTS[rule]
     assert [{k: r[k] for k in F.MIMIC3_META[0]} for _, r, _ in recs] == F.MIMIC3_META
     assert dropped == {"iserror": 1}
-    assert [line for line, _, _ in recs] == [2, 8]  # the multi-line note spans lines 2-7 (its text ends in "\n")
+    # provenance: the row (0-based) and ROW_ID, not the line (the first note spans 6 lines)
+    assert [where for _, _, where in recs] == [f"{src['mimic3']}:record {i} (ROW_ID {m['note_id']})"
+                                               for i, m in enumerate(F.MIMIC3_META)]
 
 
 def test_mimic4_discharge_and_cxr_reports(src):
@@ -142,7 +144,8 @@ def test_prepare_sources_into_shards_of_exactly_the_expected_texts(src, tok, tmp
                             for i in range(len(PreparedSource(out, comp, "train")))) for comp in want}
     assert sorted(manifest) == sorted(sources["biomedical"] + sources["clinical"])
     assert sorted(m["pmid"] for m in manifest.values() if "pmcid" not in m and "pmid" in m) == ["38000001", "38000002"]
-    assert manifest[f"{src['mimic3']}:2"]["note_id"] == "174" and manifest[f"{src['mimic3']}:8"]["subject_id"] == "13702"
+    assert manifest[f"{src['mimic3']}:record 0 (ROW_ID 174)"]["note_id"] == "174"
+    assert manifest[f"{src['mimic3']}:record 1 (ROW_ID 175)"]["subject_id"] == "13702"
     jats = next(m for m in manifest.values() if m.get("pmcid"))
     assert {k: jats[k] for k in F.JATS_META} == F.JATS_META
     cxr = sorted((m["subject_id"], m["study_id"]) for m in manifest.values() if "study_id" in m)

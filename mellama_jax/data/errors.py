@@ -28,10 +28,15 @@ BAD_WEIGHT = "bad_weight"
 MALFORMED_XML = "malformed_xml"  # not well-formed XML (the rest of that file is skipped)
 MALFORMED_CSV = "malformed_csv"  # a CSV row with bad quoting or the wrong number of fields
 BAD_RECORD = "bad_record"  # a record of the right encoding but the wrong shape (e.g. not an object)
+DAMAGED_FILE = "damaged_file"  # a compressed file cut short or corrupt (an interrupted download); rest skipped
 
 
 class DataError(ValueError):
     """Bad input data or data configuration; the message names the file:line or config field."""
+
+
+class DamagedFile(DataError):
+    """A compressed source that cannot be decompressed to its end; the message names the file."""
 
 
 @dataclasses.dataclass(frozen=True)

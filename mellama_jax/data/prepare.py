@@ -28,6 +28,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import re
 import time
 import zlib
 from typing import Any, Sequence
@@ -270,8 +271,11 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
         result = _prepare(cfg, units, index, tokenizer, output, report, workers, runner, beam_options,
                           show_progress)
         output.publish(result)
-    except BaseException:
+    except BaseException as e:
         output.abort()
+        error = _data_error_of(e) if runner == "beam" else None
+        if error is not None:
+            raise error from None
         raise
     for name, counts in result["components"].items():
         log.info("prepared %s: train %d docs / %d tokens, heldout %d docs / %d tokens", name,
@@ -280,6 +284,20 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
     if report.total:
         log.warning("corpus preparation: %s", report.summary())
     return result
+
+
+_BEAM_DATA_ERROR = re.compile(r"mellama_jax\.data\.errors\.(?:DataError|DamagedFile): (.+)")
+_BEAM_STEP = re.compile(r" \[while running '[^']*'\]")
+
+
+def _data_error_of(e: BaseException) -> DataError | None:
+    """The user's input problem behind a failed Beam pipeline, as one DataError: a runner re-raises a worker's
+    DataError with its step appended ("[while running 'TokenizeBiomedicalTrain']"), or, from other processes,
+    as a RuntimeError holding the worker's traceback text."""
+    if isinstance(e, DataError):
+        return DataError(_BEAM_STEP.sub("", str(e)).strip())
+    found = _BEAM_DATA_ERROR.search(str(e))
+    return DataError(_BEAM_STEP.sub("", found.group(1)).strip()) if found else None
 
 
 def _beam_runs_here(beam_options: Sequence[str]) -> bool:

@@ -35,7 +35,7 @@ from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 from mellama_jax import paths
 from mellama_jax.data import errors as E
-from mellama_jax.data.errors import DataError, DataReport
+from mellama_jax.data.errors import DamagedFile, DataError, DataReport
 from mellama_jax.data.readers.jats import INCLUDE as JATS_INCLUDE
 from mellama_jax.data.readers.mimic import DEID_RULES
 from mellama_jax.data.sft_records import FORMATS as RECORD_FORMATS
@@ -163,21 +163,26 @@ def text_check(fields: Sequence[str]) -> Callable[[Any, str, DataReport], bool]:
 
 # ---------------------------------------------------------------------------------------------- files
 def _read_bytes(path: str):
-    """The file's (decompressed) bytes: a read-only mmap for plain files, bytes for .gz/.zst."""
+    """The file's (decompressed) bytes: a read-only mmap for plain files, bytes for .gz/.zst. A compressed
+    file cut short or corrupt (an interrupted download) raises DamagedFile naming it."""
     lower = path.lower()
-    if paths.is_remote(path):  # object storage: the whole object, read once (mmap needs a local file)
-        raw = paths.resolve(path).read_bytes()
+    try:
+        if paths.is_remote(path):  # object storage: the whole object, read once (mmap needs a local file)
+            raw = paths.resolve(path).read_bytes()
+            if lower.endswith(".gz"):
+                return gzip.decompress(raw)
+            if lower.endswith((".zst", ".zstd")):
+                return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
+            return raw
         if lower.endswith(".gz"):
-            return gzip.decompress(raw)
+            with gzip.open(path, "rb") as f:
+                return f.read()
         if lower.endswith((".zst", ".zstd")):
-            return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
-        return raw
-    if lower.endswith(".gz"):
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    if lower.endswith((".zst", ".zstd")):
-        with open(path, "rb") as f:
-            return zstandard.ZstdDecompressor().stream_reader(f).read()
+            with open(path, "rb") as f:
+                return zstandard.ZstdDecompressor().stream_reader(f).read()
+    except (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError) as e:
+        raise DamagedFile(f"{path}: {E.DAMAGED_FILE}: the compressed file is cut short or corrupt ({e}); "
+                          f"download it again") from e
     if os.path.getsize(path) == 0:
         return b""
     with open(path, "rb") as f:

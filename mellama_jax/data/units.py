@@ -118,7 +118,8 @@ def _line_aligned_ranges(path: str, size: int, unit_bytes: int) -> list[tuple[in
 
 
 def _records(unit: Unit, report: DataReport, dropped: collections.Counter) -> Iterator[tuple[int, Any, str, str]]:
-    """(line/row number, raw JSON bytes or a parsed record, where, file) of the unit's records."""
+    """(line / row / record number — what the held-out hash uses —, raw JSON bytes or a parsed record, where,
+    file) of the unit's records."""
     if unit.fmt == "jsonl":
         buf = _read_bytes(unit.path)
         n = len(buf)

@@ -7,7 +7,7 @@ appendices), section labels/numbers, bibliographic cross-references ("[12]"), di
 (inline MathML keeps its text), supplementary
 material, and, unless the source's `include` lists them, tables ("tables": caption, then one line per row
 with cells separated by " | ") and figure captions ("captions"). Whitespace inside a paragraph is squashed.
-Metadata: pmcid, pmid, doi, journal, year.
+Metadata: pmcid, pmid, doi, journal, year. Provenance: file, record index, PMCID.
 """
 from __future__ import annotations
 
@@ -26,18 +26,38 @@ _SKIP = {"disp-formula", "tex-math", "supplementary-material", "label", "sec-met
          "inline-graphic", "ref-list", "fn-group", "object-id"}
 
 
-# What a removed citation leaves behind: "[]", "[, ]", "()" (from "[<xref>1</xref>, <xref>2</xref>]").
-_EMPTY_BRACKETS = re.compile(r"\s*[\[(][\s,;\u2013-]*[\])]")
+# A bibliographic cross-reference is replaced by CITE while a block's text is gathered, so that what the
+# citations leave behind can be cleaned knowing where they were. Real files cite in many ways:
+#   "[<xref>1</xref>, <xref>2</xref>]", PLOS "<xref>[2]</xref>, <xref>[3]</xref>, and ..." (would leave
+#   "process,,, and"), author-year "(unpublished data; <xref>Liu et al. 2000</xref>)" (would leave "data;)").
+CITE = "\x1e"
+_SEP = r"[\s,;\u2013\u2014-]"
+# a run of citations separated only by punctuation / "and" → one
+_CITE_RUN = re.compile(CITE + r"(?:" + _SEP + r"*(?:\band\b|&)?" + _SEP + r"*" + CITE + r")+")
+# brackets holding only a citation (and separators): "[CITE]", "(CITE)" → CITE
+_CITE_BRACKETS = re.compile(r"\s*[\[(]" + _SEP + r"*" + CITE + _SEP + r"*[\])]")
+# what other removed inline parts leave: "[]", "[, ]", "()"
+_EMPTY_BRACKETS = re.compile(r"\s*[\[(]" + _SEP + r"*[\])]")
+# a citation closing a parenthetical after a separator: "(unpublished data; CITE)" → "(unpublished data)"
+_CITE_BEFORE_CLOSE = re.compile(r"[\s,;]*" + CITE + r"\s*(?=[\])])")
+_CITE_AFTER_OPEN = re.compile(r"(?<=[\[(])\s*" + CITE + r"[\s,;]*")
 
 
 def squash(text: str) -> str:
+    if CITE in text:
+        text = _CITE_RUN.sub(CITE, text)
+        text = _CITE_RUN.sub(CITE, _CITE_BRACKETS.sub(CITE, text))
+        text = _CITE_BEFORE_CLOSE.sub("", text)
+        text = _CITE_AFTER_OPEN.sub("", text)
+        text = re.sub(r"\s*" + CITE, "", text)  # in running text: "process CITE, and" → "process, and"
     return _squash(_EMPTY_BRACKETS.sub("", text))
 
 
-def _skip_inline(child) -> bool:
+def _skip_inline(child) -> bool | str:
     tag = local(child)
-    return (tag in _SKIP or tag in ("table-wrap", "table-wrap-group", "fig", "fig-group")
-            or (tag == "xref" and child.get("ref-type") == "bibr"))
+    if tag == "xref" and child.get("ref-type") == "bibr":
+        return CITE
+    return tag in _SKIP or tag in ("table-wrap", "table-wrap-group", "fig", "fig-group")
 
 
 def _table(tw) -> list[str]:
@@ -116,4 +136,5 @@ def _top_level(article) -> bool:
 def read(path: str, options, report: DataReport, dropped: collections.Counter):
     include = tuple(getattr(options, "include", ()) or ())
     return xml_documents(path, "{*}article", lambda a: article_text(a, include), report, dropped, "no_text",
-                         accept=_top_level)
+                         accept=_top_level, id_field=("pmcid", "PMCID"), layouts={"article": "article",
+                                                                                  "pmc-articleset": "article"})

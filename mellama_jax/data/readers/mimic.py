@@ -22,8 +22,8 @@ import os
 import re
 
 from mellama_jax.data import errors as E
-from mellama_jax.data.errors import DataError, DataReport
-from mellama_jax.data.readers.common import open_binary
+from mellama_jax.data.errors import DamagedFile, DataError, DataReport
+from mellama_jax.data.readers.common import damaged, open_binary, record_where
 
 NOTE_METADATA = ("note_id", "subject_id", "hadm_id", "category", "description", "note_seq", "chartdate",
                  "charttime")
@@ -83,8 +83,11 @@ def _utf8(text: str, where: str, report: DataReport) -> bool:
 
 
 def read_notes(path: str, options, report: DataReport, dropped: collections.Counter):
+    """(row index, record, where) per note; `where` names the file, the row index (0-based, header not counted)
+    and the note's ROW_ID / note_id. Problems are reported at the CSV line they start on."""
     rule = getattr(options, "deid", "keep")
     csv.field_size_limit(_FIELD_LIMIT)
+    index = kept = 0
     with open_binary(path) as raw:
         f = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         reader = csv.reader(f, strict=True)
@@ -95,6 +98,7 @@ def read_notes(path: str, options, report: DataReport, dropped: collections.Coun
         except csv.Error as e:
             raise DataError(f"{path}:1: unreadable CSV header ({e})") from e
         schema = _schema(header, path)
+        id_name = "ROW_ID" if schema is _III else "note_id"
         cols = [(i, schema[h]) for i, h in enumerate(header) if h in schema]
         prev = reader.line_num
         while True:
@@ -107,22 +111,26 @@ def read_notes(path: str, options, report: DataReport, dropped: collections.Coun
                 report.add(E.MALFORMED_CSV, f"{path}:{line}", f"bad CSV quoting ({e})")
                 prev = reader.line_num
                 continue
+            except DamagedFile as e:
+                damaged(report, path, e, kept)
+                return
             prev = reader.line_num
             if not row:
                 continue  # a blank line is no record
-            where = f"{path}:{line}"
+            n, index = index, index + 1
             if len(row) != len(header):
-                report.add(E.MALFORMED_CSV, where, f"{len(row)} fields, the header has {len(header)}")
+                report.add(E.MALFORMED_CSV, f"{path}:{line}", f"{len(row)} fields, the header has {len(header)}")
                 continue
             rec = {name: (row[i] if row[i] != "" else None) for i, name in cols}
             if (rec.pop("iserror", None) or "").strip() == "1":
                 dropped["iserror"] += 1
                 continue
             text = rec.get("text") or ""
-            if not _utf8(text, where, report):
+            if not _utf8(text, f"{path}:{line}", report):
                 continue
             rec["text"] = deidentify(text.replace("\r\n", "\n").replace("\r", "\n").strip(), rule)
-            yield line, rec, where
+            kept += 1
+            yield n, rec, record_where(path, n, id_name, rec.get("note_id"))
 
 
 def clean_report(text: str) -> str:
