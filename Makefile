@@ -64,7 +64,7 @@ test-gpu: .venv-gpu/.installed
 
 test-beam: .venv-beam/.installed
 	.venv-beam/bin/python -c "import apache_beam"
-	.venv-beam/bin/python -m pytest -q -m beam tests/test_data_inputs.py tests/test_corpus_screen.py tests/test_corpus_real_files.py
+	.venv-beam/bin/python -m pytest -q -m beam tests/test_data_inputs.py tests/test_corpus_screen.py tests/test_corpus_real_files.py tests/test_corpus_dedup.py
 
 bench: $(STAMP)
 	$(PY) bench/train_step.py

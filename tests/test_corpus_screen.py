@@ -14,6 +14,9 @@ from test_corpus_sources import shard_tokens
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.data.sources import PreparedSource
+from mellama_jax.data.tokenizer import Tokenizer
+
+TOKENIZER = os.path.join(os.path.dirname(__file__), "assets", "llama2-tokenizer", "tokenizer.model")
 
 
 def words(n, seed):
@@ -126,7 +129,7 @@ def test_dedup_and_decontamination_remove_planted_documents(planted, tok, tmp_pa
     ex = {e["where"]: e for e in dd["examples"]}
     assert ex[f"{p['clin']}:2"]["kind"] == "near" and ex[f"{p['clin']}:2"]["duplicate_of"] == f"{p['bio']}:2"
     cxr_dup = os.path.join(p["cxr"], "p10/p10000032/s50414267.txt:1")
-    assert ex[cxr_dup]["duplicate_of"] == f"{p['radiology']}:2" and ex[cxr_dup]["id"] == "50414267"
+    assert ex[cxr_dup]["duplicate_of"] == f"{p['radiology']}:record 0 (note_id 10000032-RR-14)" and ex[cxr_dup]["id"] == "50414267"
     assert ex[cxr_dup]["duplicate_of_id"] == "10000032-RR-14"
     dc = report["decontamination"]
     assert dc["documents_removed"] == 2 and dc["by_component"] == {"biomedical": 1, "clinical": 1}
@@ -234,3 +237,33 @@ def test_cli_refuses_foreign_out_dir_in_one_line(planted, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"prepare_corpus: --out_dir {user}: holds files that are not a prepared corpus (notes.txt)" in r.stderr
     assert os.listdir(user) == ["notes.txt"]
+
+
+@pytest.mark.beam  # make test-beam
+def test_killed_beam_preparation_leaves_no_corpus_and_a_rerun_completes(planted, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    pytest.importorskip("apache_beam")
+    from data_fixtures import REPO
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"def get_config():\n    return {config(planted)!r}\n")
+    out = tmp_path / "corpus"
+    cmd = [sys.executable, "tools/prepare_corpus.py", "--data_config", str(cfg), "--tokenizer", TOKENIZER,
+           "--out_dir", str(out), "--runner", "beam", "--beam_options=--runner=DirectRunner"]
+    job = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
+    deadline = time.time() + 240
+    while not (out / ".partial" / "_unit_stats").exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the Beam pipelines
+    assert job.poll() is None, (tmp_path / "killed.log").read_text()[-2000:]
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not (out / "COMMIT").exists() and not (out / "corpus_report.json").exists()
+    with pytest.raises(DataError):
+        PreparedSource(str(out), "biomedical", "train")  # the loader refuses what the killed job left
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "COMMIT").exists() and not (out / ".partial").exists()
+    check_shards(str(out), Tokenizer.load(TOKENIZER), expected(planted))

@@ -27,7 +27,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import pickle
 import re
 import time
 import zlib
@@ -189,9 +188,19 @@ class ComponentPlan:
         tokenizer, strict, stats_dir, name, index = self.tokenizer, self.strict, self.stats_dir, self.name, self.index
         tasks = [self._task(i, u, split) for i, u in self.units]
 
+        # Beam counters (the runner's UI follows a long job): what was written and what was left out, and why
+        metrics = {k: beam.metrics.Metrics.counter("mellama_corpus", k)
+                   for k in ("documents_written", "tokens_written", "removed_duplicate", "removed_contaminated",
+                             "trimmed", "bad_input")}
+
         def run(task):
             unit = task[0]
             result = process_unit(unit, tokenizer, split, strict, task[3], task[4], index, task[5])
+            metrics["documents_written"].inc(result["documents"])
+            metrics["tokens_written"].inc(result["tokens"])
+            for reason in ("duplicate", "contaminated", "trimmed"):
+                metrics["removed_" + reason if reason != "trimmed" else "trimmed"].inc(result["removed"].get(reason, 0))
+            metrics["bad_input"].inc(sum(result["report"]["counts"].values()))
             # Per-unit counts go to small JSON files next to the output; the driver sums them afterwards
             # (works on any filesystem etils.epath supports, e.g. gs:// on Dataflow).
             key = f"{name}-{split}-{zlib.crc32(f'{unit.path}:{unit.start}'.encode()):08x}.json"
@@ -218,24 +227,15 @@ def _screen(cfg: DataConfig, units: list[Unit], index: TestIndex | None, pool, r
         return Decisions()
     tasks = [(u, cfg.strict, cfg.dedup) for u in units]
     if runner == "beam":
-        import apache_beam as beam  # noqa: PLC0415 - optional dependency
-        from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415 - optional dependency (the [beam] extra)
-        strict, dedup = cfg.strict, cfg.dedup
-
-        def run(item):
-            i, unit = item
-            epath.Path(stats_dir, f"scan-{i:07d}.pkl").write_bytes(pickle.dumps(scan_unit(unit, strict, dedup, index)))
-
-        with beam.Pipeline(options=PipelineOptions(list(beam_options))) as p:
-            _ = p | "Units" >> beam.Create(list(enumerate(units))) | "Screen" >> beam.Map(run)
-        scans = [pickle.loads(epath.Path(stats_dir, f"scan-{i:07d}.pkl").read_bytes()) for i in range(len(units))]
+        # optional dependency (the [beam] extra): exact and near dedup as GroupByKey stages on the workers
+        from mellama_jax.data import screen_beam  # noqa: PLC0415
+        return screen_beam.screen(cfg, units, index, beam_options, stats_dir)
+    if pool is None:
+        _init_worker(None, index)
+        results = map(_scan, tasks)
     else:
-        if pool is None:
-            _init_worker(None, index)
-            results = map(_scan, tasks)
-        else:
-            results = pool.imap(_scan, tasks)  # in order: decisions follow the canonical document order
-        scans = list(tqdm(results, total=len(tasks), desc="screening", unit="unit", disable=not show_progress))
+        results = pool.imap(_scan, tasks)  # in order: decisions follow the canonical document order
+    scans = list(tqdm(results, total=len(tasks), desc="screening", unit="unit", disable=not show_progress))
     return decide(units, scans, cfg.dedup, cfg.decontaminate, index)
 
 
