@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) bench/train_step.py
 	$(PY) bench/decode.py
 	$(PY) bench/input_pipeline.py
+	$(PY) bench/sft_pipeline.py
 	$(PY) bench/eval_throughput.py
 	$(PY) bench/checkpoint_io.py
 	$(PY) bench/corpus.py
