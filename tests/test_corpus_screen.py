@@ -11,6 +11,7 @@ import pytest
 from data_fixtures import WORDS, make_demo, write_jsonl
 from test_corpus_sources import shard_tokens
 
+from mellama_jax import paths
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.data.sources import PreparedSource
@@ -189,15 +190,24 @@ def test_failed_preparation_leaves_nothing_and_foreign_out_dir_refused(planted, 
 
 
 @pytest.mark.beam  # make test-beam runs it with apache-beam installed
-def test_same_shards_local_workers_and_beam(planted, tok, tmp_path):
+def test_same_shards_local_workers_and_beam(planted, tok, tmp_path, request):
+    """One source set (JSONL, MIMIC-IV CSV, MIMIC-CXR; planted exact, near and test-set duplicates) prepared by
+    the local runner (1 and 2 worker processes) and by Beam on two worker processes into the GCS test server:
+    the same documents in the same shards, the same report."""
     cfg = config(planted)
     one = prepare_corpus(cfg, tok, str(tmp_path / "one"), workers=1, show_progress=False)
     two = prepare_corpus(cfg, tok, str(tmp_path / "two"), workers=2, show_progress=False)
     runs = {"two": two}
     if importlib.util.find_spec("apache_beam") is not None:  # make test-beam; not in the main environment
-        runs["beam"] = prepare_corpus(cfg, tok, str(tmp_path / "beam"), runner="beam",
-                                      beam_options=["--runner=DirectRunner"], show_progress=False)
-        assert runs["beam"]["runner"] == "beam"
+        # one Beam run is both: two worker processes, writing into the GCS test server (each Beam run costs
+        # ~20 s of process start-ups on CI's 2 cores)
+        workers = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+        gcs = request.getfixturevalue("gcs")
+        remote = gcs.fresh_prefix("beam_corpus")
+        runs["beam_gcs"] = prepare_corpus(cfg, tok, remote, runner="beam", beam_options=workers,
+                                          show_progress=False, staging_dir=str(tmp_path))
+        assert runs["beam_gcs"]["runner"] == "beam" and paths.resolve(paths.join(remote, paths.COMMIT_MARKER)).exists()
+        paths.copy_tree(remote, str(tmp_path / "beam_gcs"))
     def manifest(root):
         lines = []
         for name in os.listdir(root / "documents"):
