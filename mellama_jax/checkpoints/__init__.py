@@ -6,6 +6,7 @@
     run_record.py  what an exported checkpoint records about the training run it came from
     rundir.py      the training workdir layout; reading its parameters (`load_checkpoint` for any directory)
     lora_base.py   the frozen base of a LoRA run, rebuilt from the reference its config records
+    integrity.py   is every file of a training checkpoint step readable (checked before each restore)
     manager.py     the training checkpoints: orbax CheckpointManager save / restore / damaged-step fallback
     export.py      a training workdir -> a model checkpoint directory (the input of the HF export in convert/)
 

@@ -22,9 +22,7 @@ A restore that fails for another reason (the model or optimizer changed) is an e
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import re
 import signal
 import threading
@@ -37,30 +35,13 @@ from jax.experimental import multihost_utils
 
 from mellama_jax import paths
 from mellama_jax.checkpoints.errors import CheckpointDamaged, CheckpointError
+from mellama_jax.checkpoints.integrity import damage_of, quiet_failed_restores, step_damage
 from mellama_jax.checkpoints.rundir import CHECKPOINTS_DIR
 
 log = logging.getLogger(__name__)
 
 ITEMS = ("state", "data_iter", "config")
 DAMAGED_TAG = "damaged"  # <step>.damaged-<time>: not a step name for orbax, so never resumed from or deleted
-
-# TensorStore reports unreadable stored data with these status codes (a changed model is reported differently:
-# orbax's "Requested shape ... is not compatible" ValueError).
-_STORAGE_STATUS = re.compile(r"^(OUT_OF_RANGE|DATA_LOSS|FAILED_PRECONDITION|NOT_FOUND|UNAVAILABLE): (.*)", re.S)
-_TS_READING = re.compile(r'Error reading "([^"]+)" in OCDBT database at (?:local file "([^"]+)"|(\S+?)): ')
-
-
-def unreadable_json_files(step_dir: str) -> list[str]:
-    """Orbax's JSON files (metadata of every item, the data position, the config) of a step that do not parse."""
-    bad = []
-    for f in paths.files_under(step_dir):
-        if f.name in ("_METADATA", "_CHECKPOINT_METADATA", "metadata", "_sharding") or f.parent.name == "array_metadatas":
-            try:
-                json.loads(f.read_text())
-            except (ValueError, UnicodeDecodeError) as e:
-                bad.append(f"{os.fspath(f)} ({type(e).__name__}: {e})")
-    return bad
-
 
 def check_data_iter_format(step_dir: str) -> None:
     """Refuse a data position saved per process by grain's own handler (before data.shards): it restores only
@@ -72,26 +53,6 @@ def check_data_iter_format(step_dir: str) -> None:
         raise CheckpointError(f"{step_dir}/data_iter holds per-process grain states ({', '.join(legacy)}) from an "
                               f"earlier version; this version saves one state for all data shards. Resume it with "
                               f"that version, or start a new workdir with init_from pointing at an export of it")
-
-
-def damage_of(step: int, step_dir: str, error: BaseException) -> CheckpointDamaged | None:
-    """Describe `error` (raised restoring `step`) as damage to the stored files, or None if it is not."""
-    chain, e = [], error
-    while e is not None and len(chain) < 20:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    for e in chain:
-        m = _STORAGE_STATUS.match(str(e))
-        if m:
-            where = _TS_READING.search(m.group(2))
-            name = (f"array file {where.group(1)!r} of {where.group(2) or where.group(3)}" if where else step_dir)
-            return CheckpointDamaged(step, name, f"{m.group(1)}: {m.group(2).splitlines()[0][:300]}")
-        if isinstance(e, FileNotFoundError):
-            return CheckpointDamaged(step, str(e.filename or step_dir), "missing file")
-    if any(isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)) for e in chain):
-        bad = unreadable_json_files(step_dir)
-        return CheckpointDamaged(step, "; ".join(bad) or step_dir, "unreadable JSON")
-    return None
 
 
 class _RestoreFailed:
@@ -158,6 +119,10 @@ class Checkpointer:
             data_iter=source.restore_args(), config=ocp.args.JsonRestore())
         step_dir = paths.join(self.directory, str(step))
         check_data_iter_format(step_dir)
+        damage = step_damage(step, step_dir)
+        if damage is not None:
+            raise damage
+        quiet_failed_restores()
         try:
             restored = self.manager.restore(step, args=args)
             if isinstance(restored.state, _RestoreFailed):

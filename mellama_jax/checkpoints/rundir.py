@@ -7,6 +7,7 @@ run config names the base (`init_from`), which is reloaded from there (`load_lor
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -15,8 +16,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mellama_jax import paths
-from mellama_jax.checkpoints.errors import CheckpointError
+from mellama_jax.checkpoints.errors import CheckpointDamaged, CheckpointError
 from mellama_jax.checkpoints.fileio import has_tokenizer, read_json
+from mellama_jax.checkpoints.integrity import damage_of, quiet_failed_restores, step_damage
 from mellama_jax.checkpoints.lora_base import load_lora_base
 from mellama_jax.checkpoints.model_dir import (
     MODEL_CONFIG,
@@ -29,9 +31,11 @@ from mellama_jax.checkpoints.model_dir import (
     with_shardings,
 )
 from mellama_jax.checkpoints.run_record import chat_template_name
-from mellama_jax.config import ModelConfig
+from mellama_jax.config import ConfigError, ModelConfig
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"  # inside a training workdir
 WORKDIR_MODEL_CONFIG = MODEL_CONFIG  # fallback location of the model config inside a training workdir
@@ -87,10 +91,50 @@ def _stored_top_keys(state_dir: str) -> set[str]:
     return set(dict(getattr(metadata, "tree", metadata)))
 
 
+def _restore_step(workdir: str, manager, step: int, shardings, dtype):
+    """(cfg, lora_cfg, run_cfg, restored, target dtype) of one step; CheckpointDamaged names a damaged file."""
+    step_dir = paths.join(workdir, CHECKPOINTS_DIR, str(step))
+    damage = step_damage(step, step_dir)
+    if damage is not None:
+        raise damage
+    quiet_failed_restores()
+    try:
+        cfg, lora_cfg, run_cfg = _workdir_configs(workdir, manager, step)
+        state_dir = paths.join(step_dir, "state")
+        if lora_cfg is None:
+            target_dtype = np.dtype(dtype or cfg.param_dtype).name
+            abstract = {"params": with_shardings(P.abstract_params(cfg, dtype=target_dtype), shardings, cfg)}
+        else:
+            # LoRA runs train the adapters ("params") on top of a frozen base.
+            target_dtype = np.dtype(dtype or _run_lora_group(run_cfg).get("base_dtype") or cfg.param_dtype).name
+            adapters = P.tree_from_paths({p: jax.ShapeDtypeStruct(shape, np.float32)
+                                          for p, shape, _, _, _ in iter_lora(cfg, lora_cfg)})
+            abstract = {"params": adapters}
+            if "frozen" in _stored_top_keys(state_dir):
+                abstract["frozen"] = with_shardings(P.abstract_params(cfg, dtype=target_dtype), shardings, cfg)
+        check_stored_shapes(state_dir, abstract)
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True)))
+    except (CheckpointError, ConfigError):
+        raise
+    except Exception as e:  # noqa: BLE001 - TensorStore read errors reach us as bare Exception
+        damage = damage_of(step, step_dir, e)
+        if damage is not None:
+            raise damage from e
+        if isinstance(e, (ValueError, KeyError, FileNotFoundError)):
+            raise CheckpointError(f"{step_dir}/state: cannot restore the parameters for this model "
+                                  f"config ({e})") from e
+        raise
+    return cfg, lora_cfg, run_cfg, restored, target_dtype
+
+
 def load_training_params(workdir: str | os.PathLike, *, step: int | None = None, shardings: dict | None = None,
                          dtype=None) -> tuple[ModelConfig, dict, dict[str, Any]]:
     """Restore the model parameters of a training checkpoint (latest complete step unless `step`).
 
+    The newest step whose files are intact (checkpoints.integrity) is read: a damaged newer one is logged,
+    naming the file, and skipped (not moved: reading changes nothing); with an explicit `step`, its damage is
+    the error (CheckpointDamaged, naming the step and file).
     Only `state/params` is read (orbax partial restore; the optimizer state stays on disk). LoRA runs store
     the adapters as `state/params` and no base: the base is rebuilt from the reference in the run's config
     (`init_from`, or the seed of a random base; `load_lora_base`) in the run's `train.lora.base_dtype`
@@ -106,33 +150,26 @@ def load_training_params(workdir: str | os.PathLike, *, step: int | None = None,
     manager = ocp.CheckpointManager(ckpt_root, options=ocp.CheckpointManagerOptions(read_only=True),
                                     item_names=("state", "config"))
     try:
-        steps = manager.all_steps()
+        steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
             raise CheckpointError(f"{ckpt_root}: no complete checkpoint step")
-        if step is None:
-            step = manager.latest_step()
-        elif step not in steps:
+        if step is not None and step not in steps:
             raise CheckpointError(f"{ckpt_root}: no checkpoint for step {step}; available steps: {sorted(steps)}")
-        cfg, lora_cfg, run_cfg = _workdir_configs(workdir, manager, step)
-        state_dir = paths.join(ckpt_root, str(step), "state")
-        if lora_cfg is None:
-            target_dtype = np.dtype(dtype or cfg.param_dtype).name
-            abstract = {"params": with_shardings(P.abstract_params(cfg, dtype=target_dtype), shardings, cfg)}
+        damaged = []
+        for candidate in [step] if step is not None else steps:
+            try:
+                cfg, lora_cfg, run_cfg, restored, target_dtype = _restore_step(workdir, manager, candidate,
+                                                                               shardings, dtype)
+            except CheckpointDamaged as d:
+                if step is not None:
+                    raise
+                damaged.append(d)
+                log.error("CHECKPOINT DAMAGED: %s (trying the previous step)", d)
+                continue
+            step = candidate
+            break
         else:
-            # LoRA runs train the adapters ("params") on top of a frozen base.
-            target_dtype = np.dtype(dtype or _run_lora_group(run_cfg).get("base_dtype") or cfg.param_dtype).name
-            adapters = P.tree_from_paths({p: jax.ShapeDtypeStruct(shape, np.float32)
-                                          for p, shape, _, _, _ in iter_lora(cfg, lora_cfg)})
-            abstract = {"params": adapters}
-            if "frozen" in _stored_top_keys(state_dir):
-                abstract["frozen"] = with_shardings(P.abstract_params(cfg, dtype=target_dtype), shardings, cfg)
-        check_stored_shapes(state_dir, abstract)
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True)))
-        except (ValueError, KeyError, FileNotFoundError) as e:
-            raise CheckpointError(f"{state_dir}: cannot restore {sorted(abstract)} for this model "
-                                  f"config ({e})") from e
+            raise CheckpointError(f"{ckpt_root}: every checkpoint is damaged:\n  " + "\n  ".join(map(str, damaged)))
     finally:
         manager.close()
     cfg = cfg.replace(param_dtype=target_dtype)
