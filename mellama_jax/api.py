@@ -30,6 +30,7 @@ from mellama_jax.checkpoints import fileio, model_dir, rundir
 from mellama_jax.checkpoints.run_record import chat_template_name
 from mellama_jax.config import PRESETS, ConfigError, ModelConfig, config_module, preset
 from mellama_jax.convert import hf as hf_lib
+from mellama_jax.data.chat import chat_template_in_dir
 from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.generate import generate as generate_ids
 from mellama_jax.generate import text as T
@@ -100,6 +101,13 @@ class Model:
     lora_config: Any = None  # set when the checkpoint carried LoRA adapters (already merged into params)
     step: int | None = None  # training step, when loaded from a training workdir
     template: str | None = None  # prompt template of an instruction-tuned model (data/templates.py), if recorded
+    chat_template: Any = None  # data.chat.ChatTemplate stored with the tokenizer (tokenizer_config.json), if any
+
+    def chat_template_for(self, template=None):
+        """The chat template generate() renders messages with: `template` (a name, a Jinja string, a
+        tokenizer_config.json), else the tokenizer's stored `chat_template`, else the recorded training
+        template, else None."""
+        return template or self.chat_template or self.template
 
     def logits(self, token_ids, *, positions=None, segment_ids=None) -> np.ndarray:
         """int [B, T] token ids -> float32 [B, T, V] numpy logits (compiled once per shape).
@@ -126,14 +134,15 @@ class Model:
         """Continue prompts: text in, text out (token ids in, token ids out).
 
         prompts: "text", ["text", ...], chat messages [{"role": "user", "content": ...}, ...] (rendered with
-            `template`, default the model's recorded one), a list of conversations, or token-id lists
-            (generate/text.py). One prompt gives one result, a list gives a list.
+            `template`, default `chat_template_for()`: the tokenizer's chat_template, else the recorded
+            training template), a list of conversations, or token-id lists (generate/text.py). One prompt
+            gives one result, a list gives a list.
         stop: stop strings (text prompts); the text is cut before the first one.
         stream: return an iterator over pieces of the answer as they are decoded (one prompt only).
         kwargs: max_new_tokens, temperature, top_k, top_p, seed, eos_id, stop_sequences (token ids),
             batch_size — see `mellama_jax.generate.generate`.
         """
-        template = template or self.template
+        template = self.chat_template_for(template)
         p = T.to_prompts(prompts, self.tokenizer, template)
         stops = list(stop)
         if stops:
@@ -254,8 +263,10 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
     tokenizer = _load_tokenizer(extras.get("tokenizer_dir"))
     # The template it was instruction-tuned with: a workdir's run config, or an export's training_run.json.
     template = extras.get("prompt_template") or chat_template_name(extras.get("training_run"))
+    stored = chat_template_in_dir(extras["tokenizer_dir"]) if extras.get("tokenizer_dir") else None
     return Model(config=cfg, params=params, tokenizer=tokenizer, mesh=mesh, source=path,
-                 lora_config=extras.get("lora_config"), step=extras.get("step"), template=template)
+                 lora_config=extras.get("lora_config"), step=extras.get("step"), template=template,
+                 chat_template=stored)
 
 
 def _load_workdir(path: str, *, mesh, dtype, step, scan_layers):

@@ -3,15 +3,17 @@
     mellama-generate --model PATH --prompt "The patient presented with" \
         [--prompt "..." ...] [--prompt_file prompts.txt] [--max_new_tokens 256] [--temperature 0]
         [--top_k 0] [--top_p 1.0] [--seed 0] [--stop "\\n\\n"] [--mesh_data 1 --mesh_tensor 1] [--json]
-    mellama-generate --model PATH --chat [--template me_llama] [--system "..."]
+    mellama-generate --model PATH --chat [--stream] [--template NAME|tokenizer_config.json] [--system "..."]
     mellama-generate --model PATH --prompt "..." --stream
 
 Prompts are text (tokenized with the tokenizer stored next to the model, BOS added) or, for directories
 without a tokenizer, token ids: --prompt_ids "1,450,4996". Several prompts decode as one batch. Output: the
 continuation of every prompt (with --json: one JSON object per prompt with ids and text); a summary line
 with the decode speed goes to stderr. --stream prints each answer as it is decoded. --chat is an interactive
-conversation: each line you type is a user turn, rendered with the model's prompt template (the one it was
-instruction-tuned with, or --template); an empty line or Ctrl-D ends it.
+conversation: each line you type is a user turn, rendered with the model's chat template (--template, else
+the chat_template of its tokenizer_config.json, else the template it was instruction-tuned with), as
+transformers' apply_chat_template renders it; with --stream the answer is printed as it is decoded; an
+empty line or Ctrl-D ends it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import time
 
 import mellama_jax
 from mellama_jax import cli
+from mellama_jax.data.chat import load_chat_template
+from mellama_jax.data.errors import DataError
 from mellama_jax.data.templates import TEMPLATE_NAMES
 from mellama_jax.generate import text as T
 from mellama_jax.parallel import MeshConfig, make_mesh
@@ -40,8 +44,9 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--prompt_file", help="file with one prompt per line")
     p.add_argument("--prompt_ids", action="append", default=[], help="prompt as comma-separated token ids")
     p.add_argument("--chat", action="store_true", help="interactive conversation with the model's prompt template")
-    p.add_argument("--template", choices=TEMPLATE_NAMES, default=None,
-                   help="prompt template for --chat (default: the one recorded with the model)")
+    p.add_argument("--template", default=None,
+                   help=f"chat template for --chat: one of {', '.join(TEMPLATE_NAMES)}, a tokenizer_config.json or "
+                        f".jinja file (default: the model's chat_template, else its recorded training template)")
     p.add_argument("--system", default=None, help="system message for --chat")
     p.add_argument("--stream", action="store_true", help="print the answer while it is decoded (one prompt)")
     p.add_argument("--max_new_tokens", type=int, default=256)
@@ -63,10 +68,15 @@ def build_parser() -> cli.ArgumentParser:
 
 def chat(model, args, *, read=input, write=sys.stdout.write) -> int:
     """The interactive loop: read a user turn, stream the answer, keep the history."""
-    template = args.template or model.template
+    template = model.chat_template_for(args.template)
     if template is None:
-        raise cli.UsageError(f"{args.model}: no prompt template recorded with this model; pass --template "
-                             f"(one of {', '.join(TEMPLATE_NAMES)})")
+        raise cli.UsageError(f"{args.model}: no chat template with this model (no chat_template in its "
+                             f"tokenizer_config.json, no instruction-tuning template recorded); pass --template "
+                             f"(one of {', '.join(TEMPLATE_NAMES)}, or a tokenizer_config.json)")
+    try:
+        template = load_chat_template(template)
+    except DataError as e:
+        raise cli.UsageError(f"--template: {e}") from None
     if model.tokenizer is None:
         raise cli.UsageError(f"{args.model}: --chat needs a tokenizer stored with the model")
     messages = [{"role": "system", "content": args.system}] if args.system else []
@@ -80,12 +90,17 @@ def chat(model, args, *, read=input, write=sys.stdout.write) -> int:
             break
         messages.append({"role": "user", "content": line})
         write("model> ")
-        answer = ""
-        for piece in model.generate(messages, template=template, stream=True, **_sampling(args)):
-            answer += piece
-            write(piece)
-            sys.stdout.flush()
+        if args.stream:
+            answer = ""
+            for piece in model.generate(messages, template=template, stream=True, **_sampling(args)):
+                answer += piece
+                write(piece)
+                sys.stdout.flush()
+        else:
+            answer = model.generate(messages, template=template, **_sampling(args))
+            write(answer)
         write("\n")
+        sys.stdout.flush()
         messages.append({"role": "assistant", "content": answer})
     return 0
 
@@ -99,9 +114,8 @@ def main(argv=None) -> int:
     return cli.run(_main, argv)
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
-
+def _prompts(args) -> tuple[list[str], list[list[int]]]:
+    """The text and token-id prompts the flags give, checked against --chat and --stream."""
     text_prompts = list(args.prompt)
     if args.prompt_file:
         with open(args.prompt_file, encoding="utf-8") as f:
@@ -109,8 +123,17 @@ def _main(argv) -> int:
     id_prompts = [_parse_ids(s, "--prompt_ids") for s in args.prompt_ids]
     if not text_prompts and not id_prompts and not args.chat:
         raise cli.UsageError("give at least one --prompt, --prompt_file or --prompt_ids, or --chat")
-    if args.stream and len(text_prompts) + len(id_prompts) != 1:
-        raise cli.UsageError("--stream takes exactly one prompt")
+    if args.chat and (text_prompts or id_prompts):
+        raise cli.UsageError("--chat reads its turns from the terminal (standard input); leave out --prompt, "
+                             "--prompt_file and --prompt_ids")
+    if args.stream and not args.chat and len(text_prompts) + len(id_prompts) != 1:
+        raise cli.UsageError("--stream takes exactly one prompt (or --chat)")
+    return text_prompts, id_prompts
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    text_prompts, id_prompts = _prompts(args)
     stops = [_parse_ids(s, "--stop_ids") for s in args.stop_ids]
 
     mesh = None

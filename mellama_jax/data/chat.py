@@ -26,6 +26,12 @@ A control-token text typed inside a message ("what does </s> mean?") stays text,
 Meta's code keep it: message strings reach the template with such texts masked by same-length private-use
 placeholders, restored before sentencepiece encodes the segment (transformers would read it as the
 control token unless `sanitize_control_tokens=True`; docs/tokenizer.md).
+
+One tokenizer setting of a model directory is followed: transformers 5 builds a `LlamaTokenizer` named in
+tokenizer_config.json with `legacy` not true (Meta's Llama-2 HF directories say `"legacy": false`) so that
+a segment after a control token gets no "▁" ("<s>" "[" where sentencepiece and Meta's chat code give
+"<s>" "▁["). Such a model's own users and fine-tuners feed it that way, so its stored template is rendered
+that way (`space_after_special=False`); our exports name `PreTrainedTokenizerFast` and keep the "▁".
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ import jinja2.ext
 import jinja2.sandbox
 import numpy as np
 
+from mellama_jax import paths
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.templates import TEMPLATES, hf_chat_template
 
@@ -55,6 +62,8 @@ class ChatTemplate:
     source: str
     origin: str  # "llama2_chat", "/path/tokenizer_config.json", "<jinja>"
     name: str | None = None  # the named template it was generated from, if any
+    # Whether a text segment right after a control token gets sentencepiece's dummy-prefix "▁" (module doc).
+    space_after_special: bool = True
 
     @property
     def compiled(self) -> jinja2.Template:
@@ -106,29 +115,34 @@ def _compile(source: str) -> jinja2.Template:
         raise DataError(f"chat template: Jinja syntax error at line {e.lineno}: {e.message}") from None
 
 
-def chat_template_in_dir(directory: str | os.PathLike) -> tuple[str, str] | None:
-    """(source, path) of the chat template stored in a model/tokenizer directory, or None: chat_template.jinja
-    first (transformers 5 writes it there), else tokenizer_config.json's `chat_template` (a string, or a list
-    of {"name", "template"} of which "default" is used)."""
-    directory = os.fspath(directory)
-    jinja_path = os.path.join(directory, CHAT_TEMPLATE_FILE)
-    if os.path.isfile(jinja_path):
-        with open(jinja_path, encoding="utf-8") as f:
-            return f.read(), jinja_path
-    config_path = os.path.join(directory, TOKENIZER_CONFIG)
-    if not os.path.isfile(config_path):
-        return None
-    source = _template_in_config(config_path)
-    return (source, config_path) if source else None
+def chat_template_in_dir(directory: str | os.PathLike) -> ChatTemplate | None:
+    """The chat template stored in a model/tokenizer directory, or None: chat_template.jinja first
+    (transformers 5 writes it there), else tokenizer_config.json's `chat_template` (a string, or a list of
+    {"name", "template"} of which "default" is used)."""
+    config_path = paths.join(directory, TOKENIZER_CONFIG)  # local or gs://
+    config = _read_config(config_path) if paths.resolve(config_path).is_file() else {}
+    cls, legacy = config.get("tokenizer_class") or "", config.get("legacy")
+    space = not (cls.startswith("LlamaTokenizer") and legacy is not True)
+    jinja_path = paths.join(directory, CHAT_TEMPLATE_FILE)
+    if paths.resolve(jinja_path).is_file():
+        return ChatTemplate(paths.resolve(jinja_path).read_text(encoding="utf-8"), jinja_path,
+                            space_after_special=space)
+    source = _template_in_config(config, config_path) if config else None
+    return ChatTemplate(source, config_path, space_after_special=space) if source else None
 
 
-def _template_in_config(path: str) -> str | None:
+def _read_config(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = json.loads(paths.resolve(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read the tokenizer config ({e})") from None
-    template = config.get("chat_template") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return config
+
+
+def _template_in_config(config: dict, path: str) -> str | None:
+    template = config.get("chat_template")
     if isinstance(template, list):  # named templates: transformers uses "default"
         template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
                         None)
@@ -152,10 +166,14 @@ def load_chat_template(spec: "str | os.PathLike | ChatTemplate") -> ChatTemplate
         if found is None:
             raise DataError(f"{spec}: no chat template here (neither {CHAT_TEMPLATE_FILE} nor a chat_template "
                             f"field in {TOKENIZER_CONFIG})")
-        return ChatTemplate(found[0], found[1])
+        return found
     if os.path.isfile(spec):
         if spec.endswith(".json"):
-            source = _template_in_config(spec)
+            if os.path.basename(spec) == TOKENIZER_CONFIG:
+                found = chat_template_in_dir(os.path.dirname(spec) or ".")
+                if found is not None and found.origin.endswith(TOKENIZER_CONFIG):
+                    return found
+            source = _template_in_config(_read_config(spec), spec)
             if not source:
                 raise DataError(f"{spec}: no chat_template field")
             return ChatTemplate(source, spec)
@@ -208,9 +226,11 @@ def render_text(template: ChatTemplate, messages: Sequence[dict], tokenizer, *, 
     return "".join(chunks), spans
 
 
-def encode_rendered(tokenizer, text: str, spans: Sequence[tuple[int, int]] = ()) -> tuple[list[int], list[int]]:
+def encode_rendered(tokenizer, text: str, spans: Sequence[tuple[int, int]] = (), *,
+                    space_after_special: bool = True) -> tuple[list[int], list[int]]:
     """(ids, mask) of a rendered chat: control-token texts to ids, each segment between them encoded by
-    sentencepiece on its own; mask 1 on the tokens covering any character of `spans`."""
+    sentencepiece on its own (without its dummy-prefix "▁" after a control token unless
+    `space_after_special`); mask 1 on the tokens covering any character of `spans`."""
     specials = special_tokens(tokenizer)
     restore = {hidden: text for text, hidden in _placeholders(tokenizer).items()}
     pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
@@ -226,7 +246,7 @@ def encode_rendered(tokenizer, text: str, spans: Sequence[tuple[int, int]] = ())
         segment = text[begin:end]
         for hidden, original in restore.items():
             segment = segment.replace(hidden, original)
-        seg_ids, seg_spans = tokenizer.encode_with_offsets(segment)
+        seg_ids, seg_spans = tokenizer.encode_with_offsets(segment, dummy_prefix=begin == 0 or space_after_special)
         for tid, (b, e) in zip(seg_ids, seg_spans):
             b, e = begin + b, begin + e
             # A zero-width piece (a byte-fallback piece before a character's last byte) goes with its character.
@@ -280,7 +300,7 @@ def render_conversation(messages: Sequence[dict], template: "str | os.PathLike |
         spans = generation
     else:
         spans = assistant_spans(template, messages, tokenizer, text, **kwargs)
-    ids, mask = encode_rendered(tokenizer, text, spans)
+    ids, mask = encode_rendered(tokenizer, text, spans, space_after_special=template.space_after_special)
     return np.asarray(ids, np.int32), np.asarray(mask, np.int32)
 
 
@@ -290,5 +310,5 @@ def rendered_for_generation(messages: Sequence[dict], template: Any, tokenizer) 
         raise DataError("chat messages must end with a user message (the one to answer)")
     template = load_chat_template(template)
     text, _ = render_text(template, messages, tokenizer, add_generation_prompt=True)
-    return encode_rendered(tokenizer, text)[0]
+    return encode_rendered(tokenizer, text, space_after_special=template.space_after_special)[0]
 

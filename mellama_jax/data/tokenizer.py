@@ -16,6 +16,7 @@ import os
 from typing import Iterable, Sequence
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as sp_pb
 
 from mellama_jax import paths
 from mellama_jax.data.errors import DataError
@@ -131,9 +132,11 @@ class Tokenizer:
         return self._sp.Encode(list(texts), add_bos=bos, add_eos=eos, num_threads=num_threads,
                                return_type="numpy" if as_numpy else int)
 
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Ids (no BOS/EOS) and each piece's [begin, end) character span in `text`."""
-        proto = self._sp.encode(text, return_type="proto")  # sentencepiece >= 0.2.1
+    def encode_with_offsets(self, text: str, *, dummy_prefix: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids (no BOS/EOS) and each piece's [begin, end) character span in `text`. dummy_prefix=False
+        encodes without the model's add_dummy_prefix "▁" (the text continues a previous one)."""
+        sp = self._sp if dummy_prefix else self._no_prefix_processor()
+        proto = sp.encode(text, return_type="proto")  # sentencepiece >= 0.2.1
         ids, spans = [], []
         # sentencepiece reports byte offsets into the UTF-8 text; convert to character offsets.
         raw = text.encode("utf-8")
@@ -145,6 +148,15 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.DecodeIds([int(i) for i in ids])
+
+    def _no_prefix_processor(self) -> spm.SentencePieceProcessor:
+        if getattr(self, "_sp_no_prefix", None) is None:
+            model = sp_pb.ModelProto()
+            model.ParseFromString(self._proto)
+            model.normalizer_spec.add_dummy_prefix = False
+            self._sp_no_prefix = spm.SentencePieceProcessor()
+            self._sp_no_prefix.LoadFromSerializedProto(model.SerializeToString())
+        return self._sp_no_prefix
 
 
 def model_file(path: str | os.PathLike) -> str:

@@ -3,19 +3,22 @@
 Prompt forms accepted by `Model.generate` (mellama_jax/api.py) and the generate CLI:
 * "text"                                  — continued as is (BOS added)
 * ["text", ...]                           — a batch of texts
-* [{"role": "user", "content": ...}, ...] — one conversation ("system" first optional, "user"/"assistant"
-                                            alternating, ending with "user"), rendered with a prompt template
+* [{"role": "user", "content": ...}, ...] — one conversation ending with a user message, rendered with the
+                                            model's chat template (data/chat.py)
 * [[{"role": ...}, ...], ...]             — a batch of conversations
 * [[1, 450, ...], ...] or [1, 450, ...]   — token ids (returned as token ids)
-A conversation is tokenized as instruction tuning does it (data/instruct.py): every turn is
-`BOS + template(prompt) + answer + EOS`, the last one `BOS + template(prompt)`.
+A conversation is rendered and tokenized as instruction tuning does it (`chat.render_conversation`) and
+as transformers' `apply_chat_template(..., add_generation_prompt=True)` does on our export. The template is
+the one passed, else the `chat_template` stored with the model's tokenizer (any Jinja template, ours or an
+HF model's), else the template it was instruction-tuned with (`Model.template`), else an error.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Sequence
 
-from mellama_jax.data.templates import TEMPLATE_NAMES, render_prompt, strip_response
+from mellama_jax.data.chat import ChatTemplate, load_chat_template, rendered_for_generation
+from mellama_jax.data.templates import TEMPLATE_NAMES, strip_response
 
 ROLES = ("system", "user", "assistant")
 
@@ -37,32 +40,16 @@ def _is_ids(x: Any) -> bool:
         and len(x) > 0
 
 
-def chat_ids(tokenizer, messages: Sequence[dict], template: str) -> list[int]:
+def chat_ids(tokenizer, messages: Sequence[dict], template) -> list[int]:
     """Token ids of a conversation that ends with a user turn, ready for the assistant's answer."""
-    if template not in TEMPLATE_NAMES:
-        raise ValueError(f"template={template!r}; expected one of {list(TEMPLATE_NAMES)}")
     messages = list(messages)
     for i, m in enumerate(messages):
-        if not _is_message(m) or m["role"] not in ROLES or not isinstance(m["content"], str):
+        if not _is_message(m) or not isinstance(m["role"], str) or not isinstance(m["content"], str):
             raise ValueError(f"message {i}: expected {{'role': one of {ROLES}, 'content': str}}, got {m!r}")
-    system = None
-    if messages and messages[0]["role"] == "system":
-        system, messages = messages[0]["content"], messages[1:]
-    roles = [m["role"] for m in messages]
-    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles))]
-    if not roles or roles != expected or roles[-1] != "user":
-        raise ValueError(f"messages: expected an optional system message, then user/assistant turns alternating "
-                         f"and ending with a user turn; got roles {[m['role'] for m in messages]}")
-    ids: list[int] = []
-    for i in range(0, len(messages), 2):
-        shown = render_prompt(template, messages[i]["content"], system=system if i == 0 else None)
-        answer = messages[i + 1]["content"] if i + 1 < len(messages) else None
-        ids.append(tokenizer.bos_id)
-        if answer is None:
-            ids += tokenizer.encode(shown, bos=False)
-        else:
-            ids += tokenizer.encode(shown + answer, bos=False) + [tokenizer.eos_id]
-    return ids
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError(f"messages: the conversation must end with a user message (the one to answer); got roles "
+                         f"{[m['role'] for m in messages]}")
+    return rendered_for_generation(messages, template, tokenizer)
 
 
 def to_prompts(prompts: Any, tokenizer, template: str | None) -> Prompts:
@@ -93,7 +80,10 @@ def decode(tokenizer, ids: Sequence[int], kind: str, template: str | None, stops
     text = tokenizer.decode([t for t in ids if 0 <= t < tokenizer.vocab_size])
     cuts = [text.find(s) for s in stops if s and s in text]
     text = text[:min(cuts)] if cuts else text
-    return strip_response(text, template) if kind == "chat" and template else text
+    if kind != "chat" or not template:
+        return text
+    name = template.name if isinstance(template, ChatTemplate) else template
+    return strip_response(text, name if name in TEMPLATE_NAMES else "none")
 
 
 def stop_ids(tokenizer, stops: Sequence[str]) -> list[list[int]]:
@@ -111,8 +101,9 @@ def _need(tokenizer, what: str):
     return tokenizer
 
 
-def _chat_template(template: str | None) -> str:
+def _chat_template(template) -> ChatTemplate:
     if not template:
-        raise ValueError("chat messages need a prompt template and none is recorded with this model; pass "
-                         f"template= (one of {list(TEMPLATE_NAMES)})")
-    return template
+        raise ValueError("chat messages need a chat template and this model has none (no chat_template in its "
+                         "tokenizer_config.json, no instruction-tuning template recorded); pass template= (one of "
+                         f"{list(TEMPLATE_NAMES)}, a Jinja string or a tokenizer_config.json)")
+    return load_chat_template(template)
