@@ -75,7 +75,7 @@ def render_prompt(name: str, prompt: str, input: str | None = None, *, system: s
         body = t.input_body_format.format(prompt=prompt, input=input, input_separator=t.input_separator)
     else:
         body = t.body_format.format(prompt=prompt)
-    head = t.system_format.format(system=system) if system else ""
+    head = t.system_format.format(system=system) if system is not None else ""  # "" too, as Meta's code
     shown = (head + body).strip() if t.strip else head + body
     return f"{t.prefix}{shown}{t.suffix}"
 
@@ -159,7 +159,8 @@ def hf_chat_template(name: str, *, generation_blocks: bool = False) -> str:
     body = _jinja_format(t.body_format, prompt="message['content']")
     input_body = _jinja_format(t.input_body_format, prompt="message['content']", input="message['input']",
                                input_separator=_jinja_str(t.input_separator))
-    shown = f"(({system}) if (system and loop.first) else '') + (({input_body}) if message.get('input') else ({body}))"
+    shown = (f"(({system}) if (has_system and loop.first) else '') + "
+             f"(({input_body}) if message.get('input') else ({body}))")
     shown = f"({shown}).strip()" if t.strip else shown
     user = f"{{{{ bos_token + {_jinja_str(t.prefix)} + {shown} + {_jinja_str(t.suffix)} }}}}"
     content = "message['content'].strip()" if t.strip else "message['content']"
@@ -167,8 +168,8 @@ def hf_chat_template(name: str, *, generation_blocks: bool = False) -> str:
     if generation_blocks:
         answer = "{% generation %}" + answer + "{% endgeneration %}"
     return (
-        "{% if messages and messages[0]['role'] == 'system' %}"
-        "{% set system = messages[0]['content'] %}{% set turns = messages[1:] %}"
+        "{% set has_system = messages and messages[0]['role'] == 'system' %}"
+        "{% if has_system %}{% set system = messages[0]['content'] %}{% set turns = messages[1:] %}"
         "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
         "{% for message in turns %}"
         "{% if message['role'] not in ('user', 'assistant') or (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
