@@ -144,31 +144,41 @@ def _mixture_section(data: dict, stats: dict) -> list[str]:
 
 
 def _evaluation_section(evals: list[dict]) -> list[str]:
+    """Every score the summaries hold: each run scores its outputs under both matching rules
+    (`metrics_by_matching`); older summaries carry only their own rule's `metrics`."""
     if not evals:
         return ["Not evaluated as part of this export. `mellama-evaluate` runs the Me-LLaMA benchmark suite "
-                "(both answer-matching rules: `--matching mibe` and `--matching strict`)."]
-    by_rule = {}
+                "(every output is scored under both answer-matching rules, `mibe` and `strict`)."]
+    scores: dict[str, dict[str, dict]] = {}  # rule -> task -> metrics
+    entries: dict[str, dict] = {}  # task -> its summary entry (data file, metric, n)
     for s in evals:
-        by_rule.setdefault((s.get("settings") or {}).get("matching", "?"), s)
-    tasks = sorted({t for s in by_rule.values() for t in s.get("tasks", {})})
-    rules = [r for r in MATCHING_RULES if r in by_rule] + sorted(set(by_rule) - set(MATCHING_RULES))
-    first = by_rule[rules[0]]["settings"]
+        rule = (s.get("settings") or {}).get("matching", "?")
+        for task, t in (s.get("tasks") or {}).items():
+            entries.setdefault(task, t)
+            for r, metrics in (t.get("metrics_by_matching") or {rule: t.get("metrics", {})}).items():
+                scores.setdefault(r, {}).setdefault(task, metrics)
+    rules = [r for r in MATCHING_RULES if r in scores] + sorted(set(scores) - set(MATCHING_RULES))
+    first = evals[0].get("settings") or {}
+    data_dirs = sorted({d for s in evals if (d := (s.get("settings") or {}).get("data_dir"))})
     out = [f"Zero-shot, greedy decoding, at most {first.get('max_new_tokens')} new tokens, template "
            f"`{first.get('template')}`. Answer matching: `mibe` = Me-LLaMA's loose rule (the first choice found "
-           f"anywhere in the output); `strict` = the output must lead with exactly one well-formed answer.", "",
-           "| task | metric | " + " | ".join(f"score ({r})" for r in rules) + " | n |",
-           "|---|---|" + "---:|" * len(rules) + "---:|"]
-    for t in tasks:
-        any_s = next(s["tasks"][t] for s in by_rule.values() if t in s.get("tasks", {}))
-        metric = any_s["primary_metric"]
-        scores = []
+           f"anywhere in the output); `strict` = the output must lead with exactly one well-formed answer."]
+    if data_dirs:
+        out += ["", "Test data: " + ", ".join(f"`{d}`" for d in data_dirs) + " (each task's file below)."]
+    out += ["", "| task | data | metric | " + " | ".join(f"score ({r})" for r in rules) + " | n |",
+            "|---|---|---|" + "---:|" * len(rules) + "---:|"]
+    for task in sorted(entries):
+        t = entries[task]
+        metric = t["primary_metric"]
+        cells = []
         for r in rules:
-            entry = by_rule[r].get("tasks", {}).get(t)
-            scores.append(f"{entry['metrics'][metric]:.4f}" if entry else "—")
-        out.append(f"| {t} | {metric} | " + " | ".join(scores) + f" | {any_s['num_examples']} |")
-    missing = [r for r in MATCHING_RULES if r not in by_rule]
+            value = (scores[r].get(task) or {}).get(metric)
+            cells.append(f"{value:.4f}" if isinstance(value, (int, float)) else "—")
+        data = os.path.basename(t["data_file"]) if t.get("data_file") else "—"
+        out.append(f"| {task} | `{data}` | {metric} | " + " | ".join(cells) + f" | {t['num_examples']} |")
+    missing = [r for r in MATCHING_RULES if r not in scores]
     if missing:
-        out += ["", f"Not run with the {', '.join(f'`{m}`' for m in missing)} matching rule."]
+        out += ["", f"Not scored with the {', '.join(f'`{m}`' for m in missing)} matching rule."]
     return out
 
 

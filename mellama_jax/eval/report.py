@@ -32,6 +32,7 @@ def summary_dict(results: Sequence[TaskResult], cfg: EvalConfig, model_name: str
         "model": model_name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {
+            "data_dir": cfg.data_dir,
             "matching": cfg.matching,
             "template": cfg.template,
             "mode": cfg.mode,

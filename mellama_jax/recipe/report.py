@@ -89,21 +89,40 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def eval_comparison(base: dict, tuned: dict) -> str:
-    """Rows task/metric with base and tuned scores side by side (summaries from mellama_jax.eval)."""
+    """Rows task/metric/matching rule with base and tuned scores side by side: every score the two
+    summaries (mellama_jax.eval) hold, under both matching rules."""
+    base, tuned = _task_metrics(base), _task_metrics(tuned)
     rows = []
-    tasks = sorted(set(base) | set(tuned))
-    for task in tasks:
+    for task in sorted(set(base) | set(tuned)):
         b, t = base.get(task, {}), tuned.get(task, {})
-        for metric in sorted(set(b) | set(t)):
-            bv, tv = b.get(metric), t.get(metric)
-            if isinstance(bv, (int, float)) or isinstance(tv, (int, float)):
-                rows.append([task, metric, bv if bv is not None else "–", tv if tv is not None else "–"])
-    return markdown_table(["task", "metric", "base (pretrained)", "instruction-tuned"], rows)
+        for metric, rule in sorted(set(b) | set(t), key=lambda mr: (mr[0], RULE_ORDER.get(mr[1], 9), mr[1])):
+            bv, tv = b.get((metric, rule)), t.get((metric, rule))
+            rows.append([task, metric, rule, bv if bv is not None else "–", tv if tv is not None else "–"])
+    return markdown_table(["task", "metric", "matching", "base (pretrained)", "instruction-tuned"], rows)
 
 
-def _task_metrics(summary: dict) -> dict[str, dict[str, float]]:
-    return {name: {k: v for k, v in t["metrics"].items() if isinstance(v, (int, float))}
-            for name, t in summary.get("tasks", {}).items()}
+RULE_ORDER = {"mibe": 0, "strict": 1}
+
+
+def _task_metrics(summary: dict) -> dict[str, dict[tuple[str, str], float]]:
+    """task -> (metric, matching rule) -> value, from each task's `metrics_by_matching` (its `metrics`
+    under the run's own rule when a summary has no per-rule scores)."""
+    rule = (summary.get("settings") or {}).get("matching", "?")
+    out = {}
+    for name, t in summary.get("tasks", {}).items():
+        by_rule = t.get("metrics_by_matching") or {rule: t.get("metrics", {})}
+        out[name] = {(k, r): v for r, metrics in by_rule.items() for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and not k.startswith("f1[")}
+    return out
+
+
+def _eval_data(*summaries: dict) -> str:
+    """Where the evaluation's test sets came from: the data directory and each task's file."""
+    dirs = sorted({d for s in summaries if (d := (s.get("settings") or {}).get("data_dir"))})
+    files = sorted({os.path.basename(t["data_file"]) for s in summaries
+                    for t in (s.get("tasks") or {}).values() if t.get("data_file")})
+    where = ", ".join(f"`{d}`" for d in dirs) or "(data directory not recorded)"
+    return f"Test data: {where}" + (f" — files {', '.join(f'`{f}`' for f in files)}" if files else "") + "."
 
 
 def mixture_section(prepare: dict, pretrain_records: list[dict], targets: dict[str, float]) -> str:
@@ -169,10 +188,12 @@ def write_recipe_report(recipe) -> str:
     ev = summaries.get("evaluate")
     if ev:
         settings = ev.get("tuned", {}).get("settings", {})
-        lines += ["## Evaluation (demo MIBE tasks)", "",
+        lines += ["## Evaluation (MIBE tasks)", "",
                   f"Zero-shot, greedy, at most {settings.get('max_new_tokens')} new tokens, template "
-                  f"`{settings.get('template')}`, answer matching `{settings.get('matching')}`.", "",
-                  eval_comparison(_task_metrics(ev.get("base", {})), _task_metrics(ev.get("tuned", {}))), ""]
+                  f"`{settings.get('template')}`. Every output is scored under both answer-matching rules: `mibe` "
+                  f"= Me-LLaMA's rule (comparable with the paper), `strict` = the corrected scorer.",
+                  _eval_data(ev.get("base", {}), ev.get("tuned", {})), "",
+                  eval_comparison(ev.get("base", {}), ev.get("tuned", {})), ""]
     ex = summaries.get("export")
     if ex:
         lines += ["## Export", "",
