@@ -47,3 +47,47 @@ def test_shipped_mibe_task_runs_offline_and_matches_hflm(demo_workdir):
     assert len(ours_ll) == LIMIT and all(len(c) == 5 for c in ours_ll)  # five MedQA options each
     np.testing.assert_allclose(np.array(ours_ll, float), np.array(ref_ll, float), rtol=1e-4, atol=1e-3)
     assert ours["acc,none"] == ref["acc,none"] and ours["acc_norm,none"] == ref["acc_norm,none"]
+
+
+def _task_docs(include_metadata=None):
+    from lm_eval.tasks import TaskManager, get_task_dict
+    tasks = get_task_dict(["mibe_medqa"], TaskManager(include_path=INCLUDE, metadata=include_metadata))
+    return list(tasks["mibe_medqa"].test_docs())
+
+
+def test_task_data_from_metadata_or_environment_from_any_directory(tmp_path, monkeypatch):
+    """The task's data directory comes from --metadata data_dir, else $MELLAMA_MIBE_DATA, from any working
+    directory; the rows are the file's records."""
+    import json
+    data = tmp_path / "somewhere" / "mibe"
+    demo.write_demo_data(str(tmp_path / "demo"), seed=1, scale=0.05)
+    data.mkdir(parents=True)
+    src = tmp_path / "demo" / "eval" / "medqa.jsonl"
+    (data / "medqa.jsonl").write_text(src.read_text())
+    want = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("MELLAMA_MIBE_DATA", raising=False)
+    docs = _task_docs({"data_dir": str(data)})
+    assert [(d["query"], d["choices"], d["gold"]) for d in docs] == [(r["query"], r["choices"], r["gold"])
+                                                                     for r in want]
+    monkeypatch.setenv("MELLAMA_MIBE_DATA", str(data))
+    assert len(_task_docs()) == len(want)
+
+
+def test_task_without_data_is_one_line_naming_the_fix(demo_workdir, tmp_path):
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=ROOT, HF_DATASETS_OFFLINE="1", JAX_PLATFORMS="cpu")
+    env.pop("MELLAMA_MIBE_DATA", None)
+    env.pop("XLA_FLAGS", None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "mellama_jax.commands.lm_eval", "run",
+                        "--model", "mellama_jax", "--model_args", f"pretrained={demo_workdir}", "--include_path",
+                        INCLUDE, "--tasks", "mibe_medqa", "--limit", "1"], cwd=empty, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "MELLAMA_MIBE_DATA" in r.stderr and "data_dir" in r.stderr

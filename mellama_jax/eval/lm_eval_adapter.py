@@ -14,11 +14,18 @@ tokenizer (BOS added, like LLaMA's HF tokenizer), an empty context is replaced b
 log-likelihoods use lm-eval's disjoint windows with BOS as the prefix token, and generation is greedy
 unless the task asks to sample, cut at the task's stop strings. The forward pass is our jitted model
 (`Model.logits`), the decoding loop `Model.generate`.
+
+The shipped MIBE tasks (configs/lm_eval/*.yaml) read their test set through `mibe_dataset`, from the
+directory given by `--metadata '{"data_dir": "DIR"}'` (lm-eval's task metadata), else the environment
+variable MELLAMA_MIBE_DATA, else the demo's data (runs/demo/prepare/data/eval after `make demo`), relative to
+the working directory. DIR is laid out as for `mellama-evaluate --data_dir` (JSONL, parquet or
+save_to_disk sets, local or gs://).
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 from lm_eval import utils as lm_utils
@@ -30,8 +37,34 @@ from tqdm.auto import tqdm
 from mellama_jax.api import load
 from mellama_jax.data.templates import get_template, render_example, render_prompt
 from mellama_jax.eval import scoring
+from mellama_jax.eval.records import find_task_file, iter_records
 
 log = logging.getLogger(__name__)
+
+DATA_ENV = "MELLAMA_MIBE_DATA"  # where the shipped lm-eval tasks find the MIBE test sets
+DEMO_DATA = os.path.join("runs", "demo", "prepare", "data", "eval")
+
+
+class MibeDataError(ValueError):
+    """The MIBE test set of an lm-eval task is not where it was looked for (names where and how to set it)."""
+
+
+def mibe_dataset(task: str = "medqa", data_dir: str | None = None, **_metadata):
+    """The MIBE test set of `task` as a datasets.DatasetDict {"test": query/choices/gold rows}: lm-eval's
+    `custom_dataset` hook (the YAML's dataset_kwargs and lm-eval's --metadata arrive as keywords)."""
+    import datasets  # noqa: PLC0415 - lm-eval's own dependency, needed only here
+
+    source = "--metadata data_dir" if data_dir else (f"${DATA_ENV}" if os.environ.get(DATA_ENV) else "the default")
+    data_dir = data_dir or os.environ.get(DATA_ENV) or DEMO_DATA
+    try:
+        path = find_task_file(data_dir, task)
+    except FileNotFoundError as e:
+        raise MibeDataError(f"lm-eval task mibe_{task}: no test set in {data_dir!r} ({source}; {e}). Pass "
+                            f"--metadata '{{\"data_dir\": \"DIR\"}}' or set {DATA_ENV}=DIR, DIR holding "
+                            f"{task}.jsonl (or its parquet / save_to_disk form)") from None
+    rows = [{"query": r.query, "choices": list(r.choices), "gold": r.gold} for r in iter_records(path)]
+    log.info("mibe_%s: %d records from %s", task, len(rows), path)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
 @register_model("mellama_jax")
