@@ -370,3 +370,18 @@ def test_export_with_the_real_llama2_tokenizer_and_a_chosen_template(tmp_path, c
     with pytest.raises(Exception, match="unknown template"):
         convert_checkpoint_to_hf(ckpt, tmp_path / "hf2", chat_template="vicuna", progress=False)
     assert not os.path.exists(tmp_path / "hf2")
+
+
+def test_missing_tokenizer_is_named_at_conversion(tiny_hf, tmp_path, capsys):
+    """An HF directory without tokenizer.model: a warning naming it (the conversion goes on), or with
+    --require_tokenizer a one-line error before anything is written."""
+    from mellama_jax.commands import convert_hf_to_jax as command
+    hf_dir = tiny_hf[0]
+    assert not os.path.exists(os.path.join(hf_dir, "tokenizer.model"))
+    out = tmp_path / "strict"
+    assert command.main(["--hf_dir", hf_dir, "--out_dir", str(out), "--require_tokenizer", "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no tokenizer.model" in err and "Traceback" not in err and not out.exists()
+    out = tmp_path / "lenient"
+    assert command.main(["--hf_dir", hf_dir, "--out_dir", str(out), "--no_progress"]) == 0
+    assert "warning: --hf_dir" in capsys.readouterr().err and (out / "model_config.json").exists()
