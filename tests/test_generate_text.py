@@ -12,8 +12,8 @@ import pytest
 from hf_fixtures import make_hf_model, train_small_sentencepiece
 
 import mellama_jax
+from mellama_jax.commands import generate as generate_cli
 from mellama_jax.data.templates import TEMPLATE_NAMES, hf_chat_template, strip_response
-from mellama_jax.generate import __main__ as generate_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
