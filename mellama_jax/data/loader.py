@@ -441,12 +441,11 @@ def make_sft_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int, glob
 # --------------------------------------------------------------------------------------------- devices
 def global_batch(local_batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
     """Assemble process-local batches into global jax.Arrays sharded over the mesh's batch axes."""
-    sharding = batch_sharding(mesh)
     out = {}
     for k, v in local_batch.items():
         v = np.asarray(v)
         global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
-        out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
+        out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v, global_shape)
     return out
 
 

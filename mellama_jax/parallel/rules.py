@@ -150,9 +150,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Sharding of a [batch, length, ...] input batch: batch over data x fsdp."""
-    spec = logical_to_spec(BATCH_AXES)
-    return NamedSharding(mesh, PartitionSpec(*(tuple(spec) + (None,) * (ndim - 2))))
+    """Sharding of a [batch, length, ...] input batch: batch over data x fsdp (ndim=1: a per-row [batch] field)."""
+    spec = tuple(logical_to_spec(BATCH_AXES))
+    return NamedSharding(mesh, PartitionSpec(*(spec[:ndim] + (None,) * (ndim - len(spec)))))
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -64,7 +64,7 @@ def split_micro_batches(batch: dict, micro_batches: int, mesh: Mesh | None) -> d
         b = x.shape[0]
         y = jnp.swapaxes(x.reshape((b // micro_batches, micro_batches) + x.shape[1:]), 0, 1)
         if mesh is not None:
-            spec = parallel.batch_sharding(mesh, x.ndim).spec if x.ndim > 1 else row_sharding(mesh).spec
+            spec = parallel.batch_sharding(mesh, x.ndim).spec
             y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, PartitionSpec(None, *spec)))
         return y
     return {k: split(v) for k, v in batch.items()}
@@ -115,7 +115,7 @@ def make_train_step(trainable: Trainable, tx: optax.GradientTransformation, sche
 
 def row_sharding(mesh: Mesh) -> NamedSharding:
     """Sharding of a per-row [B] field: the rows' axes of the batch sharding."""
-    return NamedSharding(mesh, PartitionSpec(parallel.batch_sharding(mesh).spec[0]))
+    return parallel.batch_sharding(mesh, 1)
 
 
 def abstract_batch(mesh: Mesh, global_batch_size: int, seq_len: int, *, train: bool = False) -> dict:
