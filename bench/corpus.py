@@ -24,10 +24,11 @@ import time
 import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from mellama_jax.data import readers  # noqa: E402
 from mellama_jax.data.decontam import DecontamConfig, TestIndex  # noqa: E402
-from mellama_jax.data.dedup import DedupConfig, Deduplicator, fingerprint  # noqa: E402
+from mellama_jax.data.dedup import DedupConfig, duplicates, fingerprint  # noqa: E402
 from mellama_jax.data.errors import DataReport  # noqa: E402
 from mellama_jax.data.screen import decide  # noqa: E402
 from mellama_jax.data.sources import SourceConfig  # noqa: E402
@@ -152,31 +153,52 @@ def bench_screen(tmp: str, n_docs: int, n_words: int) -> dict:
         else:
             docs.append(words(r, n_words))
     dedup = DedupConfig()
+    text_mb = sum(len(t.encode()) for t in docs) / 1e6
     started = time.process_time()
-    scan = []
-    for i, text in enumerate(docs):
-        key, sig = fingerprint(text, dedup)
-        hits = sorted(index.find(text)[0])
-        scan.append((i, f"gen:{i}", "gen", None, key, sig, hits))
-    scan_s = time.process_time() - started
+    fps = [fingerprint(text, dedup) for text in docs]
+    minhash_s = time.process_time() - started
+    started = time.process_time()
+    found = [sorted(index.find(text)[0]) for text in docs]
+    ngram_s = time.process_time() - started
+    scan = [(i, f"gen:{i}", "gen", None, key, sig, hits) for i, ((key, sig), hits) in enumerate(zip(fps, found))]
+    scan_s = minhash_s + ngram_s
     unit = Unit(component="general", path="gen", fmt="jsonl", text_fields=("text",), split_rule="train",
                 heldout_fraction=0.0)
     started = time.process_time()
     decisions = decide([unit], [scan], dedup, DecontamConfig(tasks=tuple(tasks)), index)
     decide_s = time.process_time() - started
-    # Peak memory of the driver's index: signatures + MinHashLSH over every document.
+    # Peak memory of the local runner's deduplication: exact keys, signatures and band buckets of every document
+    # (the Beam runner spreads these over GroupByKey stages; its driver holds only the duplicates found).
     tracemalloc.start()
-    dd = Deduplicator(dedup)
-    for i, (_, _, _, _, key, sig, _) in enumerate(scan):
-        dd.check(i, key, sig)
+    duplicates([(i, key, sig) for i, (_, _, _, _, key, sig, _) in enumerate(scan)], dedup)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"documents": n_docs, "words_per_doc": n_words, "test_items": sum(index.items.values()),
             "test_ngram_item_pairs": len(index), "test_index_MiB": round(index.nbytes / 2 ** 20, 1), "test_index_build_s": round(index_s, 2),
             "scan_docs_per_s_per_core": round(n_docs / scan_s), "decide_docs_per_s": round(n_docs / decide_s),
+            "text_MB": round(text_mb, 1), "minhash_MB_per_s_per_core": round(text_mb / minhash_s, 2),
+            "ngram_screen_MB_per_s_per_core": round(text_mb / ngram_s, 2),
             "removed": decisions.report["dedup"]["removed"],
             "contaminated": decisions.report["decontamination"]["documents_removed"],
             "lsh_peak_MiB_per_million_docs": round(peak / 2 ** 20 * 1e6 / n_docs)}
+
+
+def bench_tokenize(n_docs: int) -> dict:
+    """Tokens/s per core of the LLaMA-2 tokenizer as corpus preparation runs it (sentencepiece, one document at a
+    time). (HF tokenizers as a same-run reference is not measured: transformers 5's LlamaTokenizerFast built
+    from tokenizer.model alone encodes to nothing here.)"""
+    from mellama_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
+    model = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "assets",
+                         "llama2-tokenizer", "tokenizer.model")
+    r = random.Random(1)
+    english = ("the patient was admitted with chest pain and shortness of breath after a week of fever cough "
+               "and fatigue blood cultures were negative and the chest radiograph showed bilateral infiltrates").split()
+    docs = [" ".join(r.choice(english) for _ in range(300)) + f" {i}" for i in range(n_docs)]
+    ours = Tokenizer.load(model)
+    started = time.process_time()
+    n_ours = sum(len(ours.encode(d, bos=False)) for d in docs)
+    ours_s = time.process_time() - started
+    return {"documents": n_docs, "tokens": n_ours, "tokens_per_s_per_core": round(n_ours / ours_s)}
 
 
 def main() -> None:
@@ -184,9 +206,11 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=100_000)
     p.add_argument("--words", type=int, default=200)
     p.add_argument("--reader_docs", type=int, default=5000)
+    p.add_argument("--tokenize_docs", type=int, default=2000)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"readers": bench_readers(tmp, args.reader_docs), "screening": bench_screen(tmp, args.docs, args.words)}
+        result = {"readers": bench_readers(tmp, args.reader_docs), "screening": bench_screen(tmp, args.docs, args.words),
+                  "tokenize": bench_tokenize(args.tokenize_docs)}
     print(json.dumps(result, indent=1))
 
 
