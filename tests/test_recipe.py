@@ -81,8 +81,10 @@ def test_recipe_on_gcs_killed_then_rerun_finishes_every_stage(gcs):
         last = [r for r in rows if r["kind"] == "train"][-1]
         assert kind in card and f"{last['loss']:.4f} (step {last['step']})" in card, sub
         summary = json.loads(_read(wd / "evaluate" / ("tuned" if stage == "instruct" else "base") / "summary.json"))
-        for task, t in summary["tasks"].items():
-            assert f"| {task} | {t['primary_metric']} | {t['metrics'][t['primary_metric']]:.4f} |" in card, task
+        for task, t in summary["tasks"].items():  # both matching rules, and the file the task ran on
+            metric, by_rule = t["primary_metric"], t["metrics_by_matching"]
+            assert (f"| {task} | `{os.path.basename(t['data_file'])}` | {metric} | {by_rule['mibe'][metric]:.4f} | "
+                    f"{by_rule['strict'][metric]:.4f} |") in card, task
     base_card = _read(epath.Path(export["hf_base"]) / "README.md")
     pretrain_rows = [json.loads(line) for line in _read(wd / "pretrain" / "run" / "metrics.jsonl").splitlines()]
     data = [r for r in pretrain_rows if r["kind"] == "data"][-1]
