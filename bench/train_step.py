@@ -44,8 +44,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mellama_jax.data.synthetic import SyntheticSource  # noqa: E402
 from mellama_jax.model import params as P  # noqa: E402
-from mellama_jax.train.batches import SyntheticSource, global_batch  # noqa: E402
+from mellama_jax.train.batches import global_batch  # noqa: E402
 from mellama_jax.train.config import TrainConfig, default_config, model_fields  # noqa: E402
 from mellama_jax.train.loop import build_engine  # noqa: E402
 from mellama_jax.train.state import init_state  # noqa: E402

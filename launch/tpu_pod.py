@@ -16,7 +16,8 @@
 creates a multi-slice queued resource (nodes NAME-0 ... NAME-{N-1}, joined over DCN; libtpu's megascale
 variables are set by Cloud on each node) and addresses every node. On the workers, jax.distributed finds
 its peers from the TPU metadata (mellama_jax.parallel.initialize_distributed), so the same command runs
-unchanged on every worker. The job runs detached (nohup) so a dropped ssh session does not kill it.
+unchanged on every worker. The job runs detached (nohup) so a dropped ssh session does not kill it, and is
+rerun on the worker when it exits with status 75 (saved after a preemption notice; see docs/cloud_storage.md).
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ from mellama_jax.planning.topology import parse_topology  # noqa: E402  (stdlib 
 REMOTE_DIR = "~/mellama_jax"
 REMOTE_LOG = "~/mellama_run.log"
 REMOTE_PID = "~/mellama_run.pid"
+REMOTE_STOP = "~/mellama_run.stop"  # `stop` leaves it so the rerun loop below does not start the run again
+# `python -m mellama_jax.train` exits with this status after saving for a preemption notice (SIGTERM; e.g. a TPU
+# maintenance event): the worker's loop reruns it, which resumes from that checkpoint (train/stopping.py).
+EXIT_PREEMPTED = 75
 CODE_TARBALL = "/tmp/mellama_jax-code.tar.gz"
 # What never travels to the workers: local environments, outputs, VCS data.
 TAR_EXCLUDES = (".venv", ".git", "runs", "__pycache__", ".pytest_cache", "*.egg-info")
@@ -117,15 +122,24 @@ def install_script(extra: str = "tpu") -> str:
             f'.venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".[{extra}]"')
 
 
+def rerun_loop(command: Sequence[str]) -> str:
+    """A shell loop that reruns `command` while it exits preempted (EXIT_PREEMPTED) and nobody asked to stop."""
+    return (f"while :; do {shlex.join(command)}; s=$?; "
+            f"if [ $s -ne {EXIT_PREEMPTED} ] || [ -e {REMOTE_STOP} ]; then exit $s; fi; "
+            f"echo \"preempted (exit {EXIT_PREEMPTED}): rerunning to resume\"; done")
+
+
 def run_script(command: Sequence[str]) -> str:
-    """Start `command` detached on a worker, inside the project's venv; its pid goes to REMOTE_PID."""
-    return (f"cd {REMOTE_DIR} && source .venv/bin/activate && "
-            f"nohup {shlex.join(command)} > {REMOTE_LOG} 2>&1 < /dev/null & echo $! > {REMOTE_PID}")
+    """Start `command` detached on a worker, inside the project's venv, rerun after a preemption exit; the
+    loop's pid goes to REMOTE_PID."""
+    return (f"cd {REMOTE_DIR} && source .venv/bin/activate && rm -f {REMOTE_STOP} && "
+            f"nohup bash -c {shlex.quote(rerun_loop(command))} > {REMOTE_LOG} 2>&1 < /dev/null & echo $! > {REMOTE_PID}")
 
 
 def stop_script() -> str:
-    # SIGTERM, not SIGKILL: the trainer writes a checkpoint on SIGTERM before exiting.
-    return f"test -f {REMOTE_PID} && kill -TERM $(cat {REMOTE_PID}) || true"
+    # SIGTERM, not SIGKILL: the trainer writes a checkpoint on SIGTERM before exiting. The stop file tells the
+    # rerun loop that this SIGTERM is an order to stop, not a preemption to resume from.
+    return f"test -f {REMOTE_PID} && touch {REMOTE_STOP} && pkill -TERM -P $(cat {REMOTE_PID}) || true"
 
 
 def delete_commands(pod: Pod) -> list[list[str]]:

@@ -12,7 +12,7 @@ from data_fixtures import REPO, demo_config, make_demo, unique_docs, write_jsonl
 
 from mellama_jax.data import templates as T
 from mellama_jax.data.errors import DataReport
-from mellama_jax.data.loader import DocumentBlocks, TokenizeBlock, global_batch, make_heldout_batches, make_pretrain_iterator, make_sft_iterator
+from mellama_jax.data.loader import DocumentBlocks, TokenizeBlock, make_heldout_batches, make_pretrain_iterator, make_sft_iterator
 from mellama_jax.data.packing import OVERLONG_FLAG, BlockChunker, pack
 from mellama_jax.data.sources import RecordSource, SourceConfig, text_check
 
@@ -295,9 +295,10 @@ def test_global_batch_from_process_local_data(long_run):
     import jax
 
     from mellama_jax.parallel import MeshConfig, batch_sharding, make_mesh
+    from mellama_jax.train.batches import global_batch  # placement is train's (data/ never places on devices)
     mesh = make_mesh(MeshConfig(data=2, fsdp=4, tensor=1))
-    local = long_run[0][0]
-    arrays = global_batch(local, mesh)
+    local = {k: v for k, v in long_run[0][0].items() if k != "meta"}
+    arrays = global_batch(local, mesh, len(local["tokens"]))
     for k, v in arrays.items():
         assert isinstance(v, jax.Array) and v.shape == local[k].shape
         assert v.sharding.is_equivalent_to(batch_sharding(mesh), 2)

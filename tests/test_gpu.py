@@ -13,10 +13,11 @@ import pytest
 from hf_fixtures import hf_logits, make_hf_model
 
 import mellama_jax
+from mellama_jax.data.synthetic import SyntheticSource
 from mellama_jax.generate import generate
 from mellama_jax.model.attention import xla_attention
 from mellama_jax.model.attention_gpu import cudnn_attention
-from mellama_jax.train.batches import SyntheticSource, global_batch
+from mellama_jax.train.batches import global_batch
 from mellama_jax.train.config import TrainConfig, default_config, model_fields
 from mellama_jax.train.loop import build_engine
 from mellama_jax.train.state import init_state

@@ -79,7 +79,7 @@ def test_up_runs_every_stage_in_order(capsys):
                      "gcloud compute tpus tpu-vm ssh me13b-1",
                      "gcloud compute tpus tpu-vm ssh me13b-0",
                      "gcloud compute tpus tpu-vm ssh me13b-1"]
-    assert "nohup python -m mellama_jax.train" in lines[-1]
+    assert "nohup bash -c" in lines[-1] and "python -m mellama_jax.train" in lines[-1]
 
 
 def test_run_without_command_is_an_error():
@@ -161,3 +161,39 @@ def test_accelerator_names_in_either_spelling_become_gclouds(capsys):
     with pytest.raises(SystemExit, match="v5p-127"):
         tpu_pod.cloud_accelerator("v5p-127")
 
+
+
+def test_pod_worker_reruns_a_preempted_run_until_it_finishes(tmp_path):
+    """The worker's loop (tpu_pod.run_script) reruns the command on exit status 75 (saved for a preemption
+    notice), passes any other status through, and stops rerunning once `stop` left its file."""
+    runs = tmp_path / "runs"
+    fake = tmp_path / "fake_train.sh"  # exits 75 twice (preempted), then 0
+    fake.write_text(f'echo run >> {runs}; [ $(wc -l < {runs}) -ge 3 ] && exit 0; exit 75\n')
+    r = subprocess.run(["bash", "-c", tpu_pod.rerun_loop(["bash", str(fake)])], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and runs.read_text().count("run") == 3, r.stdout
+    assert r.stdout.count("preempted (exit 75): rerunning") == 2
+    failing = tmp_path / "fail.sh"
+    failing.write_text("exit 3\n")
+    assert subprocess.run(["bash", "-c", tpu_pod.rerun_loop(["bash", str(failing)])], timeout=60).returncode == 3
+    stop = os.path.expanduser(tpu_pod.REMOTE_STOP)
+    assert "touch " + tpu_pod.REMOTE_STOP in tpu_pod.stop_script() and stop not in tpu_pod.rerun_loop(["x"])
+
+
+def test_sbatch_requeues_a_preempted_run(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "srun").write_text("#!/bin/bash\nexit 75\n")  # the trainer saved for a preemption notice
+    (bindir / "scontrol").write_text(f"#!/bin/bash\necho \"$@\" > {tmp_path}/scontrol.args\n")
+    for f in ("srun", "scontrol"):
+        (bindir / f).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PATH=f"{bindir}:{env['PATH']}", MELLAMA_REPO=ROOT, MELLAMA_PYTHON=sys.executable, SLURM_JOB_ID="77")
+    r = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_slurm.sbatch")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and (tmp_path / "scontrol.args").read_text().strip() == "requeue 77", r.stdout + r.stderr
+    (bindir / "srun").write_text("#!/bin/bash\nexit 1\n")  # a failure is not requeued
+    (tmp_path / "scontrol.args").unlink()
+    r = subprocess.run(["bash", os.path.join(ROOT, "launch", "gpu_slurm.sbatch")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and not (tmp_path / "scontrol.args").exists()

@@ -71,3 +71,15 @@ def test_ruff_caps_function_complexity(tree):
     target.write_text(target.read_text() + "\n\ndef planted(x):\n" + body + "    return -1\n")
     result = subprocess.run(ruff, cwd=tree, capture_output=True, text=True)
     assert result.returncode != 0 and "C901" in result.stdout, result.stdout
+
+
+def test_data_train_boundary_contracts(tree):
+    """train/ builds no grain pipeline; data/ places nothing on devices (pyproject.toml's forbidden contracts)."""
+    loop = tree / "mellama_jax" / "train" / "loop.py"
+    loop.write_text(loop.read_text() + "\nimport grain  # planted: a pipeline built in train/\n")
+    synthetic = tree / "mellama_jax" / "data" / "synthetic.py"
+    synthetic.write_text(synthetic.read_text() + "\nfrom jax.sharding import NamedSharding  # planted: placement in data/\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "mellama_jax.train.loop -> grain" in result.stdout, result.stdout
+    assert "mellama_jax.data.synthetic -> jax" in result.stdout, result.stdout

@@ -20,8 +20,8 @@ from data_fixtures import unique_docs, write_jsonl
 
 from mellama_jax.data.loader import make_pretrain_iterator
 from mellama_jax.data.mixture import STAGE_KEY, AccountingIterDataset
+from mellama_jax.data.sharded import ShardedGrainSource
 from mellama_jax.data.tokenizer import Tokenizer
-from mellama_jax.train.batches import ShardedGrainSource
 
 ASSET = os.path.join(os.path.dirname(__file__), "assets", "llama2-tokenizer")
 # name: (id prefix, words min, max, documents) — enough documents that no run here reaches a second epoch

@@ -3,8 +3,8 @@ with exactly the global batch stream it would have had.
 
 Processes are played by their rows of the global batch (what `process_rows` gives each process on a mesh);
 each "process" builds its own `ShardedGrainSource` over real grain pipelines on the demo corpus, as the
-train loop does. The checkpointed state is the gathered JSON (`global_state` merges every process's shards;
-here the two processes' states are merged the same way, without jax.distributed).
+train loop does. The checkpointed state is the gathered JSON (`ShardedGrainSource.merge_states` over every
+process's state; train/batches.py gathers them with jax.distributed, here they are handed over directly).
 """
 import json
 
@@ -14,7 +14,7 @@ from data_fixtures import demo_config, make_demo
 
 from mellama_jax.config import ConfigError
 from mellama_jax.data.loader import make_pretrain_iterator
-from mellama_jax.train.batches import ShardedGrainSource
+from mellama_jax.data.sharded import ShardedGrainSource
 
 B = 8
 
@@ -42,9 +42,7 @@ def global_batches(sources, n):
 
 
 def merged_state(sources):
-    state = {"shards": sources[0].shards, "states": {}}
-    for s in sources:
-        state["states"].update(s.get_state()["states"])
+    state = ShardedGrainSource.merge_states([s.get_state() for s in sources])
     return json.loads(json.dumps(state))  # what the checkpoint's JSON holds
 
 

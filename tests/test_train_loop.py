@@ -15,8 +15,8 @@ import pytest
 
 from mellama_jax.checkpoints import rundir
 from mellama_jax.config import ConfigError, config_module
+from mellama_jax.data.synthetic import SyntheticSource
 from mellama_jax.model import params as P
-from mellama_jax.train.batches import SyntheticSource
 from mellama_jax.train.config import TrainConfig, default_config
 from mellama_jax.train.loop import TrainingError, train
 

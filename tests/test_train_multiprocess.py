@@ -23,7 +23,7 @@ import pytest
 
 from mellama_jax import parallel
 from mellama_jax.checkpoints.manager import Checkpointer
-from mellama_jax.train.batches import SyntheticSource
+from mellama_jax.data.synthetic import SyntheticSource
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train
 from mellama_jax.train.optimizer import make_optimizer

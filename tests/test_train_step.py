@@ -9,8 +9,9 @@ import pytest
 
 from mellama_jax import parallel
 from mellama_jax.config import preset
+from mellama_jax.data.synthetic import SyntheticSource
 from mellama_jax.model import params as P
-from mellama_jax.train.batches import SyntheticSource, global_batch
+from mellama_jax.train.batches import global_batch
 from mellama_jax.train.config import OptimConfig, SyntheticDataConfig
 from mellama_jax.train.loss import cross_entropy_sum
 from mellama_jax.train.optimizer import learning_rate_schedule, make_optimizer

@@ -2,8 +2,10 @@
 
 Train (pretraining, instruction tuning, LoRA) as a config file and its `--config.x=y` overrides say.
 
-Rerunning the same command with the same workdir resumes from the latest complete checkpoint. --dry_run checks
-the command (config, overrides, workdir, mesh, batch split, step lowered) and prints the run it would start.
+Rerunning the same command with the same workdir resumes from the latest complete checkpoint. Ctrl-C saves the
+step in progress and exits with status 130; SIGTERM (a preemption notice) saves it within
+checkpoint.preemption_deadline_s and exits with status 75 (EX_TEMPFAIL), on which the launchers rerun. --dry_run
+checks the command (config, overrides, workdir, mesh, batch split, step lowered) and prints the run it would start.
 Multi-process runs (launch/local.py, SLURM, Cloud TPU) add --coordinator/--num_processes/--process_id
 where the cluster is not detected automatically.
 """
@@ -21,6 +23,7 @@ from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.dry_run import dry_run
 from mellama_jax.train.init_from import adopt_init_from, command_line_keys
 from mellama_jax.train.loop import TrainingError, train
+from mellama_jax.train.stopping import EXIT_PREEMPTED
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard.")
@@ -58,7 +61,10 @@ def _main(argv) -> int:
             print(f"dry run: {line}")
         return 0
     result = train(cfg, _WORKDIR.value)
-    print(f"finished at step {result.step}" + (" (preempted; rerun to resume)" if result.preempted else ""))
+    if result.preempted:  # a status launchers tell from a failure: rerun the same command to resume
+        print(f"preempted at step {result.step}; rerun the same command to resume (exit status {EXIT_PREEMPTED})")
+        return EXIT_PREEMPTED
+    print(f"finished at step {result.step}")
     return 0
 
 

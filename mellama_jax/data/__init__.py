@@ -14,6 +14,8 @@ Modules, in the order the data flows:
     packing     documents -> fixed-length rows (grain first-fit packing)
     templates   named prompt templates (me_llama, llama2_chat, alpaca, none)
     instruct    instruction records -> masked token sequences
-    loader      make_pretrain_iterator / make_heldout_batches / make_sft_iterator / global_batch
+    loader      make_pretrain_iterator / make_heldout_batches / make_sft_iterator (one grain pipeline each)
+    sharded     ShardedGrainSource (per-host shards, elastic resume), mixture / SFT training sources
+    synthetic   SyntheticSource: deterministic synthetic batches for tests and benchmarks
     config      typed data configuration from configs/data/*.py
 """

@@ -2,7 +2,7 @@
 
     it = make_pretrain_iterator(data_cfg, tokenizer, seq_len=4096, global_batch_size=512, seed=0)
     batch = next(it)                    # dict of int32 numpy [global_batch/process_count, seq_len]
-    arrays = global_batch(batch, mesh)  # dict of global jax.Arrays sharded over (data, fsdp)
+                                        # (process_index/process_count: this process's share; default all)
     it.get_state() / it.set_state(s)    # or grain.checkpoint.CheckpointSave(it) in an orbax Composite
     it.stats()                          # achieved token share per component, padding, overlong docs
 
@@ -26,7 +26,6 @@ import zlib
 from typing import Any
 
 import grain
-import jax
 import numpy as np
 
 from mellama_jax import paths
@@ -38,7 +37,6 @@ from mellama_jax.data.mixture import AccountingIterDataset, StagedMixIterDataset
 from mellama_jax.data.packing import BlockChunker, pack, pad_batch
 from mellama_jax.data.sources import PreparedSource, RecordSource, hf_disk_files, is_hf_disk, text_check, text_of
 from mellama_jax.data.tokenizer import Tokenizer
-from mellama_jax.parallel import batch_sharding
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +109,10 @@ def _strict(data_cfg: Any) -> bool:
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    """The share to read; without both, the whole data (one process). The data package never asks JAX which
+    process it is: training passes its shard (data/sharded.py) from train/, which knows the processes."""
     if process_index is None or process_count is None:
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
+        process_index, process_count = process_index or 0, process_count or 1
     if not 0 <= process_index < process_count:
         raise DataError(f"process_index={process_index} must be in [0, process_count={process_count})")
     return process_index, process_count
@@ -189,6 +188,9 @@ class DocumentBlocks(grain.MapDataset):
     instead costs a metrics record and a byte-size walk of every document (about a tenth of tokenizing
     it); grain's per-element bookkeeping (stats, index mapping) is then paid once per block, and the
     tokenizer is called once per block. (grain's own MapDataset.batch reads items one by one.)
+
+    `_getitems` is grain's batched-read hook, not public API (grain has no public batched read): that is why
+    pyproject.toml pins grain's version; EpochShuffle and RecordIndices below implement the same hook.
     """
 
     def __init__(self, indices: grain.MapDataset, block_size: int, source):
@@ -205,10 +207,10 @@ class DocumentBlocks(grain.MapDataset):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self.slice(index)
-        n = len(self._parent)
+        n = len(self.parents[0])
         start = index * self._k
         stop = start + self._k if n >= sys.maxsize else min(start + self._k, n)
-        records = [int(i) for i in self._parent._getitems(list(range(start, stop)))]  # pylint: disable=protected-access
+        records = [int(i) for i in self.parents[0]._getitems(list(range(start, stop)))]  # pylint: disable=protected-access
         if self._batched:
             return list(self._source._getitems(records))  # pylint: disable=protected-access
         return [self._source[i] for i in records]
@@ -251,10 +253,10 @@ class EpochShuffle(grain.MapDataset):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self.slice(index)
-        return self._parent[self._map(index)]
+        return self.parents[0][self._map(index)]
 
     def _getitems(self, indices):
-        return self._parent._getitems([self._map(i) for i in indices])  # pylint: disable=protected-access
+        return self.parents[0]._getitems([self._map(i) for i in indices])  # pylint: disable=protected-access
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -436,17 +438,6 @@ def make_sft_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int, glob
     bins = cfg.num_packing_bins or max(2 * local_batch, MIN_PACKING_BINS)
     rows = pack(chunked, seq_len, num_bins=bins, seed=seed)
     return _finish(rows, cfg, local_batch, ("instruct",), report)
-
-
-# --------------------------------------------------------------------------------------------- devices
-def global_batch(local_batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
-    """Assemble process-local batches into global jax.Arrays sharded over the mesh's batch axes."""
-    out = {}
-    for k, v in local_batch.items():
-        v = np.asarray(v)
-        global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
-        out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v, global_shape)
-    return out
 
 
 def iterator_stats(it) -> dict[str, float]:

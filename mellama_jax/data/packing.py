@@ -35,6 +35,9 @@ from mellama_jax.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
+# The batch contract (docs/architecture.md, "Batches"): the fields every training batch holds, int32 [B, T].
+BATCH_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
+
 OVERLONG_FLAG = 1 << 16
 DOMAIN_MASK = OVERLONG_FLAG - 1
 # After this many, overlong documents are still counted (doc_meta) but no longer logged one by one.

@@ -1,47 +1,21 @@
-"""Ahead-of-time compilation of the real train step on abstract inputs (no parameters allocated).
+"""The train step for ahead-of-time planning, on abstract inputs (no parameters allocated).
 
-`lower_train_step(cfg, devices)` builds the mesh over any device list (real devices, or fake TPU devices from
-`jax.experimental.topologies.get_topology_desc`), lays out the state as ShapeDtypeStructs carrying
-shardings and compiles the step the loop would run. `memory_analysis()` of the result says whether it fits
-(an OOM surfaces as RESOURCE_EXHAUSTED, as on the pod) and `cost_analysis()` gives its FLOPs; the planner
-(mellama-plan) sweeps meshes and remat policies with it.
+`abstract_train_inputs(config, mesh)` lays out the state as ShapeDtypeStructs carrying shardings over any mesh
+(real devices, or fake TPU devices from `jax.experimental.topologies.get_topology_desc`) and returns the jitted
+step the loop would run with its abstract inputs; the planner (planning/) lowers and compiles it:
+`memory_analysis()` says whether it fits (an OOM surfaces as RESOURCE_EXHAUSTED, as on the pod) and
+`cost_analysis()` gives its FLOPs.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 from mellama_jax import parallel
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import check_batch_divisibility, make_trainable
 from mellama_jax.train.optimizer import make_optimizer
-from mellama_jax.train.state import StateLayout, state_layout
-from mellama_jax.train.step import abstract_batch, compile_train_step, jit_train_step
-
-
-@dataclasses.dataclass
-class CompiledStep:
-    compiled: Any  # jax Compiled: .memory_analysis(), .cost_analysis(), .as_text()
-    layout: StateLayout  # abstract state (ShapeDtypeStructs with shardings)
-    batch: dict  # abstract batch
-    mesh: Any
-
-
-def lower_train_step(cfg: TrainConfig, devices: Sequence | None = None) -> CompiledStep:
-    with parallel.axis_rules(cfg.mesh.rules):
-        return _lower_train_step(cfg, devices)
-
-
-def _lower_train_step(cfg: TrainConfig, devices: Sequence | None) -> CompiledStep:
-    mesh = parallel.make_mesh(cfg.mesh, devices)
-    check_batch_divisibility(cfg, mesh)
-    trainable = make_trainable(cfg)
-    tx, schedule = make_optimizer(cfg.optim, cfg.train.steps, trainable.abstract_trainable())
-    layout = state_layout(trainable, tx, mesh)
-    compiled = compile_train_step(trainable, tx, schedule, layout, mesh, global_batch_size=cfg.train.global_batch_size,
-                                  seq_len=cfg.train.seq_len, micro_batches=cfg.train.micro_batches)
-    batch = abstract_batch(mesh, cfg.train.global_batch_size, cfg.train.seq_len, train=True)
-    return CompiledStep(compiled, layout, batch, mesh)
+from mellama_jax.train.state import state_layout
+from mellama_jax.train.step import abstract_batch, jit_train_step
 
 
 def abstract_train_inputs(config, mesh) -> tuple[Any, tuple]:

@@ -15,7 +15,7 @@ Layout of the schema:
     mesh.*           MeshConfig (data, fsdp, tensor, dcn_data, allow_plain_device_order) and mesh.rules.<logical axis> (parallel/rules.py)
     train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora.*
     optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, docs/sources.md)
-    checkpoint.*     every_steps, keep, async_save
+    checkpoint.*     every_steps, keep, async_save, preemption_deadline_s (SIGTERM: train/stopping.py)
     eval.*           held-out evaluation cadence and size; benchmark tasks during training (eval.tasks ...)
     log.*            logging cadence, TensorBoard, progress bar, device peak FLOP/s for MFU
     data.*           kind ("synthetic" | "mixture" | "sft"), tokenizer, synthetic.*, mixture (opaque, for
@@ -124,8 +124,13 @@ class CheckpointConfig:
     every_steps: int = 1000  # 0: only at the end and on SIGTERM
     keep: int = 3
     async_save: bool = True
+    # SIGTERM (preemption notice): the save of the step in progress must end this many seconds after the signal
+    # (train/stopping.py); fits a 30 s notice with room to exit.
+    preemption_deadline_s: float = 25.0
 
     def __post_init__(self):
+        if self.preemption_deadline_s <= 0:
+            raise ConfigError(f"checkpoint.preemption_deadline_s must be > 0, got {self.preemption_deadline_s}")
         if self.every_steps < 0 or self.keep < 1:
             raise ConfigError(f"checkpoint.every_steps must be >= 0 and checkpoint.keep >= 1, "
                               f"got {self.every_steps}, {self.keep}")

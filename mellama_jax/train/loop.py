@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -24,6 +24,8 @@ from mellama_jax.checkpoints import fileio, model_dir
 from mellama_jax.checkpoints.manager import Checkpointer
 from mellama_jax.config import ConfigError
 from mellama_jax.convert import hf
+from mellama_jax.data import sharded, synthetic
+from mellama_jax.data.packing import BATCH_KEYS
 from mellama_jax.model import params as P
 from mellama_jax.train import batches as B
 from mellama_jax.train.config import TrainConfig
@@ -32,9 +34,9 @@ from mellama_jax.train.lora import LoraTrainable
 from mellama_jax.train.metrics import MetricsWriter
 from mellama_jax.train.optimizer import make_optimizer
 from mellama_jax.train.peak import system_peak
-from mellama_jax.train.preemption import PreemptionWatch
 from mellama_jax.train.state import FullParams, StateLayout, Trainable, TrainState, init_state, state_layout
-from mellama_jax.train.step import BATCH_KEYS, compile_eval_step, compile_train_step
+from mellama_jax.train.step import compile_eval_step, compile_train_step
+from mellama_jax.train.stopping import INTERRUPT, PREEMPT, StopSignals
 from mellama_jax.train.task_eval import TaskEvaluator
 
 log = logging.getLogger(__name__)
@@ -106,24 +108,27 @@ def _build_engine(cfg: TrainConfig, *, trainable: Optional[Trainable], devices) 
 def make_source(cfg: TrainConfig, engine: Engine):
     t = cfg.train
     if cfg.data.kind == "synthetic":
-        return B.SyntheticSource(cfg.data.synthetic, vocab_size=cfg.model.vocab_size, seq_len=t.seq_len,
+        return synthetic.SyntheticSource(cfg.data.synthetic, vocab_size=cfg.model.vocab_size, seq_len=t.seq_len,
                                  global_batch_size=t.global_batch_size, rows=engine.rows)
     if cfg.data.kind == "sft":
-        return B.sft_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
-                            rows=engine.rows)
-    return B.mixture_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
-                            rows=engine.rows)
+        return sharded.sft_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
+                                  rows=engine.rows, processes=jax.process_count())
+    return sharded.mixture_source(cfg.data, seq_len=t.seq_len, global_batch_size=t.global_batch_size, seed=t.seed,
+                                  rows=engine.rows, processes=jax.process_count())
 
 
 def make_heldout(cfg: TrainConfig, engine: Engine) -> dict[str, list[dict]]:
     bs = cfg.eval.batch_size or cfg.train.global_batch_size
+    process = (jax.process_index(), jax.process_count())
     if cfg.data.kind == "synthetic":
-        return B.synthetic_heldout(cfg.data.synthetic, vocab_size=cfg.model.vocab_size, seq_len=cfg.train.seq_len,
+        return synthetic.synthetic_heldout(cfg.data.synthetic, vocab_size=cfg.model.vocab_size, seq_len=cfg.train.seq_len,
                                    batch_size=bs, batches=cfg.eval.batches,
                                    rows=B.process_rows(engine.mesh, bs))
     if cfg.data.kind == "sft":
-        return B.sft_heldout(cfg.data, seq_len=cfg.train.seq_len, batch_size=bs, batches=cfg.eval.batches)
-    return B.mixture_heldout(cfg.data, seq_len=cfg.train.seq_len, batch_size=bs, batches=cfg.eval.batches)
+        return sharded.sft_heldout(cfg.data, seq_len=cfg.train.seq_len, batch_size=bs, batches=cfg.eval.batches,
+                                   process=process)
+    return sharded.mixture_heldout(cfg.data, seq_len=cfg.train.seq_len, batch_size=bs, batches=cfg.eval.batches,
+                                   process=process)
 
 
 def initial_params(cfg: TrainConfig, engine: Engine, workdir: str):
@@ -183,25 +188,188 @@ def check_workdir(workdir: str) -> None:
         raise ConfigError(f"workdir {workdir}: {existing} is a file; expected a (new or existing) directory")
 
 
+@dataclasses.dataclass
+class Hook:
+    """Work done after step n when due: every `every` steps (0: not on a schedule) and at the last step.
+    The loop runs due hooks in order, after checking the step's loss (a non-finite state is never saved)."""
+    name: str
+    every: int
+    run: Callable[[int, TrainState], None]
+
+    def due(self, n: int, last: int) -> bool:
+        return bool(self.every and n % self.every == 0) or n == last
+
+
+class LossMonitor:
+    """Metrics of step n are fetched after step n+1 is dispatched (no device stall); a non-finite loss stops the
+    run naming the step and the last good checkpoint; log steps write train/data metrics and the progress bar."""
+
+    def __init__(self, cfg: TrainConfig, writer: MetricsWriter, source, ckpt: Checkpointer, start: int):
+        self.cfg, self.writer, self.source, self.ckpt = cfg, writer, source, ckpt
+        self.pending: list[tuple[int, dict]] = []
+        self.last: dict = {}
+        self.timer = (time.perf_counter(), start)
+        self.peak, peak_how = system_peak(cfg.log.peak_flops_per_device)
+        self.peak_how = peak_how
+        self.flops_per_token = P.flops_per_token(cfg.model, cfg.train.seq_len)
+        self.tokens_per_step = cfg.train.global_batch_size * cfg.train.seq_len
+
+    def dispatched(self, n: int, metrics: dict) -> None:
+        self.pending.append((n, metrics))
+        self.check(n - 1)
+
+    def check(self, upto: int) -> None:
+        while self.pending and self.pending[0][0] <= upto:
+            n, metrics = self.pending.pop(0)
+            fetched = dict(jax.device_get(metrics))
+            domain_loss, domain_tokens = fetched.pop("domain_loss_sum"), fetched.pop("domain_tokens")
+            values = {k: float(v) for k, v in fetched.items()}
+            # Training loss per mixture component (its rows' tokens only), next to the held-out one.
+            for i, name in enumerate(self.source.domain_names[:len(domain_tokens)]):
+                if domain_tokens[i] > 0:
+                    values[f"loss/{name}"] = float(domain_loss[i] / domain_tokens[i])
+            if not math.isfinite(values["loss"]):
+                self._stop(n, values["loss"])
+            if n % self.cfg.log.every_steps == 0 or n == self.cfg.train.steps:
+                self._log(n, values)
+
+    def _stop(self, n: int, loss: float) -> None:
+        self.ckpt.wait()
+        good = self.ckpt.latest_step()
+        self.writer.close()
+        raise TrainingError(f"loss is {loss} at step {n}; stopping. The last good checkpoint is "
+                            f"{'step ' + str(good) + ' in ' + self.ckpt.directory if good is not None else 'none'}"
+                            f" (lower optim.learning_rate or check the data)")
+
+    def _log(self, n: int, values: dict) -> None:
+        now = time.perf_counter()
+        dt = now - self.timer[0]
+        tps = self.tokens_per_step * (n - self.timer[1]) / dt if dt > 0 else 0.0
+        values.update(tokens_per_sec=tps, step_time_s=dt / max(n - self.timer[1], 1),
+                      mfu=self.flops_per_token * tps / self.peak if self.peak else 0.0)
+        self.writer.write(n, "train", values)
+        data_stats = self.source.stats()
+        if data_stats:  # achieved token share per mixture component, padding, skipped records
+            self.writer.write(n, "data", {k.removeprefix("data/"): v for k, v in data_stats.items()})
+        self.writer.progress(n, {"loss": values["loss"], "tok/s": tps})
+        self.timer = (now, n)
+        self.last = values
+
+
+@dataclasses.dataclass
+class Run:
+    """One call of train(): what the hooks share."""
+    cfg: TrainConfig
+    workdir: str
+    engine: Engine
+    source: Any
+    ckpt: Checkpointer
+    writer: MetricsWriter
+    monitor: LossMonitor
+    stop: StopSignals
+    tasks: Optional[TaskEvaluator]
+    hooks: list[Hook] = dataclasses.field(default_factory=list)
+    last_eval: dict = dataclasses.field(default_factory=dict)
+    primary: bool = True
+
+    # ---- hooks
+    def save(self, n: int, state: TrainState) -> None:
+        if not self.stop.reason:
+            self.ckpt.save(n, state, self.source, self.cfg.to_dict())
+        elif self.stop.save_fits():  # stopping: this save must be on disk before the process exits
+            self.stop.timed_save(lambda: (self.ckpt.save(n, state, self.source, self.cfg.to_dict()), self.ckpt.wait()))
+        else:
+            self.ckpt.wait()  # finish the save in flight; a new one would end after the preemption deadline
+            log.warning("preemption notice: step %d not saved (a save would end after checkpoint."
+                        "preemption_deadline_s=%s); the last checkpoint is step %s", n, self.stop.deadline_s,
+                        self.ckpt.latest_step())
+        self.writer.sync()  # on object storage: metrics up to this checkpoint are stored with it
+
+    def heldout_eval(self, eval_step, heldout, batch_size: int):
+        def run(n: int, state: TrainState) -> None:
+            self.last_eval = evaluate(eval_step, state, heldout, self.engine.mesh, batch_size)
+            self.writer.write(n, "eval", self.last_eval)
+        return run
+
+    def task_eval(self, n: int, state: TrainState) -> None:
+        task_metrics = self.tasks.run(state, self.engine.trainable, self.engine.mesh)
+        self.writer.write(n, "tasks", task_metrics)
+        self.last_eval = {**self.last_eval, **{f"tasks/{k}": v for k, v in task_metrics.items()}}
+        if self.primary:
+            log.info("step %d: benchmark tasks evaluated in %.1f s", n, task_metrics["seconds"])
+
+    # ---- the step loop
+    def steps(self, state: TrainState, start: int) -> TrainState:
+        """Train from `start` to the last step (or a stop request), running the hooks that are due."""
+        t, mesh = self.cfg.train, self.engine.mesh
+        for step in range(start, t.steps):
+            state, metrics = self.engine.train_step(state, B.global_batch(next(self.source), mesh, t.global_batch_size))
+            n = step + 1
+            self.monitor.dispatched(n, metrics)
+            stopping = self.stop.requested(n) is not None
+            due = [h for h in self.hooks if h.due(n, t.steps) or (stopping and h.name == "checkpoint")]
+            if due:
+                self.monitor.check(n)  # a non-finite state is never saved or evaluated
+            for hook in due:
+                hook.run(n, state)
+            if stopping:
+                log.warning("%s: saved step %d, exiting", "Ctrl-C" if self.stop.reason == INTERRUPT
+                            else "preemption notice", self.ckpt.latest_step() or 0)
+                break
+        self.monitor.check(t.steps)
+        return state
+
+
 def train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable] = None, source=None,
           engine: Optional[Engine] = None) -> TrainResult:
-    """Train (or resume) to cfg.train.steps, logging and checkpointing into `workdir`."""
+    """Train (or resume) to cfg.train.steps, logging and checkpointing into `workdir`. Ctrl-C saves the step in
+    progress and raises KeyboardInterrupt; a preemption notice saves it and returns with `preempted` set."""
     with parallel.axis_rules(cfg.mesh.rules):  # the run's logical-axis rules for every sharding below
         return _train(cfg, workdir, trainable=trainable, source=source, engine=engine)
 
 
-def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], source, engine: Optional[Engine]):  # noqa: C901, PLR0915 - split into hooks next
+def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], source, engine: Optional[Engine]):
     workdir = paths.as_str(workdir, what="workdir")  # a local directory or gs://bucket/...
     # Benchmark tasks: their records are read and validated first, before anything is compiled or written.
     tasks = TaskEvaluator(cfg) if cfg.eval.tasks else None
     check_workdir(workdir)  # before minutes of compiling
     check_init_from(cfg.init_from, cfg.model)
     engine = engine or build_engine(cfg, trainable=trainable)
-    mesh, t = engine.mesh, cfg.train
-    source = source or make_source(cfg, engine)
+    source = B.checkpointed(source or make_source(cfg, engine))
     ckpt = Checkpointer(workdir, cfg.checkpoint)
-    config_dict = cfg.to_dict()
+    state = _initial_state(cfg, engine, workdir, ckpt, source)
+    start = int(jax.device_get(state.step))
+    primary = jax.process_index() == 0
+    writer = MetricsWriter(workdir, total_steps=cfg.train.steps, initial_step=start, enabled=primary,
+                           tensorboard=cfg.log.tensorboard, progress_bar=cfg.log.progress_bar)
+    run = Run(cfg, workdir, engine, source, ckpt, writer, LossMonitor(cfg, writer, source, ckpt, start),
+              StopSignals(ckpt.manager, cfg.checkpoint.preemption_deadline_s), tasks, primary=primary)
+    run.hooks = _hooks(run)
+    if primary:
+        trained = sum(int(x.size) for x in jax.tree.leaves(engine.layout.abstract.params))
+        log.info("training %s of %s params on mesh %s from step %d to %d; peak %.3g FLOP/s (%s)",
+                 f"{trained:,}", f"{P.count_params(cfg.model):,}", dict(engine.mesh.shape), start, cfg.train.steps,
+                 run.monitor.peak, run.monitor.peak_how)
+    run_started = time.perf_counter()
+    try:
+        state = run.steps(state, start)
+        _log_task_cost(tasks, primary, time.perf_counter() - run_started)
+        final = int(jax.device_get(state.step))
+        if final == cfg.train.steps and ckpt.latest_step() != final:  # e.g. resumed at the last step
+            ckpt.save(final, state, source, cfg.to_dict())
+    finally:
+        run.stop.close()
+        ckpt.close()
+        writer.close()
+    if run.stop.reason == INTERRUPT:
+        raise KeyboardInterrupt  # after the save: the command exits as interrupted (status 130)
+    return TrainResult(state=state, step=int(jax.device_get(state.step)), train_metrics=run.monitor.last,
+                       eval_metrics=run.last_eval, preempted=run.stop.reason == PREEMPT, engine=engine,
+                       task_results=tasks.last_results if tasks is not None else [])
 
+
+def _initial_state(cfg: TrainConfig, engine: Engine, workdir: str, ckpt: Checkpointer, source) -> TrainState:
+    """The latest checkpoint's state, or a fresh one (from init_from's params, if any)."""
     # The frozen part (the LoRA base) is not in checkpoints: load it from its reference, fresh run or resume.
     frozen = engine.trainable.load_frozen(engine.layout.shardings.frozen)
     if frozen is not None:
@@ -209,113 +377,27 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
     resumed = ckpt.restore_latest(engine.layout.abstract, source)
     if resumed is not None:
         state, _, latest = resumed
-        state = state.replace(frozen=frozen)
         log.info("resumed from %s/%d", ckpt.directory, latest)
-    else:
-        state = init_state(engine.trainable, engine.tx, engine.layout, jax.random.key(t.seed),
-                           params=initial_params(cfg, engine, workdir), frozen=frozen)
-    start = int(jax.device_get(state.step))
+        return state.replace(frozen=frozen)
+    return init_state(engine.trainable, engine.tx, engine.layout, jax.random.key(cfg.train.seed),
+                      params=initial_params(cfg, engine, workdir), frozen=frozen)
 
-    eval_step = heldout = None
-    eval_bs = cfg.eval.batch_size or t.global_batch_size
+
+def _hooks(run: Run) -> list[Hook]:
+    """checkpoint, held-out eval, benchmark tasks — each at its interval and at the last step."""
+    cfg, engine = run.cfg, run.engine
+    hooks = [Hook("checkpoint", cfg.checkpoint.every_steps, run.save)]
     if cfg.eval.every_steps:
-        eval_step = compile_eval_step(engine.trainable, engine.layout, mesh, batch_size=eval_bs, seq_len=t.seq_len)
-        heldout = make_heldout(cfg, engine)
+        eval_bs = cfg.eval.batch_size or cfg.train.global_batch_size
+        eval_step = compile_eval_step(engine.trainable, engine.layout, engine.mesh, batch_size=eval_bs,
+                                      seq_len=cfg.train.seq_len)
+        hooks.append(Hook("eval", cfg.eval.every_steps, run.heldout_eval(eval_step, make_heldout(cfg, engine), eval_bs)))
+    if run.tasks is not None:
+        hooks.append(Hook("tasks", cfg.eval.task_every_steps, run.task_eval))
+    return hooks
 
-    primary = jax.process_index() == 0
-    peak, peak_how = system_peak(cfg.log.peak_flops_per_device)
-    flops_per_token = P.flops_per_token(cfg.model, t.seq_len)
-    tokens_per_step = t.global_batch_size * t.seq_len
-    writer = MetricsWriter(workdir, total_steps=t.steps, initial_step=start, enabled=primary,
-                           tensorboard=cfg.log.tensorboard, progress_bar=cfg.log.progress_bar)
-    if primary:
-        trained = sum(int(x.size) for x in jax.tree.leaves(engine.layout.abstract.params))
-        log.info("training %s of %s params on mesh %s from step %d to %d; peak %.3g FLOP/s (%s)",
-                 f"{trained:,}", f"{P.count_params(cfg.model):,}", dict(mesh.shape), start, t.steps, peak, peak_how)
-    watch = PreemptionWatch(ckpt.manager)
 
-    pending: list[tuple[int, dict]] = []  # dispatched steps whose metrics are not checked yet
-    last_train: dict = {}
-    last_eval: dict = {}
-    timer = (time.perf_counter(), start)
-    run_started = timer[0]
-    preempted = False
-
-    def check(upto: int) -> None:
-        """Fetch metrics of pending steps <= upto; stop on a non-finite loss; log on log steps."""
-        nonlocal last_train, timer
-        while pending and pending[0][0] <= upto:
-            n, metrics = pending.pop(0)
-            fetched = dict(jax.device_get(metrics))
-            domain_loss, domain_tokens = fetched.pop("domain_loss_sum"), fetched.pop("domain_tokens")
-            values = {k: float(v) for k, v in fetched.items()}
-            # Training loss per mixture component (its rows' tokens only), next to the held-out one.
-            for i, name in enumerate(getattr(source, "domain_names", ())[:len(domain_tokens)]):
-                if domain_tokens[i] > 0:
-                    values[f"loss/{name}"] = float(domain_loss[i] / domain_tokens[i])
-            if not math.isfinite(values["loss"]):
-                ckpt.wait()
-                good = ckpt.latest_step()
-                writer.close()
-                raise TrainingError(f"loss is {values['loss']} at step {n}; stopping. The last good checkpoint is "
-                                    f"{'step ' + str(good) + ' in ' + ckpt.directory if good is not None else 'none'}"
-                                    f" (lower optim.learning_rate or check the data)")
-            if n % cfg.log.every_steps == 0 or n == t.steps:
-                now = time.perf_counter()
-                dt = now - timer[0]
-                tps = tokens_per_step * (n - timer[1]) / dt if dt > 0 else 0.0
-                values.update(tokens_per_sec=tps, step_time_s=dt / max(n - timer[1], 1),
-                              mfu=flops_per_token * tps / peak if peak else 0.0)
-                writer.write(n, "train", values)
-                data_stats = source.stats() if hasattr(source, "stats") else {}
-                if data_stats:  # achieved token share per mixture component, padding, skipped records
-                    writer.write(n, "data", {k.removeprefix("data/"): v for k, v in data_stats.items()})
-                writer.progress(n, {"loss": values["loss"], "tok/s": tps})
-                timer = (now, n)
-                last_train = values
-
-    try:
-        for step in range(start, t.steps):
-            batch = B.global_batch(next(source), mesh, t.global_batch_size)
-            state, metrics = engine.train_step(state, batch)
-            n = step + 1
-            pending.append((n, metrics))
-            check(n - 1)
-            stop = watch.reached(n)
-            save = ckpt.due(n) or n == t.steps or stop
-            run_eval = eval_step is not None and (n % cfg.eval.every_steps == 0 or n == t.steps)
-            every = cfg.eval.task_every_steps
-            run_tasks = tasks is not None and ((every and n % every == 0) or n == t.steps)
-            if save or run_eval or run_tasks:
-                check(n)
-            if save:
-                ckpt.save(n, state, source, config_dict)
-                writer.sync()  # on object storage: metrics up to this checkpoint are stored with it
-            if run_eval:
-                last_eval = evaluate(eval_step, state, heldout, mesh, eval_bs)
-                writer.write(n, "eval", last_eval)
-            if run_tasks:
-                task_metrics = tasks.run(state, engine.trainable, mesh)
-                writer.write(n, "tasks", task_metrics)
-                last_eval = {**last_eval, **{f"tasks/{k}": v for k, v in task_metrics.items()}}
-                if primary:
-                    log.info("step %d: benchmark tasks evaluated in %.1f s", n, task_metrics["seconds"])
-            if stop:
-                log.warning("preemption signal: saved step %d, exiting", n)
-                preempted = True
-                break
-        check(t.steps)
-        if tasks is not None and tasks.runs and primary:
-            wall = time.perf_counter() - run_started
-            log.info("in-loop task evaluation: %d runs, %.1f s in all (%.1f%% of this run's %.1f s)", tasks.runs,
-                     tasks.total_seconds, 100 * tasks.total_seconds / max(wall, 1e-9), wall)
-        final = int(jax.device_get(state.step))
-        if final == t.steps and ckpt.latest_step() != final:  # e.g. resumed at the last step
-            ckpt.save(final, state, source, config_dict)
-    finally:
-        watch.close()
-        ckpt.close()
-        writer.close()
-    return TrainResult(state=state, step=int(jax.device_get(state.step)), train_metrics=last_train,
-                       eval_metrics=last_eval, preempted=preempted, engine=engine,
-                       task_results=tasks.last_results if tasks is not None else [])
+def _log_task_cost(tasks: Optional[TaskEvaluator], primary: bool, wall: float) -> None:
+    if tasks is not None and tasks.runs and primary:
+        log.info("in-loop task evaluation: %d runs, %.1f s in all (%.1f%% of this run's %.1f s)", tasks.runs,
+                 tasks.total_seconds, 100 * tasks.total_seconds / max(wall, 1e-9), wall)

@@ -20,10 +20,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mellama_jax import parallel
 from mellama_jax.data.mixture import ROW_DOMAIN
+from mellama_jax.data.packing import BATCH_KEYS
 from mellama_jax.train.loss import cross_entropy_rows, cross_entropy_sum
 from mellama_jax.train.state import StateLayout, Trainable, TrainState
 
-BATCH_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
 # Training batches also carry each row's mixture component (int32 [B]; every packed row holds one component's
 # documents, data/mixture.py), for the per-component training loss; up to MAX_DOMAINS components are told apart.
 TRAIN_KEYS = BATCH_KEYS + (ROW_DOMAIN,)
