@@ -54,15 +54,18 @@ def test_setup_copies_code_and_installs_on_every_worker(capsys):
 
 
 def test_run_logs_stop_delete(capsys):
-    run = ("cd ~/mellama_jax && source .venv/bin/activate && nohup " + shlex.join(TRAIN) +
-           " > ~/mellama_run.log 2>&1 < /dev/null & echo $! > ~/mellama_run.pid")
+    loop = (f"while :; do {shlex.join(TRAIN)}; s=$?; if [ $s -ne 75 ] || [ -e ~/mellama_run.stop ]; then exit $s; fi; "
+            f"echo \"preempted (exit 75): rerunning to resume\"; done")  # rerun after a preemption exit
+    run = ("cd ~/mellama_jax && source .venv/bin/activate && rm -f ~/mellama_run.stop && nohup bash -c "
+           + shlex.quote(loop) + " > ~/mellama_run.log 2>&1 < /dev/null & echo $! > ~/mellama_run.pid")
     assert _dry(capsys, ["run", *POD, "--", *TRAIN]) == [
         f"gcloud compute tpus tpu-vm ssh me13b {WHERE} --worker=all --command {shlex.quote(run)}"]
     assert _dry(capsys, ["logs", *POD]) == [
         f"gcloud compute tpus tpu-vm ssh me13b {WHERE} --worker=0 --command 'tail -n +1 -F ~/mellama_run.log'"]
     assert _dry(capsys, ["stop", *POD, "--num_slices", "2"]) == [
         f"gcloud compute tpus tpu-vm ssh me13b-{i} {WHERE} --worker=all --command "
-        f"'test -f ~/mellama_run.pid && kill -TERM $(cat ~/mellama_run.pid) || true'" for i in range(2)]
+        f"'test -f ~/mellama_run.pid && touch ~/mellama_run.stop && pkill -TERM -P $(cat ~/mellama_run.pid) || true'"
+        for i in range(2)]
     assert _dry(capsys, ["delete", *POD]) == [
         f"gcloud compute tpus queued-resources delete me13b {WHERE} --force --quiet"]
 
@@ -176,8 +179,6 @@ def test_pod_worker_reruns_a_preempted_run_until_it_finishes(tmp_path):
     failing = tmp_path / "fail.sh"
     failing.write_text("exit 3\n")
     assert subprocess.run(["bash", "-c", tpu_pod.rerun_loop(["bash", str(failing)])], timeout=60).returncode == 3
-    stop = os.path.expanduser(tpu_pod.REMOTE_STOP)
-    assert "touch " + tpu_pod.REMOTE_STOP in tpu_pod.stop_script() and stop not in tpu_pod.rerun_loop(["x"])
 
 
 def test_sbatch_requeues_a_preempted_run(tmp_path):

@@ -24,6 +24,7 @@ import pytest
 from mellama_jax import parallel
 from mellama_jax.checkpoints.manager import Checkpointer
 from mellama_jax.data.synthetic import SyntheticSource
+from mellama_jax.train.batches import checkpointed
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.loop import train
 from mellama_jax.train.optimizer import make_optimizer
@@ -95,7 +96,7 @@ def restore(workdir, mesh_cfg):
         step = ckpt.latest_step()
         source = SyntheticSource(cfg.data.synthetic, vocab_size=cfg.model.vocab_size, seq_len=cfg.train.seq_len,
                                  global_batch_size=cfg.train.global_batch_size)
-        state, saved = ckpt.restore(step, layout.abstract, source)
+        state, saved = ckpt.restore(step, layout.abstract, checkpointed(source))
     finally:
         ckpt.close()
     assert saved["train"]["steps"] == STEPS
