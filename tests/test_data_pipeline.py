@@ -294,11 +294,12 @@ def test_resume_two_processes_with_worker_processes(env, tmp_path):
 def test_global_batch_from_process_local_data(long_run):
     import jax
 
+    from mellama_jax.data.packing import BATCH_KEYS
     from mellama_jax.parallel import MeshConfig, batch_sharding, make_mesh
     from mellama_jax.train.batches import global_batch  # placement is train's (data/ never places on devices)
     mesh = make_mesh(MeshConfig(data=2, fsdp=4, tensor=1))
-    local = {k: v for k, v in long_run[0][0].items() if k != "meta"}
-    arrays = global_batch(local, mesh, len(local["tokens"]))
+    local = long_run[0][0]
+    arrays = global_batch(local, mesh, len(local["tokens"]), keys=BATCH_KEYS)
     for k, v in arrays.items():
         assert isinstance(v, jax.Array) and v.shape == local[k].shape
         assert v.sharding.is_equivalent_to(batch_sharding(mesh), 2)
