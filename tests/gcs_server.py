@@ -15,7 +15,8 @@ downloads carry the `x-goog-generation` / `x-goog-metageneration` headers real G
 GCS driver reads (without them it fails with "Malformed StorageGeneration" when it re-reads an OCDBT
 manifest), suffix ranges (`Range: bytes=-N`, the last N bytes: how array_record's reader fetches an
 ArrayRecord footer from objects over 1 MiB) are answered as real GCS does instead of with the whole object, and
-its listen backlog is deepened (see serve()). The server is otherwise the emulator as published.
+its listen backlog is deepened (see serve()). For fault injection, `GcsServer.fail_next(K)` makes it answer the
+next K requests with 503. The server is otherwise the emulator as published.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import urllib.request
 import uuid
 
 BUCKET = "mellama-test"
+FAULT_PATH = "/_mellama/fail_next"  # POST ?count=K: the next K requests are answered 503 (fault injection)
 
 
 def _free_port() -> int:
@@ -80,6 +82,13 @@ class GcsServer:
                 self.proc.kill()
                 self.proc.wait()
 
+    def fail_next(self, count: int) -> int:
+        """Make the server answer its next `count` requests with 503 (a transient GCS error, as real GCS gives
+        under load); the clients' retries must carry the operation through. Returns how many 503s of the
+        previous burst were still to be answered."""
+        request = urllib.request.Request(f"{self.url}{FAULT_PATH}?count={count}", method="POST")
+        return int(urllib.request.urlopen(request, timeout=5).read())
+
     def fresh_prefix(self, name: str = "t") -> str:
         """A gs:// directory no other test uses."""
         return f"gs://{BUCKET}/{name}-{uuid.uuid4().hex[:8]}"
@@ -110,6 +119,30 @@ def serve(port: int) -> None:
         response["x-goog-metageneration"] = str(obj.get("metageneration", "1"))
 
     objects.download = download  # objects.get(alt=media) calls it through the module
+    failing = {"left": 0}
+    route = emulator_server.Router.handle
+
+    def handle(router, method):
+        handler = router._request_handler  # pylint: disable=protected-access
+        if handler.path.startswith(FAULT_PATH):
+            body = str(failing["left"]).encode()
+            failing["left"] = int(re.search(r"count=(\d+)", handler.path).group(1))
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
+        if failing["left"] > 0:
+            failing["left"] -= 1
+            handler.close_connection = True  # the request body (if any) is left unread
+            handler.send_response(503)
+            handler.send_header("Content-Length", "0")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            return
+        route(router, method)
+
+    emulator_server.Router.handle = handle
     # The emulator serves one request at a time from http.server's listen backlog of 5 connections; clients that
     # open many at once (array_record's reader fetches a block's documents in parallel) have their further
     # connection attempts dropped and retried by TCP a second later. A deeper backlog queues them instead.

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -200,3 +201,35 @@ def test_loader_reads_a_raw_corpus_and_tokenizer_from_gcs(gcs, tmp_path):
         assert sorted(a) == sorted(b)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_503_burst_during_a_save_is_retried_and_training_ends_bitwise(gcs, reference):
+    """Real GCS answers 503 (and 429) under load: a burst of them starting with the first checkpoint save is
+    retried by the clients (gcsfs, tensorstore) and the run ends bitwise equal to the local one."""
+    ref_dir, ref = reference
+    workdir = gcs.fresh_prefix("flaky")
+    bucket, prefix = workdir[len("gs://"):].split("/", 1)
+    listing = f"{gcs.url}/storage/v1/b/{bucket}/o?prefix={urllib.parse.quote(prefix + '/checkpoints/')}"
+    injected, fired = threading.Event(), threading.Event()
+
+    def inject_when_saving():
+        while not injected.is_set():
+            try:
+                if json.loads(urllib.request.urlopen(listing, timeout=5).read()).get("items"):
+                    gcs.fail_next(12)
+                    fired.set()
+                    injected.set()
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=inject_when_saving, daemon=True)
+    watcher.start()
+    try:
+        again = train(small_config(), workdir, engine=ref.engine)
+    finally:
+        injected.set()
+    assert fired.is_set() and gcs.fail_next(0) == 0  # the burst came during the run and all 12 were answered
+    assert_params_equal(again.state.params, ref.state.params)
+    redone = losses(epath.Path(workdir, "metrics.jsonl").read_text())
+    assert redone == losses(open(os.path.join(ref_dir, "metrics.jsonl")).read())
