@@ -12,16 +12,14 @@ import json
 import os
 from typing import Any, Mapping
 
+from mellama_jax.config_groups import ConfigError, FieldError, typed
+
 # Names accepted for `remat_policy` (MaxText's names); the policies themselves live in mellama_jax/model/remat.py.
 REMAT_POLICIES = ("none", "minimal_with_context", "minimal", "save_dots", "save_dot_except_mlpwi",
                   "save_dot_except_mlp", "save_qkv_proj", "save_out_proj", "full",
                   "minimal_offloaded", "minimal_with_context_offloaded", "qkv_proj_offloaded")
 ATTENTION_BACKENDS = ("xla", "splash", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or inconsistent (the message names the field)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,19 +53,18 @@ class ModelConfig:
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+                raise FieldError(self, name, value, "must be a positive integer")
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(
-                f"ModelConfig.num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
+            raise FieldError(self, "num_kv_heads", self.num_kv_heads, f"must divide num_heads={self.num_heads}")
         if self.head_dim % 2:
-            raise ConfigError(f"ModelConfig.head_dim={self.head_dim} must be even for rotary embeddings")
-        if self.dtype not in DTYPES or self.param_dtype not in DTYPES:
-            raise ConfigError(f"ModelConfig.dtype/param_dtype must be one of {DTYPES}, "
-                              f"got {self.dtype!r}/{self.param_dtype!r}")
+            raise FieldError(self, "head_dim", self.head_dim, "must be even for rotary embeddings")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise FieldError(self, name, getattr(self, name), f"expected one of {DTYPES}")
         if self.remat_policy not in REMAT_POLICIES:
-            raise ConfigError(f"ModelConfig.remat_policy={self.remat_policy!r}; expected one of {REMAT_POLICIES}")
+            raise FieldError(self, "remat_policy", self.remat_policy, f"expected one of {REMAT_POLICIES}")
         if self.attention not in ATTENTION_BACKENDS:
-            raise ConfigError(f"ModelConfig.attention={self.attention!r}; expected one of {ATTENTION_BACKENDS}")
+            raise FieldError(self, "attention", self.attention, f"expected one of {ATTENTION_BACKENDS}")
 
     # ---------------------------------------------------------------- derived quantities
     @property
@@ -82,12 +79,9 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown model config field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**dict(values))
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config.model") -> "ModelConfig":
+        """From the config group `model` (or a stored model_config.json); errors name `source.<field>`."""
+        return typed(cls, values, source)
 
     def save_json(self, path: str) -> None:
         with open(path, "w") as f:

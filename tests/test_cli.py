@@ -42,7 +42,7 @@ def _mistakes(tmp):
                                                  ["train.global_batch_size=3", "data-parallel size 2"]),
         "train: micro-batches do not split the batch": (
             train + ["--workdir", str(tmp / "w"), "--config.train.global_batch_size=8", "--config.train.micro_batches=3"],
-            ["--config.train.micro_batches=3", "global_batch_size=8"]),
+            ["config.train.micro_batches=3: must divide", "global_batch_size=8"]),
         "train: init_from missing": (train + ["--workdir", str(tmp / "w"), f"--config.init_from={missing}"],
                                      ["init_from", missing, "no such directory"]),
         "recipe: mistyped override": (["-m", "mellama_jax.recipe", "--config", DEMO, "--workdir", str(tmp / "r"),

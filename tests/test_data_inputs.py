@@ -141,15 +141,15 @@ def test_non_positive_weights(tmp_path):
     report = DataReport()
     cfg = DataConfig.from_config(dict(components=comps), report)
     assert cfg.names == ("a",) and cfg.skipped == ("b", "c") and report.counts[E.BAD_WEIGHT] == 2
-    assert [p.where for p in report.examples[E.BAD_WEIGHT]] == ["data.components[1].weight",
-                                                                "data.components[2].weight"]
-    with pytest.raises(DataError, match=r"data.components\[1\].weight: bad_weight"):
+    assert [p.where for p in report.examples[E.BAD_WEIGHT]] == ["config.data.mixture.components[1].weight",
+                                                                "config.data.mixture.components[2].weight"]
+    with pytest.raises(DataError, match=r"^config\.data\.mixture\.components\[1\]\.weight: bad_weight"):
         DataConfig.from_config(dict(components=comps, strict=True))
     with pytest.raises(DataError, match="every component has a non-positive weight"):
         DataConfig.from_config(dict(components=comps[1:]))
-    with pytest.raises(DataError, match=r"data.components\[0\].weight='x'"):
+    with pytest.raises(DataError, match=r"^config\.data\.mixture\.components\[0\]\.weight='x': expected a number"):
         DataConfig.from_config(dict(components=[dict(name="a", weight="x", sources=[doc])]))
-    with pytest.raises(DataError, match="unknown field"):
+    with pytest.raises(DataError, match=r"^config\.data\.mixture\.shufle: no such config field"):
         DataConfig.from_config(dict(components=comps, shufle=False))
 
 

@@ -198,10 +198,10 @@ def test_full_finetuning_runs_through_the_same_entry_point(env, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"train.lora.targets": "q_proj,qkv_proj"}, r"config\.train\.lora\.targets has unknown module name\(s\) "
-                                                 r"\['qkv_proj'\]"),
-    ({"train.lora.rank": -4}, r"config\.train\.lora\.rank must be a positive integer, got -4"),
-    ({"train.lora.base_dtype": "int8"}, r"train\.lora\.base_dtype='int8'"),
+    ({"train.lora.targets": "q_proj,qkv_proj"}, r"config\.train\.lora\.targets='q_proj,qkv_proj': unknown module "
+                                                 r"name\(s\) \['qkv_proj'\]"),
+    ({"train.lora.rank": -4}, r"config\.train\.lora\.rank=-4: must be a positive integer"),
+    ({"train.lora.base_dtype": "int8"}, r"config\.train\.lora\.base_dtype='int8': expected one of"),
 ])
 def test_bad_lora_config_is_refused(env, overrides, message):
     with pytest.raises(ConfigError, match=message):

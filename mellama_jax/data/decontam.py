@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from mellama_jax.data.errors import DataError
-from mellama_jax.data.fields import group
+from mellama_jax.config_groups import PARSE, typed
+from mellama_jax.data.errors import DataError, DataFieldError
 
 _WORD = re.compile(r"\w+")
 _MULT = np.uint64(0x100000001B3)  # FNV 64-bit prime: base of the polynomial n-gram hash
@@ -35,7 +35,8 @@ MODES = ("drop", "span")
 
 @dataclasses.dataclass(frozen=True)
 class DecontamConfig:
-    tasks: tuple[tuple[str, str], ...] = ()  # (task name, test file); from {name: path} or [path, ...]
+    # (task name, test file); in a config group {name: path} or [path, ...]
+    tasks: tuple[tuple[str, str], ...] = dataclasses.field(default=(), metadata={PARSE: lambda v, _: _tasks(v)})
     n: int = 13
     mode: str = "drop"
     fields: tuple[str, ...] = ("text", "query")
@@ -43,25 +44,27 @@ class DecontamConfig:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise DataError(f"data.decontaminate.mode={self.mode!r}: expected one of {MODES}")
+            raise DataFieldError("decontaminate", "mode", self.mode, f"expected one of {MODES}")
         if self.n < 3:
-            raise DataError(f"data.decontaminate.n={self.n}: expected >= 3 (13 in lm-eval-harness)")
+            raise DataFieldError("decontaminate", "n", self.n, "expected >= 3 (13 in lm-eval-harness)")
         if not self.tasks:
-            raise DataError("data.decontaminate.tasks: name at least one evaluation test file")
+            raise DataFieldError("decontaminate", "tasks", None, "empty: name at least one evaluation test file")
 
     @classmethod
-    def from_any(cls, value: Any) -> "DecontamConfig | None":
+    def from_any(cls, value: Any, where: str = "config.data.mixture.decontaminate") -> "DecontamConfig | None":
+        """From the mixture's `decontaminate` group (None: none); errors name `where.<field>`."""
         if value is None or isinstance(value, DecontamConfig):
             return value
-        d = group(value, cls, "data.decontaminate")
-        tasks = d.get("tasks") or ()
-        if hasattr(tasks, "items"):
-            tasks = tuple(tasks.items())
-        else:
-            tasks = tuple((_task_name(p), p) if isinstance(p, str) else tuple(p) for p in tasks)
-        d["tasks"] = tuple((str(n), str(p)) for n, p in tasks)
-        d["fields"] = tuple(d.get("fields", cls.fields))
-        return cls(**d)
+        return typed(cls, value, where, error=DataError)
+
+
+def _tasks(value: Any) -> tuple[tuple[str, str], ...]:
+    tasks = value or ()
+    if hasattr(tasks, "items"):
+        tasks = tuple(tasks.items())
+    else:
+        tasks = tuple((_task_name(p), p) if isinstance(p, str) else tuple(p) for p in tasks)
+    return tuple((str(n), str(p)) for n, p in tasks)
 
 
 def _task_name(path: str) -> str:

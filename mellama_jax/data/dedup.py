@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
-from mellama_jax.data.errors import DataError
-from mellama_jax.data.fields import group
+from mellama_jax.config_groups import typed
+from mellama_jax.data.errors import DataError, DataFieldError
 
 _WORD = re.compile(r"\w+")
 # datasketch >= 2.0's 32-bit universal hashing; named so signatures stay comparable across versions.
@@ -43,16 +43,18 @@ class DedupConfig:
 
     def __post_init__(self):
         if not 0.0 < self.threshold <= 1.0:
-            raise DataError(f"data.dedup.threshold={self.threshold}: expected 0 < threshold <= 1")
-        if self.num_perm < 16 or self.shingle < 1:
-            raise DataError(f"data.dedup: num_perm={self.num_perm} (>= 16) / shingle={self.shingle} (>= 1)")
+            raise DataFieldError("dedup", "threshold", self.threshold, "expected 0 < threshold <= 1")
+        if self.num_perm < 16:
+            raise DataFieldError("dedup", "num_perm", self.num_perm, "expected >= 16")
+        if self.shingle < 1:
+            raise DataFieldError("dedup", "shingle", self.shingle, "expected >= 1")
 
     @classmethod
-    def from_any(cls, value: Any) -> "DedupConfig | None":
+    def from_any(cls, value: Any, where: str = "config.data.mixture.dedup") -> "DedupConfig | None":
+        """From the mixture's `dedup` group (None: no deduplication); errors name `where.<field>`."""
         if value is None or isinstance(value, DedupConfig):
             return value
-        d = group(value, cls, "data.dedup")
-        return cls(**d)
+        return typed(cls, value, where, error=DataError)
 
 
 def words(text: str) -> list[str]:

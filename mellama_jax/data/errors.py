@@ -16,6 +16,8 @@ import collections
 import dataclasses
 import logging
 
+from mellama_jax.config_groups import FieldError
+
 log = logging.getLogger(__name__)
 
 # The kinds of problems the pipeline knows about (report keys, stable names for logs and tests).
@@ -37,6 +39,10 @@ class DataError(ValueError):
 
 class DamagedFile(DataError):
     """A compressed source that cannot be decompressed to its end; the message names the file."""
+
+
+class DataFieldError(DataError, FieldError):
+    """A data config field breaks its rule (config_groups.FieldError, and a DataError where built directly)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -158,15 +158,16 @@ def read_corpus_report(prepared_dir: str) -> dict:
 
 def component_sources(cfg: DataConfig, comp: ComponentConfig, tokenizer: Tokenizer, split: str, report: DataReport):
     """(grain-compatible source, "prepared" | "raw": which block transform reads its elements)."""
-    if cfg.prepared_dir:
-        info = read_corpus_report(cfg.prepared_dir)
+    prepared_dir = comp.prepared_dir or cfg.prepared_dir
+    if prepared_dir:
+        info = read_corpus_report(prepared_dir)
         if info.get("tokenizer_sha256") != tokenizer.sha256:
-            raise DataError(f"{cfg.prepared_dir}: corpus was tokenized with a different tokenizer (sha256 "
+            raise DataError(f"{prepared_dir}: corpus was tokenized with a different tokenizer (sha256 "
                             f"{str(info.get('tokenizer_sha256'))[:12]}…, this one {tokenizer.sha256[:12]}…)")
         if comp.name not in info.get("components", {}):
-            raise DataError(f"{cfg.prepared_dir}: no prepared component {comp.name!r}; "
+            raise DataError(f"{prepared_dir}: no prepared component {comp.name!r}; "
                             f"prepared: {sorted(info.get('components', {}))}")
-        return PreparedSource(cfg.prepared_dir, comp.name, split), "prepared"
+        return PreparedSource(prepared_dir, comp.name, split), "prepared"
     signature = _file_signature(comp.sources + comp.heldout_sources)
     train, heldout, comp_report = _indexed_component(comp, cfg.strict, signature)
     report.merge(comp_report)
@@ -332,7 +333,7 @@ def make_pretrain_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int,
     report = DataReport(strict=_strict(data_cfg))
     cfg = DataConfig.from_config(data_cfg, report)
     if not cfg.components:
-        raise DataError("data.components is empty: nothing to pretrain on")
+        raise DataError(f"{cfg.path}.components is empty: nothing to pretrain on")
     pi, pc = _process(process_index, process_count)
     local_batch = _local_batch(global_batch_size, pc)
     schedule = cfg.schedule()
@@ -415,7 +416,8 @@ def make_sft_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int, glob
     cfg = DataConfig.from_config(data_cfg, report)
     ic = cfg.instruct
     if ic is None or not ic.sources:
-        raise DataError("data.instruct.sources is empty: no instruction data configured")
+        raise DataError(f"{cfg.path}.instruct.sources is empty: no instruction data configured (set "
+                        f"--{cfg.path}.instruct.sources=PATH_OR_GLOB)")
     pi, pc = _process(process_index, process_count)
     local_batch = _local_batch(global_batch_size, pc)
     train, heldout, sft_report = _indexed_instruct(ic.sources, ic.format, cfg.strict, ic.heldout_fraction,

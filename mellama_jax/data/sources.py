@@ -34,8 +34,9 @@ import zstandard
 from array_record.python.array_record_data_source import ArrayRecordDataSource
 
 from mellama_jax import paths
+from mellama_jax.config_groups import typed
 from mellama_jax.data import errors as E
-from mellama_jax.data.errors import DamagedFile, DataError, DataReport
+from mellama_jax.data.errors import DamagedFile, DataError, DataFieldError, DataReport
 from mellama_jax.data.readers.jats import INCLUDE as JATS_INCLUDE
 from mellama_jax.data.readers.mimic import DEID_RULES
 from mellama_jax.data.sft_records import FORMATS as RECORD_FORMATS
@@ -67,35 +68,30 @@ class SourceConfig:
 
     def __post_init__(self):
         if self.format not in FORMATS:
-            raise DataError(f"source {self.path!r}: format={self.format!r}; expected one of {FORMATS}")
+            raise DataFieldError(f"source {self.path!r}", "format", self.format, f"expected one of {FORMATS}")
         if self.record_format not in RECORD_FORMATS:
-            raise DataError(f"source {self.path!r}: record_format={self.record_format!r}; expected one of "
-                            f"{RECORD_FORMATS}")
+            raise DataFieldError(f"source {self.path!r}", "record_format", self.record_format,
+                                 f"expected one of {RECORD_FORMATS}")
         if self.deid not in DEID_RULES:
-            raise DataError(f"source {self.path!r}: deid={self.deid!r}; expected one of {DEID_RULES}")
+            raise DataFieldError(f"source {self.path!r}", "deid", self.deid, f"expected one of {DEID_RULES}")
         object.__setattr__(self, "include", (self.include,) if isinstance(self.include, str) else tuple(self.include))
         if set(self.include) - set(JATS_INCLUDE):
-            raise DataError(f"source {self.path!r}: include={list(self.include)}; expected a subset of {JATS_INCLUDE}")
+            raise DataFieldError(f"source {self.path!r}", "include", ",".join(self.include),
+                             f"expected a subset of {JATS_INCLUDE}")
         if isinstance(self.text_fields, str):
             object.__setattr__(self, "text_fields", (self.text_fields,))
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
         if not self.text_fields:
-            raise DataError(f"source {self.path!r}: text_fields is empty")
+            raise DataFieldError(f"source {self.path!r}", "text_fields", None, "empty")
 
     @classmethod
     def from_any(cls, value: Any, where: str) -> "SourceConfig":
+        """From a path (or glob) or a {path, format, ...} group at config path `where`."""
         if isinstance(value, SourceConfig):
             return value
         if isinstance(value, str):
-            return cls(path=value)
-        value = dict(value)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise DataError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-        if "path" not in value:
-            raise DataError(f"{where}: missing field 'path'")
-        return cls(**value)
+            value = {"path": value}
+        return typed(cls, value, where, error=DataError)
 
 
 def detect_format(path: str) -> str:

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from mellama_jax.config import ConfigError, ModelConfig
+from mellama_jax.config import DTYPES, ModelConfig
+from mellama_jax.config_groups import FieldError, typed
 from mellama_jax.model import params as P
 
 ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -23,42 +24,47 @@ ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 @dataclasses.dataclass(frozen=True)
 class LoraConfig:
+    """An adapter definition, and the config group `train.lora` (rank 0 there: full-parameter training)."""
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    targets: tuple[str, ...] = ("q_proj", "v_proj")  # in a config group: comma-separated names
+    base_dtype: str = "float32"  # storage dtype of the frozen base while training the adapters
 
     def __post_init__(self):
         object.__setattr__(self, "targets", tuple(self.targets))
         if not isinstance(self.rank, int) or self.rank <= 0:
-            raise ConfigError(f"lora.rank must be a positive integer, got {self.rank!r}")
+            raise FieldError("lora", "rank", self.rank, "must be a positive integer")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+            raise FieldError("lora", "dropout", self.dropout, "must be in [0, 1)")
         if not self.targets:
-            raise ConfigError("lora.targets is empty; name at least one of " + ", ".join(ALL_TARGETS))
+            raise FieldError("lora", "targets", "", "empty; name at least one of " + ", ".join(ALL_TARGETS))
         unknown = [t for t in self.targets if t not in ALL_TARGETS]
         if unknown:
-            raise ConfigError(f"lora.targets has unknown module name(s) {unknown}; "
-                              f"LLaMA modules are {list(ALL_TARGETS)}")
+            raise FieldError("lora", "targets", ",".join(self.targets), f"unknown module name(s) {unknown}; "
+                             f"LLaMA modules are {','.join(ALL_TARGETS)}")
+        if self.base_dtype not in DTYPES:
+            raise FieldError("lora", "base_dtype", self.base_dtype, f"expected one of {DTYPES}")
 
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
 
     @classmethod
-    def from_group(cls, group: Mapping[str, Any], *, source: str = "train.lora") -> "LoraConfig | None":
-        """From a run config's `train.lora` group: None for rank 0 (full-parameter training); `targets` may be
-        a comma-separated string; keys that are training options rather than adapter fields (base_dtype)
-        are ignored. Errors name `source`."""
+    def from_group(cls, group: Mapping[str, Any] | None, where: str = "config.train.lora") -> "LoraConfig | None":
+        """From a run config's `train.lora` group (or a stored one): None for rank 0 (full-parameter
+        training). Errors name `where.<field>`."""
         if not group or group.get("rank", 0) == 0:
+            if group:  # rank 0: the other fields are unused, but a typo in them is still an error
+                typed(cls, {**dict(group), "rank": 1}, where)
             return None
-        values = {f.name: group[f.name] for f in dataclasses.fields(cls) if f.name in group}
-        if isinstance(values.get("targets"), str):
-            values["targets"] = tuple(t.strip() for t in values["targets"].split(",") if t.strip())
-        try:
-            return cls(**values)
-        except ConfigError as e:  # name the config group the value came from
-            raise ConfigError(f"{source.rsplit('.', 1)[0]}.{e}") from e
+        return typed(cls, group, where)
+
+    @classmethod
+    def group_defaults(cls) -> dict[str, Any]:
+        """The `train.lora` group's defaults: these fields, rank 0 (off), targets comma-separated."""
+        values = dataclasses.asdict(cls())
+        return {**values, "rank": 0, "targets": ",".join(values["targets"])}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,9 +22,17 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
 from mellama_jax.config import ConfigError
+from mellama_jax.config_groups import PARSE, typed
 from mellama_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, Rules, rules_as_strings, rules_from_strings
 
 log = logging.getLogger(__name__)
+
+
+def _parse_rules(group, where: str) -> Rules:
+    try:
+        return rules_from_strings(group, where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,25 +41,17 @@ class MeshConfig:
     fsdp: int = -1
     tensor: int = 1
     dcn_data: int = 1  # number of slices; the data axis is split dcn_data x (data / dcn_data)
-    rules: Rules = LOGICAL_AXIS_RULES  # logical axis -> mesh axes (rules.py); made current by the training loop
+    # logical axis -> mesh axes (rules.py; the config group maps names to comma-separated mesh axes); made
+    # current by the training loop
+    rules: Rules = dataclasses.field(default=LOGICAL_AXIS_RULES, metadata={PARSE: _parse_rules})
     # Topology-aware placement (mesh_utils) failing is an error: a plain device-order mesh on a TPU pod or
     # across slices runs, but slowly (collectives cross the wrong links). True accepts that, with a warning.
     allow_plain_device_order: bool = False
 
     @classmethod
-    def from_dict(cls, d, source: str = "mesh") -> "MeshConfig":
-        """From the config group `mesh` (whose `rules` maps logical names to comma-separated mesh axes)."""
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
-        if "rules" in d:
-            try:
-                d["rules"] = rules_from_strings(d["rules"], f"{source}.rules")
-            except ValueError as e:
-                raise ConfigError(str(e)) from e
-        return cls(**d)
+    def from_dict(cls, d, source: str = "config.mesh") -> "MeshConfig":
+        """From the config group `mesh`; errors name `source.<field>`."""
+        return typed(cls, d, source)
 
     def to_config_dict(self) -> ml_collections.ConfigDict:
         """The config group `mesh` with these values (the defaults of the training config's schema)."""
@@ -64,9 +64,9 @@ def resolve_mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int
     sizes = [cfg.data, cfg.fsdp, cfg.tensor]
     for name, s in zip(MESH_AXES, sizes):
         if s == 0 or s < -1:
-            raise ConfigError(f"mesh.{name}={s}: sizes must be positive or -1 (the rest)")
+            raise ConfigError(f"config.mesh.{name}={s}: sizes must be positive or -1 (the rest)")
     if sizes.count(-1) > 1:
-        raise ConfigError(f"mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+        raise ConfigError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if num_devices % known:
@@ -77,7 +77,7 @@ def resolve_mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int
         raise ConfigError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
                           f"but {num_devices} are available")
     if cfg.dcn_data < 1 or sizes[0] % cfg.dcn_data:
-        raise ConfigError(f"mesh.dcn_data={cfg.dcn_data} must divide the data axis ({sizes[0]})")
+        raise ConfigError(f"config.mesh.dcn_data={cfg.dcn_data} must divide the data axis ({sizes[0]})")
     return tuple(sizes)
 
 
@@ -100,7 +100,7 @@ def make_mesh(cfg: MeshConfig | None = None, devices: Sequence | None = None) ->
                     f"{type(e).__name__}: {e}")
             if not cfg.allow_plain_device_order:
                 raise ConfigError(f"{what}. Fix the mesh shape for this topology, or set "
-                                  f"mesh.allow_plain_device_order=True to run on a plain device-order mesh "
+                                  f"--config.mesh.allow_plain_device_order=True to run on a plain device-order mesh "
                                   f"(slower collectives)") from e
             log.warning("%s; using plain device order (mesh.allow_plain_device_order=True)", what)
     if dev_array is None:

@@ -24,14 +24,14 @@ Layout of the schema:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Mapping
 
 import ml_collections
 from ml_collections import config_dict
 
-from mellama_jax.config import DTYPES, ConfigError, ModelConfig, preset
+from mellama_jax.config import ConfigError, ModelConfig, preset
+from mellama_jax.config_groups import IN_GROUP, PARSE, FieldError, plain, typed
 from mellama_jax.model.lora import LoraConfig
 from mellama_jax.parallel import MeshConfig
 
@@ -54,34 +54,21 @@ class OptimConfig:
 
     def __post_init__(self):
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ConfigError(f"optim.learning_rate must be a positive finite number, got {self.learning_rate}")
+            raise FieldError("optim", "learning_rate", self.learning_rate, "must be a positive finite number")
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule={self.schedule!r}; expected one of {SCHEDULES}")
+            raise FieldError("optim", "schedule", self.schedule, f"expected one of {SCHEDULES}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise FieldError("optim", "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+            raise FieldError("optim", "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         for name in ("b1", "b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.clip_norm < 0 or self.eps <= 0:
-            raise ConfigError("optim.weight_decay and optim.clip_norm must be >= 0 and optim.eps > 0")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraTrainConfig:
-    """The `train.lora` group. rank 0 trains every parameter; rank > 0 trains adapters on `targets`
-    (comma-separated q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) over a frozen base loaded
-    from init_from and kept in base_dtype."""
-    rank: int = 0
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: str = "q_proj,v_proj"
-    base_dtype: str = "float32"
-
-    def __post_init__(self):
-        if self.base_dtype not in DTYPES:
-            raise ConfigError(f"train.lora.base_dtype={self.base_dtype!r}; expected one of {DTYPES}")
+                raise FieldError("optim", name, getattr(self, name), "must be in [0, 1)")
+        for name in ("weight_decay", "clip_norm"):
+            if getattr(self, name) < 0:
+                raise FieldError("optim", name, getattr(self, name), "must be >= 0")
+        if self.eps <= 0:
+            raise FieldError("optim", "eps", self.eps, "must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,23 +78,18 @@ class LoopConfig:
     global_batch_size: int = 8
     micro_batches: int = 1  # gradient accumulation inside the jitted step
     seed: int = 0
-    lora_settings: LoraTrainConfig = LoraTrainConfig()  # the config group `train.lora`
+    # The group `train.lora` (LoraConfig's fields; rank 0 = full-parameter training, read as None).
+    lora: LoraConfig | None = dataclasses.field(default=None, metadata={PARSE: LoraConfig.from_group})
 
     def __post_init__(self):
         for name in ("steps", "seq_len", "global_batch_size", "micro_batches"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"train.{name} must be a positive integer, got {v!r}")
+                raise FieldError("train", name, v, "must be a positive integer")
         if self.global_batch_size % self.micro_batches:
-            raise ConfigError(f"--config.train.micro_batches={self.micro_batches} must divide "
-                              f"train.global_batch_size={self.global_batch_size} (each micro-batch takes an equal "
-                              f"share of the batch's rows)")
-        _ = self.lora  # validate the adapter definition now
-
-    @functools.cached_property
-    def lora(self) -> LoraConfig | None:
-        """The adapter definition of `train.lora` (None: full-parameter training)."""
-        return LoraConfig.from_group(dataclasses.asdict(self.lora_settings), source="config.train.lora")
+            raise FieldError("train", "micro_batches", self.micro_batches, f"must divide "
+                             f"train.global_batch_size={self.global_batch_size} (each micro-batch takes an equal "
+                             f"share of the batch's rows)")
 
     @property
     def micro_batch_size(self) -> int:
@@ -116,7 +98,7 @@ class LoopConfig:
     @property
     def lora_base_dtype(self) -> str:
         """Storage dtype of the frozen base of a LoRA run."""
-        return self.lora_settings.base_dtype
+        return self.lora.base_dtype if self.lora is not None else "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +112,11 @@ class CheckpointConfig:
 
     def __post_init__(self):
         if self.preemption_deadline_s <= 0:
-            raise ConfigError(f"checkpoint.preemption_deadline_s must be > 0, got {self.preemption_deadline_s}")
-        if self.every_steps < 0 or self.keep < 1:
-            raise ConfigError(f"checkpoint.every_steps must be >= 0 and checkpoint.keep >= 1, "
-                              f"got {self.every_steps}, {self.keep}")
+            raise FieldError("checkpoint", "preemption_deadline_s", self.preemption_deadline_s, "must be > 0")
+        if self.every_steps < 0:
+            raise FieldError("checkpoint", "every_steps", self.every_steps, "must be >= 0")
+        if self.keep < 1:
+            raise FieldError("checkpoint", "keep", self.keep, "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,11 +131,10 @@ class EvalConfig:
     task_max_new_tokens: int = 256  # MIBE's generation length
 
     def __post_init__(self):
-        if self.every_steps < 0 or self.batches < 1 or self.batch_size < 0:
-            raise ConfigError("eval.every_steps >= 0, eval.batches >= 1 and eval.batch_size >= 0 are required")
-        if self.task_every_steps < 0 or self.task_limit < 0 or self.task_max_new_tokens < 1:
-            raise ConfigError("eval.task_every_steps >= 0, eval.task_limit >= 0 and eval.task_max_new_tokens >= 1 "
-                              "are required")
+        for name, least in (("every_steps", 0), ("batches", 1), ("batch_size", 0), ("task_every_steps", 0),
+                            ("task_limit", 0), ("task_max_new_tokens", 1)):
+            if getattr(self, name) < least:
+                raise FieldError("eval", name, getattr(self, name), f"must be >= {least}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +146,7 @@ class LogConfig:
 
     def __post_init__(self):
         if self.every_steps < 1:
-            raise ConfigError(f"log.every_steps must be >= 1, got {self.every_steps}")
+            raise FieldError("log", "every_steps", self.every_steps, "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +158,10 @@ class SyntheticDataConfig:
 
     def __post_init__(self):
         if not 2 <= self.min_doc_len <= self.max_doc_len:
-            raise ConfigError("data.synthetic: need 2 <= min_doc_len <= max_doc_len")
+            raise FieldError("synthetic", "min_doc_len", self.min_doc_len, f"need 2 <= min_doc_len <= "
+                             f"max_doc_len={self.max_doc_len}")
         if not 0.0 <= self.pad_fraction < 1.0:
-            raise ConfigError("data.synthetic.pad_fraction must be in [0, 1)")
+            raise FieldError("synthetic", "pad_fraction", self.pad_fraction, "must be in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +169,8 @@ class DataConfig:
     kind: str = "synthetic"
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
     tokenizer: str = ""  # sentencepiece tokenizer.model (or a directory holding one) for kind="mixture"/"sft"
-    mixture: Any = None  # ml_collections.ConfigDict for mellama_jax.data (kind="mixture"/"sft")
+    # ml_collections.ConfigDict for mellama_jax.data (kind="mixture"/"sft"), which types it (data/config.py)
+    mixture: Any = dataclasses.field(default=None, metadata={PARSE: lambda v, _: ml_collections.ConfigDict(v or {})})
     # Logical data shards of the global batch (kind mixture/sft): the batch order depends on this, not on the
     # process count, so a run resumes on any number of hosts. 0: the process count of the run's first start
     # (recorded in its checkpoints).
@@ -194,11 +178,12 @@ class DataConfig:
 
     def __post_init__(self):
         if self.shards < 0:
-            raise ConfigError(f"data.shards={self.shards}: must be >= 0 (0: the process count at the first start)")
+            raise FieldError("data", "shards", self.shards, "must be >= 0 (0: the process count at the first start)")
         if self.kind not in DATA_KINDS:
-            raise ConfigError(f"data.kind={self.kind!r}; expected one of {DATA_KINDS}")
+            raise FieldError("data", "kind", self.kind, f"expected one of {DATA_KINDS}")
         if self.kind in ("mixture", "sft") and not self.tokenizer:
-            raise ConfigError(f"data.kind={self.kind!r} needs data.tokenizer (path of the sentencepiece tokenizer.model)")
+            raise FieldError("data", "tokenizer", self.tokenizer, f"not set; data.kind={self.kind!r} needs it (the sentencepiece "
+                             f"tokenizer.model, or a directory holding one)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,39 +197,24 @@ class TrainConfig:
     log: LogConfig
     data: DataConfig
     init_from: str = ""
-    raw: Any = dataclasses.field(default=None, compare=False, repr=False)  # the validated ConfigDict
+    # the validated ConfigDict
+    raw: Any = dataclasses.field(default=None, compare=False, repr=False, metadata={IN_GROUP: False})
 
     def __post_init__(self):
         if self.model.param_dtype != "float32":
-            raise ConfigError(f"model.param_dtype={self.model.param_dtype!r}: training keeps float32 master "
-                              f"parameters; set model.dtype for the compute dtype instead")
+            raise FieldError("config", "model.param_dtype", self.model.param_dtype, "training keeps float32 "
+                             "master parameters; set model.dtype for the compute dtype instead")
         if self.train.seq_len > self.model.max_position_embeddings:
-            raise ConfigError(f"train.seq_len={self.train.seq_len} exceeds model.max_position_embeddings="
-                              f"{self.model.max_position_embeddings}")
+            raise FieldError("config", "train.seq_len", self.train.seq_len, f"exceeds model.max_position_embeddings="
+                             f"{self.model.max_position_embeddings}")
 
     @classmethod
     def from_config_dict(cls, cd: ml_collections.ConfigDict | Mapping) -> "TrainConfig":
         """Validate a training config (a ConfigDict from a config file, or the same as a plain dict, e.g.
         a checkpoint's stored config) and build the typed views. Unknown keys and bad values raise
         ConfigError naming their full path."""
-        values = cd.to_dict() if isinstance(cd, ml_collections.ConfigDict) else dict(cd)
-        _check_fields("config", values, [f.name for f in dataclasses.fields(cls) if f.name != "raw"])
-        train = dict(values.get("train", {}))
-        train["lora_settings"] = _build(LoraTrainConfig, "config.train.lora", train.pop("lora", {}))
-        data = dict(values.get("data", {}))
-        mixture = data.pop("mixture", None)
-        data["synthetic"] = _build(SyntheticDataConfig, "config.data.synthetic", data.get("synthetic", {}))
-        cfg = cls(
-            model=ModelConfig.from_dict(values.get("model", {}), source="config.model"),
-            mesh=MeshConfig.from_dict(values.get("mesh", {}), source="config.mesh"),
-            train=_build(LoopConfig, "config.train", train),
-            optim=_build(OptimConfig, "config.optim", values.get("optim", {})),
-            checkpoint=_build(CheckpointConfig, "config.checkpoint", values.get("checkpoint", {})),
-            eval=_build(EvalConfig, "config.eval", values.get("eval", {})),
-            log=_build(LogConfig, "config.log", values.get("log", {})),
-            data=_build(DataConfig, "config.data", dict(data, mixture=ml_collections.ConfigDict(mixture or {}))),
-            init_from=values.get("init_from", ""),
-        )
+        values = plain(cd)
+        cfg = typed(cls, values, "config")
         object.__setattr__(cfg, "raw", ml_collections.ConfigDict(values))
         return cfg
 
@@ -253,21 +223,9 @@ class TrainConfig:
         return self.raw.to_dict() if self.raw is not None else dataclasses.asdict(self)
 
 
-def _check_fields(group: str, values: Mapping, known) -> None:
-    unknown = [f"{group}.{k}" for k in values if k not in known]
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; known keys under {group}: {', '.join(sorted(known))}")
-
-
-def _build(cls, group: str, values: Mapping):
-    """cls(**values) for the config group `group`, with unknown keys named by their full path."""
-    values = dict(values)
-    _check_fields(group, values, [f.name for f in dataclasses.fields(cls)])
-    return cls(**values)
-
-
 def _group(view) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dataclasses.asdict(view))
+    """The config group of a typed view's defaults (nested groups filled in by the caller)."""
+    return ml_collections.ConfigDict({k: v for k, v in dataclasses.asdict(view).items() if v is not None})
 
 
 def model_fields(preset_name: str, **overrides) -> ml_collections.ConfigDict:
@@ -287,8 +245,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.init_from = ""
     c.mesh = MeshConfig().to_config_dict()
     c.train = _group(LoopConfig())
-    del c.train["lora_settings"]
-    c.train.lora = _group(LoraTrainConfig())
+    c.train.lora = ml_collections.ConfigDict(LoraConfig.group_defaults())
     c.optim = _group(OptimConfig())
     c.checkpoint = _group(CheckpointConfig())
     c.eval = _group(EvalConfig())
@@ -307,6 +264,6 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any]
         try:
             cfg.update_from_flattened_dict({key: value})
         except (KeyError, AttributeError) as e:
-            raise ConfigError(f"config has no field {key!r}") from e
+            raise ConfigError(f"config.{key}: no such config field") from e
         except TypeError as e:
-            raise ConfigError(f"config field {key!r}: {e}") from e
+            raise ConfigError(f"config.{key}={value!r}: {e}") from e
