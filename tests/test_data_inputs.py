@@ -4,18 +4,24 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 from data_fixtures import REPO, make_demo, unique_docs, write_jsonl
+from etils import epath
 
+from mellama_jax.config import config_module
 from mellama_jax.data import errors as E
 from mellama_jax.data.config import DataConfig
 from mellama_jax.data.errors import DataError, DataReport
-from mellama_jax.data.loader import make_heldout_batches, make_pretrain_iterator
+from mellama_jax.data.inputs import check_inputs
+from mellama_jax.data.loader import make_heldout_batches, make_pretrain_iterator, make_sft_iterator
 from mellama_jax.data.prepare import prepare_corpus
 from mellama_jax.data.sources import RecordSource, SourceConfig, text_check, text_of
+from mellama_jax.train.config import TrainConfig, apply_overrides
+from mellama_jax.train.init_from import adopt_init_from
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +172,52 @@ def test_overlong_documents_lenient_split_and_strict_error(env, tmp_path, caplog
             next(it)
     assert it.stats()["data/overlong_documents"] >= 1
     assert f"{path}:8: overlong_document" in caplog.text
+    # Many overlong documents over several epochs: one line per source, then its count at 10, 100, ...
+    other = write_jsonl(str(tmp_path / "many.jsonl"), [{"text": f"long {i} . " + "patient fever " * 60}
+                                                       for i in range(6)])
+    many = dict(components=[dict(name="bio", weight=1.0, sources=[path, other])], shuffle=False, overlong="split")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        it = make_pretrain_iterator(many, tok, seq_len=64, global_batch_size=4, process_index=0, process_count=1)
+        for _ in range(60):
+            next(it)
+    seen = it.stats()["data/overlong_documents"]
+    lines = [r.getMessage() for r in caplog.records if "overlong" in r.getMessage()]
+    assert seen >= 20 and len(lines) <= 2 * 3, (seen, lines)
+    assert sum(line.startswith(f"{other}:1: overlong_document") for line in lines) == 1
+    assert sum(line.startswith(f"{path}:8: overlong_document") for line in lines) == 1
+    assert any(line.startswith(f"{other}: 10 overlong documents so far") for line in lines), lines
     strict = make_pretrain_iterator(dict(cfg, strict=True), tok, seq_len=64, global_batch_size=4,
                                     process_index=0, process_count=1)
     with pytest.raises(DataError, match=f"{path}:8: document of"):
         for _ in range(12):
             next(strict)
+
+
+def test_small_sources_hold_out_a_document_and_sft_a_padded_batch(env, tmp_path):
+    """Three long articles at heldout_fraction=0.2, 120 instructions at 0.01: the defaults give held-out data."""
+    tok = env["tok"]
+    articles = write_jsonl(str(tmp_path / "pmc.jsonl"), [{"text": t} for t in unique_docs("article", 3, seed=3,
+                                                                                            min_words=300)])
+    cfg = dict(components=[dict(name="clinical", weight=1.0, heldout_fraction=0.2, sources=[articles])])
+    held = make_heldout_batches(cfg, tok, "clinical", seq_len=128, batch_size=2, num_batches=2,
+                                process_index=0, process_count=1)
+    assert held and held[0]["segment_ids"].max() >= 1
+    train = make_pretrain_iterator(cfg, tok, seq_len=128, global_batch_size=2, process_index=0, process_count=1)
+    assert next(train)["segment_ids"].max() >= 1  # two articles left for training
+    # one document: nothing can be held out; the error names the flags
+    single = write_jsonl(str(tmp_path / "one.jsonl"), [{"text": "only 1 . patient fever"}])
+    one = dict(components=[dict(name="clinical", weight=1.0, heldout_fraction=0.2, sources=[single])])
+    with pytest.raises(DataError, match=r"set --config\.data\.mixture\.components\[0\]\.heldout_fraction \(now 0\.2;"
+                                        r".*--config\.eval\.every_steps=0"):
+        make_heldout_batches(one, tok, "clinical", seq_len=128, batch_size=2, num_batches=1,
+                             process_index=0, process_count=1)
+    records = [{"instruction": f"question {i} about fever", "output": f"answer {i}"} for i in range(120)]
+    sft = dict(instruct=dict(sources=[write_jsonl(str(tmp_path / "sft.jsonl"), records)], heldout_fraction=0.01))
+    batches = list(make_sft_iterator(sft, tok, seq_len=128, global_batch_size=8, process_index=0, process_count=1,
+                                     split="heldout", repeat=False))
+    assert len(batches) == 1 and batches[0]["tokens"].shape == (8, 128)
+    assert batches[0]["loss_mask"].sum() > 0 and batches[0]["segment_ids"][1:].max() == 0  # one row, padded
 
 
 # ------------------------------------------------------------------------------------------- preparation
@@ -184,13 +231,21 @@ def _prep_config(data):
     ])
 
 
-def test_prepare_corpus_matches_raw_tokenization(env, tmp_path):
+@pytest.fixture(scope="module")
+def prepared(env, tmp_path_factory):
+    """The demo mixture prepared once: (out_dir, report)."""
+    out = str(tmp_path_factory.mktemp("prepared") / "corpus")
+    # small units so that plain JSONL files are split by byte range across 2 worker processes
+    report = prepare_corpus(_prep_config(env["data"]), env["tok"], out, workers=2, unit_bytes=40_000,
+                            show_progress=False)
+    return out, report
+
+
+def test_prepare_corpus_matches_raw_tokenization(env, prepared, tmp_path):
     import tensorflow_datasets as tfds
     data, tok = env["data"], env["tok"]
     cfg = _prep_config(data)
-    out = str(tmp_path / "prepared")
-    # small units so that plain JSONL files are split by byte range across 2 worker processes
-    report = prepare_corpus(cfg, tok, out, workers=2, unit_bytes=40_000, show_progress=False)
+    out, report = prepared
     assert "tensorflow" not in sys.modules
     assert os.path.isfile(os.path.join(out, "corpus_report.json"))
     raw_cfg = DataConfig.from_config(cfg)
@@ -282,3 +337,79 @@ def test_cli_demo_tokenizer_and_prepare(tmp_path):
     assert "biomedical: train" in r.stdout and "tokens" in r.stdout  # per-domain token counts printed
     report = json.loads((tmp_path / "prep" / "corpus_report.json").read_text())
     assert report["components"]["clinical"]["heldout"]["documents"] > 0
+
+
+# ------------------------------------------------------------------------------------------- pod configs
+@pytest.fixture(scope="module")
+def base_model(env, tmp_path_factory):
+    """A tiny Llama-2-format HF directory with the corpus' tokenizer, standing in for LLaMA-2-13B."""
+    from hf_fixtures import make_hf_model
+    out = str(tmp_path_factory.mktemp("base") / "llama2")
+    make_hf_model(out, vocab_size=1024, max_position_embeddings=4096)
+    shutil.copy(os.path.join(env["root"], "tok", "tokenizer.model"), out)
+    return out
+
+
+def _pod_data(config_file: str, **overrides) -> list[str]:
+    """What `mellama-train --config <config_file> --config.<k>=<v>... --dry_run` checks of the data."""
+    cd = config_module(os.path.join(REPO, config_file)).get_config()
+    apply_overrides(cd, overrides)
+    cfg = TrainConfig.from_config_dict(adopt_init_from(cd, explicit=overrides))
+    return check_inputs(cfg.data.mixture, cfg.data.kind)
+
+
+def test_pretrain_pod_config_takes_its_prepared_corpus_by_flag(env, prepared, base_model, tmp_path):
+    # The README's step 4, flags as typed there, on a local directory, through the CLI.
+    out, report = prepared
+    r = subprocess.run([sys.executable, "-m", "mellama_jax.train", "--config", "configs/me_llama/pretrain_13b.py",
+                        "--workdir", str(tmp_path / "run"), f"--config.init_from={base_model}",
+                        f"--config.data.mixture.prepared_dir={out}", "--dry_run"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name, weight in (("biomedical", 15), ("clinical", 1), ("general", 4)):
+        docs = report["components"][name]["train"]["documents"]
+        assert f"dry run: data {name} (weight {weight}): prepared corpus {out}, {docs:,} documents" in r.stdout
+    assert not os.path.exists(tmp_path / "run")
+    # Without the flag, or with a directory that is not a finished corpus, the error names what to set.
+    with pytest.raises(DataError, match=r"^config\.data\.mixture\.components\[0\] \('biomedical'\) has no data: "
+                                        r"set --config\.data\.mixture\.prepared_dir=DIR"):
+        _pod_data("configs/me_llama/pretrain_13b.py", init_from=base_model)
+    with pytest.raises(DataError, match="not a finished prepared corpus"):
+        _pod_data("configs/me_llama/pretrain_13b.py", init_from=base_model,
+                     **{"data.mixture.prepared_dir": str(tmp_path)})
+    # One component from another corpus, and a weight, by flag (the 70B config inherits its data).
+    with pytest.raises(DataError, match=f"{tmp_path}: no corpus_report.json"):
+        _pod_data("configs/me_llama/pretrain_70b.py", init_from=base_model,
+                     **{"data.mixture.prepared_dir": out, "data.mixture.components[1].prepared_dir": str(tmp_path)})
+    lines = _pod_data("configs/me_llama/pretrain_70b.py", init_from=base_model,
+                         **{"data.mixture.prepared_dir": out, "data.mixture.components[0].weight": 12.0})
+    assert any(line.startswith("data biomedical (weight 12): prepared corpus") for line in lines)
+
+
+def test_pretrain_pod_config_reads_a_corpus_in_a_bucket(env, base_model, gcs, tmp_path):
+    bucket = gcs.fresh_prefix("corpus")
+    prepare_corpus(_prep_config(env["data"]), env["tok"], bucket, workers=1, show_progress=False)
+    lines = _pod_data("configs/me_llama/pretrain_13b.py", init_from=base_model,
+                         **{"data.mixture.prepared_dir": bucket})
+    assert any(line.startswith(f"data clinical (weight 1): prepared corpus {bucket}") for line in lines)
+    # an unfinished upload (no COMMIT marker) is refused
+    epath.Path(bucket, "COMMIT").unlink()
+    with pytest.raises(DataError, match="no corpus_report.json and COMMIT marker"):
+        _pod_data("configs/me_llama/pretrain_13b.py", init_from=base_model,
+                     **{"data.mixture.prepared_dir": bucket})
+
+
+def test_chat_pod_config_takes_instruction_files_by_glob(base_model, tmp_path):
+    config_file = "configs/me_llama/chat_13b_lora.py"  # chat_70b_lora.py builds its data the same way
+    for i, sub in enumerate(("medqa/part-0.jsonl", "notes/2024/sum.jsonl")):  # any layout
+        os.makedirs(os.path.dirname(tmp_path / "sft" / sub), exist_ok=True)
+        write_jsonl(str(tmp_path / "sft" / sub), [{"instruction": f"q {i} {j}", "output": "a"} for j in range(5)])
+    glob_flag = {"data.mixture.instruct.sources": str(tmp_path / "sft" / "**" / "*.jsonl")}
+    lines = _pod_data(config_file, init_from=base_model, **glob_flag)
+    assert any(line.startswith("data instructions: 2 file(s) from") for line in lines), lines
+    with pytest.raises(DataError, match=r"^config\.data\.mixture\.instruct\.sources is empty: set "
+                                        r"--config\.data\.mixture\.instruct\.sources=PATH_OR_GLOB"):
+        _pod_data(config_file, init_from=base_model)
+    with pytest.raises(DataError, match=r"config\.data\.mixture\.instruct\.sources: .*nothing.*: no file matches"):
+        _pod_data(config_file, init_from=base_model,
+                     **{"data.mixture.instruct.sources": str(tmp_path / "nothing" / "*.jsonl")})

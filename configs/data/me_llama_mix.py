@@ -14,7 +14,10 @@ then set prepared_dir.
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
+# The components and their token weights (Me-LLaMA's 15:1:4); the pod configs train on them too.
+WEIGHTS = {"biomedical": 15.0, "clinical": 1.0, "general": 4.0}
 MIBE_TEST_SETS = ("pubmedqa", "medqa", "medmcqa", "emrqa", "i2b2", "ddi2013", "hoc", "mtsample", "pubmed_sum",
                   "mimic_cxr", "bionli", "mednli")
 
@@ -23,12 +26,12 @@ def get_config(root: str = "/data/me_llama") -> ml_collections.ConfigDict:
     join = lambda *p: os.path.join(root, *p)
     cfg = ml_collections.ConfigDict()
     cfg.components = [
-        dict(name="biomedical", weight=15.0, heldout_fraction=0.0005, sources=[
+        dict(name="biomedical", weight=WEIGHTS["biomedical"], heldout_fraction=0.0005, sources=[
             # PubMed annual baseline (pubmed25n0001.xml.gz ...) and PMC Open Access JATS articles.
             dict(path=join("pubmed/baseline/pubmed25n*.xml.gz"), format="pubmed_xml"),
             dict(path=join("pmc_oa/**/*.nxml"), format="pmc_jats"),
         ]),
-        dict(name="clinical", weight=1.0, heldout_fraction=0.001, sources=[
+        dict(name="clinical", weight=WEIGHTS["clinical"], heldout_fraction=0.001, sources=[
             # MIMIC-III NOTEEVENTS, MIMIC-IV-Note discharge + radiology (CSV as PhysioNet ships them), MIMIC-CXR
             # reports (files/pNN/p<subject>/s<study>.txt). MIMIC-III placeholders become MIMIC-IV's "___".
             dict(path=join("mimic-iii/NOTEEVENTS.csv.gz"), format="mimic_notes_csv", deid="mask"),
@@ -36,7 +39,7 @@ def get_config(root: str = "/data/me_llama") -> ml_collections.ConfigDict:
             dict(path=join("mimic-iv-note/note/radiology.csv.gz"), format="mimic_notes_csv"),
             dict(path=join("mimic-cxr/files"), format="mimic_cxr_reports"),
         ]),
-        dict(name="general", weight=4.0, heldout_fraction=0.0005, sources=[
+        dict(name="general", weight=WEIGHTS["general"], heldout_fraction=0.0005, sources=[
             dict(path=join("redpajama_subset/*.jsonl.zst"), text_fields=("text",)),
         ]),
     ]
@@ -46,9 +49,17 @@ def get_config(root: str = "/data/me_llama") -> ml_collections.ConfigDict:
     # abstracts, MIMIC-CXR / emrQA / i2b2 from MIMIC-era notes.
     cfg.decontaminate = dict(tasks=[join("eval", f"{t}.jsonl") for t in MIBE_TEST_SETS], n=13, mode="drop",
                              fields=("text", "query"), template_share=0.5)
-    cfg.weight_unit = "tokens"
     cfg.prepared_dir = join("prepared")
     cfg.strict = False
+    _reading(cfg)
+    cfg.instruct = dict(sources=[dict(path=join("instructions/*.jsonl"))], template="me_llama", format="auto",
+                        max_prompt_tokens=3500, system=None, heldout_fraction=0.01)
+    return cfg
+
+
+def _reading(cfg: ml_collections.ConfigDict) -> None:
+    """How training reads the mixture (shared by every config built here)."""
+    cfg.weight_unit = "tokens"
     # PMC articles are far longer than a 4096-token row: split them into row-sized chunks (counted).
     cfg.overlong = "split"
     cfg.shuffle = True
@@ -57,6 +68,40 @@ def get_config(root: str = "/data/me_llama") -> ml_collections.ConfigDict:
     cfg.read_threads = 4
     cfg.prefetch_buffer_size = 256
     cfg.worker_count = 8
-    cfg.instruct = dict(sources=[dict(path=join("instructions/*.jsonl"))], template="me_llama", format="auto",
-                        max_prompt_tokens=3500, system=None, heldout_fraction=0.01)
+
+
+def prepared_mixture() -> ml_collections.ConfigDict:
+    """The mixture as a pod run reads it: every component from a corpus mellama-prepare-corpus wrote (local or
+    gs://), attached by flag, checked by the training command's --dry_run:
+
+        --config.data.mixture.prepared_dir=gs://BUCKET/corpus/me_llama          every component
+        --config.data.mixture.components[1].prepared_dir=gs://BUCKET/clinical   one component from another corpus
+        --config.data.mixture.components[0].weight=12                           a weight (order: biomedical,
+                                                                                clinical, general)
+    """
+    cfg = ml_collections.ConfigDict()
+    cfg.components = [ml_collections.ConfigDict(dict(name=name, weight=weight,
+                                                      prepared_dir=config_dict.placeholder(str)))
+                      for name, weight in WEIGHTS.items()]
+    cfg.prepared_dir = config_dict.placeholder(str)
+    _reading(cfg)
+    cfg.lock()
+    return cfg
+
+
+def instructions() -> ml_collections.ConfigDict:
+    """The instruction-tuning data as a pod run reads it: files of any layout, attached by flag, checked by
+    the training command's --dry_run:
+
+        --config.data.mixture.instruct.sources='gs://BUCKET/instructions/*.jsonl'   a path or glob (several
+                                                                                    comma-separated; JSONL,
+                                                                                    parquet, local or gs://)
+    """
+    cfg = ml_collections.ConfigDict()
+    cfg.instruct = ml_collections.ConfigDict(dict(
+        sources=config_dict.placeholder(str), template="me_llama", format="auto", max_prompt_tokens=3500,
+        system=config_dict.placeholder(str), heldout_fraction=0.01))
+    _reading(cfg)
+    cfg.overlong = "truncate"  # a conversation longer than a row keeps its first tokens
+    cfg.lock()
     return cfg

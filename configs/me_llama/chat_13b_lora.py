@@ -18,10 +18,12 @@ sharded like the kernels they adapt (lora_rank replicated), 4 sequences per chip
 save_dot_except_mlp remat. Check the fit with `mellama-plan --config configs/me_llama/chat_13b_lora.py
 --topology v5p-16`.
 
-Run (base = Me-LLaMA-13B or LLaMA-2-13B converted with mellama-convert-hf, or an HF directory):
-    python -m mellama_jax.train --config configs/me_llama/chat_13b_lora.py:/data/me_llama \
-        --workdir gs://BUCKET/me-llama-13b-chat --config.init_from=/ckpt/me-llama-13b \
-        --config.data.tokenizer=/ckpt/me-llama-13b/tokenizer/tokenizer.model
+Data, attached by flag (configs/data/me_llama_mix.py `instructions`): instruction files of any layout, a
+path or glob (several comma-separated), local or gs://; --dry_run checks that they match files.
+Run (base = Me-LLaMA-13B or LLaMA-2-13B converted with mellama-convert-hf, or an HF directory; the
+tokenizer comes with it):
+    python -m mellama_jax.train --config configs/me_llama/chat_13b_lora.py --workdir gs://BUCKET/me-llama-13b-chat \
+        --config.init_from=gs://BUCKET/me13b-hf --config.data.mixture.instruct.sources='gs://BUCKET/instructions/*.jsonl'
 Export: mellama-convert-jax --ckpt_dir WORKDIR --out_dir hf/base --peft_dir hf/adapter
         (PEFT adapter + its base) or --out_dir hf/merged --merge_lora (one merged model).
 """
@@ -40,12 +42,7 @@ MEAN_SAMPLE_TOKENS = 640  # estimate; see the docstring
 ALL_PROJECTIONS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
-def me_llama_data(root: str):
-    """configs/data/me_llama_mix.py (its `instruct` group names the instruction files), loaded by path."""
-    return sibling_config(__file__, "../data/me_llama_mix.py").get_config(root)
-
-
-def chat_config(preset: str, *, root: str, global_batch_size: int, remat_policy: str, checkpoint_every: int):
+def chat_config(preset: str, *, global_batch_size: int, remat_policy: str, checkpoint_every: int):
     """The Me-LLaMA-chat LoRA recipe for one model size (chat_70b_lora.py reuses it)."""
     c = default_config()
     c.model = model_fields(preset, dtype="bfloat16", param_dtype="float32", scan_layers=True,
@@ -75,13 +72,11 @@ def chat_config(preset: str, *, root: str, global_batch_size: int, remat_policy:
     c.log.peak_flops_per_device = 459e12  # TPU v5p bf16 peak per chip
     c.data.kind = "sft"
     c.data.tokenizer = ""  # the base model's tokenizer.model: set on the command line
-    c.data.mixture = me_llama_data(root)
-    c.data.mixture.instruct.template = "me_llama"
-    c.data.mixture.instruct.max_prompt_tokens = 3500
-    c.data.mixture.overlong = "truncate"  # a conversation longer than a row keeps its first 4096 tokens
+    # Me-LLaMA template, prompts cut to 3,500 tokens, conversations longer than a row truncated.
+    c.data.mixture = sibling_config(__file__, "../data/me_llama_mix.py").instructions()
     return c
 
 
-def get_config(root: str = "/data/me_llama"):
-    return chat_config("llama2_13b", root=root, global_batch_size=32, remat_policy="save_dot_except_mlp",
+def get_config():
+    return chat_config("llama2_13b", global_batch_size=32, remat_policy="save_dot_except_mlp",
                        checkpoint_every=200)

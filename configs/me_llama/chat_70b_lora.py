@@ -9,9 +9,8 @@ AdamW state are a few MB per chip. The released 70B-chat tokenizer carries the l
 --config.data.mixture.instruct.template=llama2_chat to train with it instead of "me_llama".
 Check the fit: `mellama-plan --config configs/me_llama/chat_70b_lora.py --topology v5p-64`.
 
-    python -m mellama_jax.train --config configs/me_llama/chat_70b_lora.py:/data/me_llama \
-        --workdir gs://BUCKET/me-llama-70b-chat --config.init_from=/ckpt/me-llama-70b \
-        --config.data.tokenizer=/ckpt/me-llama-70b/tokenizer/tokenizer.model
+    python -m mellama_jax.train --config configs/me_llama/chat_70b_lora.py --workdir gs://BUCKET/me-llama-70b-chat \
+        --config.init_from=gs://BUCKET/me70b-hf --config.data.mixture.instruct.sources='gs://BUCKET/instructions/*.jsonl'
 """
 from mellama_jax.config import sibling_config
 
@@ -24,6 +23,5 @@ def _chat_13b():
     return sibling_config(__file__, "chat_13b_lora.py")
 
 
-def get_config(root: str = "/data/me_llama"):
-    return _chat_13b().chat_config("llama2_70b", root=root, global_batch_size=64, remat_policy="full",
-                                   checkpoint_every=100)
+def get_config():
+    return _chat_13b().chat_config("llama2_70b", global_batch_size=64, remat_policy="full", checkpoint_every=100)

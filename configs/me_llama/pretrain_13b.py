@@ -8,9 +8,15 @@ clipping (1.0). 129e9 / (512 * 4096) = 61,513 steps.
 Sharding: FSDP over all 128 chips (13B x 16 bytes of params + Adam + grads = 1.6 GiB/chip); 4 sequences
 per chip; remat keeps q/k/v and the attention output projection (save_dot_except_mlp). Check the fit before a run with
 the AOT planner (mellama-plan) on the target topology.
+Data, attached by flag (configs/data/me_llama_mix.py `prepared_mixture`): the corpus mellama-prepare-corpus
+wrote, local or gs://, with every component (biomedical, clinical, general; weights 15:1:4 by tokens) and
+its held-out split. Held-out loss every 1000 steps; MIBE tasks during training with --config.eval.tasks and
+--config.eval.task_data_dir. --dry_run checks that the corpus is finished and holds every component.
 Run:  python -m mellama_jax.train --config configs/me_llama/pretrain_13b.py --workdir gs://BUCKET/me-llama-13b \
-      --config.init_from=gs://BUCKET/llama2-13b-jax --config.data.tokenizer=gs://BUCKET/llama2-13b-jax/tokenizer
+      --config.init_from=gs://BUCKET/llama2-13b --config.data.mixture.prepared_dir=gs://BUCKET/corpus/me_llama
+(the tokenizer comes with init_from; --config.data.tokenizer=PATH names another)
 """
+from mellama_jax.config import sibling_config
 from mellama_jax.train.config import default_config, model_fields
 
 # The slice this config is sized for, in Cloud's accelerator-type spelling (v5p-N counts TensorCores:
@@ -44,4 +50,5 @@ def get_config():
     c.log.peak_flops_per_device = 459e12  # TPU v5p bf16 peak per chip
     c.data.kind = "mixture"
     c.data.tokenizer = ""
+    c.data.mixture = sibling_config(__file__, "../data/me_llama_mix.py").prepared_mixture()
     return c
