@@ -317,9 +317,21 @@ def _read_options(cfg: DataConfig) -> grain.ReadOptions:
     return grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch_buffer_size)
 
 
+def _padded(rows, batch_size: int) -> dict:
+    return pad_batch(list(rows), batch_size)
+
+
 def _finish(rows: grain.IterDataset, cfg: DataConfig, local_batch: int, names, report, schedule=(),
-            min_tokens: int = 0) -> grain.DatasetIterator:
-    batched = rows.batch(local_batch, drop_remainder=True)
+            min_tokens: int = 0, pad_last: bool = False) -> grain.DatasetIterator:
+    """Batches of `local_batch` rows. pad_last: a finite pass (a held-out split) keeps its last rows, in a
+    batch filled up with empty rows (segment id 0, no loss), rather than dropping them: a small held-out
+    split then still gives a batch."""
+    if pad_last:
+        # a partial of a module-level function: picklable for grain's worker processes
+        batched = rows.batch(local_batch, drop_remainder=False,
+                             batch_fn=functools.partial(_padded, batch_size=local_batch))
+    else:
+        batched = rows.batch(local_batch, drop_remainder=True)
     if cfg.worker_count:
         batched = batched.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
                                                                    per_worker_buffer_size=cfg.worker_buffer_size))
@@ -379,8 +391,12 @@ def make_heldout_batches(data_cfg: Any, tokenizer: Tokenizer, component: str, *,
     pi, pc = _process(process_index, process_count)
     source, kind = component_sources(cfg, comp, tokenizer, "heldout", report)
     if len(source) == 0:
-        raise DataError(f"component {component!r} has no held-out documents (set heldout_fraction or "
-                        f"heldout_sources in its config)")
+        where = f"{cfg.path}.components[{domain}]"
+        fix = ("prepare the corpus again with a larger heldout_fraction or heldout_sources for it"
+               if kind == "prepared" else f"set --{where}.heldout_fraction (now {comp.heldout_fraction:g}; any "
+               f"positive value holds out at least one of two or more documents) or {where}.heldout_sources")
+        raise DataError(f"component {component!r} has no held-out documents for held-out evaluation: {fix}, "
+                        f"or turn held-out evaluation off with --config.eval.every_steps=0")
     ds = _blocks(RecordIndices(len(source), pi, pc), source, cfg).map(_block_transform(kind, tokenizer, domain))
     chunked = grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(_read_options(cfg)),
                                                     BlockChunker(seq_len, "split", cfg.pack_unit_tokens))
@@ -439,7 +455,7 @@ def make_sft_iterator(data_cfg: Any, tokenizer: Tokenizer, *, seq_len: int, glob
                                                                  cfg.pack_unit_tokens))
     bins = cfg.num_packing_bins or max(2 * local_batch, MIN_PACKING_BINS)
     rows = pack(chunked, seq_len, num_bins=bins, seed=seed)
-    return _finish(rows, cfg, local_batch, ("instruct",), report)
+    return _finish(rows, cfg, local_batch, ("instruct",), report, pad_last=not repeat)
 
 
 def iterator_stats(it) -> dict[str, float]:

@@ -26,6 +26,7 @@ A unit never exceeds the row, so no document is split by packing; only overlong 
 """
 from __future__ import annotations
 
+import collections
 import logging
 
 import grain
@@ -40,8 +41,6 @@ BATCH_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
 
 OVERLONG_FLAG = 1 << 16
 DOMAIN_MASK = OVERLONG_FLAG - 1
-# After this many, overlong documents are still counted (doc_meta) but no longer logged one by one.
-_MAX_LOGGED = 20
 # Columns of a packing unit.
 TOKEN, POSITION, META, LOSS = 0, 1, 2, 3
 UNIT_KEY = "unit"
@@ -81,7 +80,7 @@ class BlockChunker(grain.experimental.FlatMapTransform):
         if self.unit_tokens < 1:
             raise DataError(f"packing unit of {unit_tokens} tokens: must be >= 1")
         self.max_fan_out = max_fan_out
-        self._logged = 0
+        self._overlong_seen: collections.Counter[str] = collections.Counter()  # per source file
 
     def flat_map(self, block: list[dict]) -> list[dict]:
         docs = []
@@ -113,16 +112,29 @@ class BlockChunker(grain.experimental.FlatMapTransform):
         if self.policy == "error":
             raise DataError(f"{where}: document of {n} tokens is longer than the row ({self.seq_len} tokens); "
                             f"set data.overlong to 'split' or 'truncate' to accept such documents")
-        if self._logged < _MAX_LOGGED:
-            self._logged += 1
-            log.warning("%s: overlong_document: %d tokens > row length %d (%s)", where, n, self.seq_len,
-                        "split into chunks" if self.policy == "split" else "truncated")
+        self._log_overlong(where, n)
         arrays = {k: v for k, v in doc.items() if isinstance(v, np.ndarray)}
         starts = [0] if self.policy == "truncate" else range(0, n, self.seq_len)
         chunks = [dict({k: v[s: s + self.seq_len] for k, v in arrays.items()}, doc_meta=doc["doc_meta"], where=where)
                   for s in starts]
         chunks[0]["doc_meta"] = doc["doc_meta"] | OVERLONG_FLAG
         return chunks
+
+
+    def _log_overlong(self, where: str, n: int) -> None:
+        """One WARNING per source file, at its first overlong document; then its count at 10, 100, 1000...
+        (every document is counted in the data/overlong_documents metric). One line per document, every
+        epoch, buried the documented setting's few real messages."""
+        source = where.rsplit(":", 1)[0] if where.rsplit(":", 1)[-1].isdigit() else where
+        self._overlong_seen[source] += 1
+        count = self._overlong_seen[source]
+        action = "split into row-sized chunks" if self.policy == "split" else "truncated to the row"
+        if count == 1:
+            log.warning("%s: overlong_document: %d tokens > row length %d: %s (data.overlong=%s); the source's "
+                        "further overlong documents are counted, not listed", where, n, self.seq_len, action,
+                        self.policy)
+        elif str(count).rstrip("0") == "1":  # 10, 100, 1000, ...
+            log.warning("%s: %d overlong documents so far, %s", source, count, action)
 
 
 def _unit(docs: list[dict]) -> dict:

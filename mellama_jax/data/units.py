@@ -55,7 +55,8 @@ class Unit:
 
 
 def held_out(path: str, line: int, fraction: float) -> bool:
-    # Must agree with sources.heldout_mask (the loader's split of raw sources).
+    # Agrees with sources.heldout_mask (the loader's split of raw sources) except for its at-least-one
+    # rule, which needs every record's hash; corpus preparation streams, and reports an empty held-out split.
     return zlib.crc32(f"{os.path.basename(path)}:{line}".encode()) < int(fraction * 2 ** 32)
 
 
