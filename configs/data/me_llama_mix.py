@@ -5,10 +5,12 @@ MIMIC-CXR reports, general = a RedPajama subset (~129B tokens in all). None of i
 this project (MIMIC needs PhysioNet credentialing): point the paths at your copies as distributed (PubMed
 baseline XML, PMC OA .nxml, MIMIC CSVs, MIMIC-CXR files/), run mellama-prepare-corpus once (readers,
 dedup, decontamination against the MIBE test files, ArrayRecord shards + token counts; docs/corpus_sources.md),
-then set prepared_dir.
+then train on the prepared corpus: the pod configs (configs/me_llama/pretrain_*.py) read it through
+`prepared_mixture()`, attached by flag (--config.data.mixture.prepared_dir=DIR). The instruction data of the
+chat configs is attached the same way (`instructions()`).
 
     mellama-prepare-corpus --data_config configs/data/me_llama_mix.py:/data/me_llama \
-        --tokenizer /ckpt/llama2/tokenizer.model --out_dir /data/me_llama/prepared --workers 64
+        --tokenizer /ckpt/llama2/tokenizer.model --out_dir gs://BUCKET/corpus/me_llama --workers 64
     (or --runner beam --beam_options="--runner=DataflowRunner,..." for the full 129B tokens)
 """
 import os
@@ -52,8 +54,6 @@ def get_config(root: str = "/data/me_llama") -> ml_collections.ConfigDict:
     cfg.prepared_dir = join("prepared")
     cfg.strict = False
     _reading(cfg)
-    cfg.instruct = dict(sources=[dict(path=join("instructions/*.jsonl"))], template="me_llama", format="auto",
-                        max_prompt_tokens=3500, system=None, heldout_fraction=0.01)
     return cfg
 
 
