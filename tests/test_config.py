@@ -85,7 +85,7 @@ def test_rules_from_the_config_reach_the_engine_shardings():
 
 # One bad value per config group, each read by config_groups.typed: the error names the field as a flag.
 @pytest.mark.parametrize("key, value, problem", [
-    ("train.micro_batches", 3, "does not divide train.global_batch_size=8"),
+    ("train.micro_batches", 3, "must divide train.global_batch_size=8"),
     ("train.lora.targets", "q_proj,qkv", r"unknown module name\(s\) \['qkv'\]"),
     ("optim.schedule", "cosin", "expected one of"),
     ("model.num_kv_heads", 3, "must divide num_heads=4"),

@@ -197,8 +197,8 @@ def test_overlong_documents_lenient_split_and_strict_error(env, tmp_path, caplog
 def test_small_sources_hold_out_a_document_and_sft_a_padded_batch(env, tmp_path):
     """Three long articles at heldout_fraction=0.2, 120 instructions at 0.01: the defaults give held-out data."""
     tok = env["tok"]
-    articles = write_jsonl(str(tmp_path / "pmc.jsonl"), [{"text": t} for t in unique_docs("article", 3, seed=3,
-                                                                                            min_words=300)])
+    long_texts = unique_docs("article", 3, seed=3, min_words=300, max_words=400)
+    articles = write_jsonl(str(tmp_path / "pmc.jsonl"), [{"text": t} for t in long_texts])
     cfg = dict(components=[dict(name="clinical", weight=1.0, heldout_fraction=0.2, sources=[articles])])
     held = make_heldout_batches(cfg, tok, "clinical", seq_len=128, batch_size=2, num_batches=2,
                                 process_index=0, process_count=1)
