@@ -78,7 +78,7 @@ def group_fields(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init and f.metadata.get(IN_GROUP, True)}
 
 
-def typed(cls, group: Any, path: str, *, error: type[Exception] = ConfigError, **filled: Any):
+def typed(cls, group: Any, path: str, /, *, error: type[Exception] = ConfigError, **filled: Any):
     """The frozen dataclass `cls` built from a config group (ConfigDict, mapping, None = all defaults, or a
     `cls` instance, returned as is). Errors are `error` instances naming `path.<field>` (see module doc).
     filled: values of the fields that are not read from the group (metadata IN_GROUP False), set by code."""

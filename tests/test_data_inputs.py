@@ -266,7 +266,7 @@ def test_prepare_corpus_matches_raw_tokenization(env, prepared, tmp_path):
                                 process_index=0, process_count=1)
     for _ in range(40):
         b = next(it)
-    assert set(b) == {"tokens", "segment_ids", "positions", "loss_mask"}
+    assert set(b) == {"tokens", "segment_ids", "positions", "loss_mask", "row_domain"}
     assert abs(it.stats()["data/share/biomedical"] - 0.75) < 0.05
     held = make_heldout_batches(dict(cfg, prepared_dir=out), tok, "clinical", seq_len=256, batch_size=2,
                                 num_batches=2, process_index=0, process_count=1)
