@@ -267,8 +267,10 @@ def test_export_carries_model_card_chat_template_and_generates(env, lora_run, tm
     assert "score (mibe) | score (strict)" in card
     for task, t in summaries["mibe"]["tasks"].items():
         metric, strict = t["primary_metric"], summaries["strict"]["tasks"][task]
-        assert (f"| {task} | {metric} | {t['metrics'][metric]:.4f} | {strict['metrics'][metric]:.4f} | "
-                f"{t['num_examples']} |") in card
+        assert (f"| {task} | `{os.path.basename(t['data_file'])}` | {metric} | {t['metrics'][metric]:.4f} | "
+                f"{strict['metrics'][metric]:.4f} | {t['num_examples']} |") in card
+        assert t["metrics_by_matching"]["strict"] == strict["metrics"]  # one run holds both rules' scores
+    assert f"Test data: `{os.path.join(env['data'], 'eval')}`" in card
     assert "Llama 2 is licensed under the LLAMA 2 Community License" in card and "medical device" in card
 
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
