@@ -1,9 +1,10 @@
 """`make demo`: the Me-LLaMA pipeline in miniature on the embedded synthetic data, on a CPU, in minutes.
 
-    python -m mellama_jax.recipe --config configs/demo.py --workdir runs/demo
-    python -m mellama_jax.recipe --config configs/demo.py --config.init_from=/path/to/Llama-2-7b-hf ...
+    mellama-recipe --config configs/demo.py --workdir runs/demo
+    mellama-recipe --config configs/demo.py --workdir runs/demo --config.init_from=/path/to/Llama-2-7b-hf
 
-Stages: prepare (demo corpus, tokenizer, ArrayRecord shards) → pretrain (continual pretraining on the
+The demo is one config of the recipe driver (configs/me_llama/recipe_13b.py is the real one).
+Stages: prepare (demo corpus, tokenizer, ArrayRecord shards) → convert (init_from, if given) → pretrain (continual pretraining on the
 15:1:4 mixture) → instruct (LoRA instruction tuning) → evaluate (base vs tuned on the demo MIBE tasks) →
 export (HF merged + PEFT) → report.
 """
@@ -43,6 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # prepare: the synthetic three-domain corpus, a tokenizer trained on it, and ArrayRecord shards.
     c.data = ml_collections.ConfigDict(dict(
+        source="demo",  # the prepare stage writes the synthetic corpus (configs/me_llama/recipe_13b.py: "corpus")
+        root="",  # data.source="corpus" only: where the sources are
         demo_scale=1.0,  # size of the generated corpus (1.0 ≈ 4,200 documents)
         tokenizer="",  # an existing tokenizer.model; empty = train a LLaMA-2-style one on the corpus
         vocab_size=1024,

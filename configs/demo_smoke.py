@@ -1,6 +1,6 @@
 """An even smaller `make demo` for tests and smoke runs: every stage of the recipe in about a minute.
 
-    python -m mellama_jax.recipe --config configs/demo_smoke.py --workdir runs/smoke
+    mellama-recipe --config configs/demo_smoke.py --workdir runs/smoke
 """
 from mellama_jax.config import sibling_config
 

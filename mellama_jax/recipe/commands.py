@@ -14,7 +14,7 @@ def evaluate_command(recipe, name: str, out_dir: str) -> str:
     e = recipe.c.evaluate
     args = ["python", "-m", "mellama_jax.evaluate",
             "--model", os.path.join(stage_dir(recipe.workdir, EVALUATED[name]), "model"),
-            "--tasks", e.tasks, "--data_dir", e.data_dir or os.path.join(recipe.data_root, "eval"),
+            "--tasks", e.tasks, "--data_dir", recipe.data_path(e.data_dir) if e.data_dir else os.path.join(recipe.data_root, "eval"),
             "--out_dir", out_dir, "--template", e.template, "--matching", e.matching,
             "--max_new_tokens", str(e.max_new_tokens), "--batch_size", str(e.batch_size)]
     if e.limit:

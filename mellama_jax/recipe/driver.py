@@ -1,11 +1,15 @@
-"""The staged Me-LLaMA driver: prepare → pretrain → instruct → evaluate → export → report.
+"""The staged Me-LLaMA driver: prepare → convert → pretrain → instruct → evaluate → export → report.
 
 Each stage writes into `<workdir>/<stage>/` and is skipped once complete (stages.py). Training stages
 resume from their own orbax checkpoints, so interrupting the driver anywhere (Ctrl-C, kill, preemption)
 and running the same command again continues where it stopped.
 
-The same driver runs the real recipe: point `mixture` at the real corpus, `data.tokenizer` at LLaMA-2's
-tokenizer.model, `init_from` at a LLaMA-2 HF directory and the stage configs at the pod presets.
+One driver, two kinds of data (`data.source` of the recipe config):
+* "corpus" — the real recipe (configs/me_llama/recipe_13b.py): the mixture's sources are the distributed
+  files under `data.root` (local or gs://: PubMed XML, PMC JATS, MIMIC CSVs, ...), the tokenizer is the base
+  model's, the base weights (`init_from`, an HF LLaMA-2 directory) are converted once by the convert stage.
+* "demo" — configs/demo.py: the prepare stage writes the synthetic demo corpus and trains a small tokenizer.
+`dry_run_lines` checks the inputs and prints the command of every stage without running anything.
 """
 from __future__ import annotations
 
@@ -34,9 +38,9 @@ from mellama_jax.data.tokenizer import Tokenizer, train_tokenizer
 from mellama_jax.demo import corpus as demo
 from mellama_jax.eval.report import write_report
 from mellama_jax.eval.runner import EvalConfig, evaluate
-from mellama_jax.recipe.commands import EVALUATED
+from mellama_jax.recipe.commands import EVALUATED, evaluate_command
 from mellama_jax.recipe.report import write_recipe_report
-from mellama_jax.recipe.stages import Stage, run_stages, stage_dir
+from mellama_jax.recipe.stages import Stage, is_done, read_summary, run_stages, stage_dir
 from mellama_jax.train.config import TrainConfig
 from mellama_jax.train.init_from import adopt_init_from, source_tokenizer
 from mellama_jax.train.loop import check_workdir, train
@@ -66,14 +70,27 @@ class Recipe:
         self.command = command
         self.explicit = frozenset(explicit)
         check_workdir(self.workdir)
-        paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ paths
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)
 
     @property
+    def source(self) -> str:
+        source = self.c.data.get("source", "demo")
+        if source not in ("demo", "corpus"):
+            raise ConfigError(f"--config.data.source={source!r}: expected 'corpus' (the sources under data.root) "
+                              f"or 'demo' (the synthetic demo corpus)")
+        return source
+
+    @property
     def data_root(self) -> str:
+        """Where the mixture's "<data>" paths point: the real sources, or the demo corpus the prepare stage writes."""
+        if self.source == "corpus":
+            if not self.c.data.get("root"):
+                raise ConfigError("--config.data.root: required with data.source='corpus' (the directory or gs:// "
+                                  "prefix holding the corpus sources)")
+            return self.c.data.root
         return self.path("prepare", "data")
 
     @property
@@ -89,11 +106,14 @@ class Recipe:
     def stages(self) -> list[Stage]:
         # inputs: the config a stage reads; a change re-runs the stage and every stage after it.
         c = self.c.to_dict()
+        what = "demo corpus, tokenizer, ArrayRecord shards" if self.source == "demo" else \
+            "corpus sources -> deduplicated, decontaminated ArrayRecord shards"
         return [
-            Stage("prepare", self.prepare, "demo corpus, tokenizer, ArrayRecord shards",
-                  inputs={k: c[k] for k in ("data", "mixture", "seed", "init_from")}),
+            Stage("prepare", self.prepare, what, inputs={k: c[k] for k in ("data", "mixture", "seed", "init_from")}),
+            Stage("convert", self.convert, "base weights (init_from) -> model checkpoint",
+                  inputs={"init_from": c["init_from"]}),
             Stage("pretrain", self.pretrain, "continual pretraining on the 15:1:4 mixture",
-                  inputs={k: c[k] for k in ("pretrain", "seed", "init_from")}),
+                  inputs={k: c[k] for k in ("pretrain", "seed")}),
             Stage("instruct", self.instruct, "LoRA instruction tuning", inputs={k: c[k] for k in ("instruct", "seed")}),
             Stage("evaluate", self.evaluate, "medical benchmark, base vs instruction-tuned", inputs=c["evaluate"]),
             Stage("export", self.export, "Hugging Face (merged) + PEFT export", inputs=c["export"]),
@@ -101,6 +121,7 @@ class Recipe:
         ]
 
     def run(self, only: tuple[str, ...] = (), force: str | None = None) -> dict:
+        paths.resolve(self.workdir).mkdir(parents=True, exist_ok=True)
         paths.resolve(self.path("recipe_config.json")).write_text(json.dumps(self.c.to_dict(), indent=2, default=str))
         return run_stages(self.workdir, self.stages(), only=only, force=force)
 
@@ -114,8 +135,15 @@ class Recipe:
         if self.c.init_from and not tokenizer:
             raise ConfigError(f"init_from={self.c.init_from}: no tokenizer.model there; pass the model's tokenizer "
                               f"with --config.data.tokenizer=PATH")
-        with _written_to(self.data_root) as data_root, _written_to(self.tokenizer_dir) as tokenizer_dir:
-            files = demo.write_demo_data(data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
+        if self.source == "corpus" and not tokenizer:
+            raise ConfigError("data.source='corpus' needs the base model's tokenizer: set --config.init_from=DIR "
+                              "(with tokenizer.model) or --config.data.tokenizer=PATH")
+        with _written_to(self.tokenizer_dir) as tokenizer_dir:
+            if self.source == "demo":
+                with _written_to(self.data_root) as data_root:
+                    files = demo.write_demo_data(data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
+            else:
+                files = {}
             if tokenizer:
                 tok = Tokenizer.load(tokenizer)
             else:
@@ -146,17 +174,61 @@ class Recipe:
         write_config_file(self.path(name), cd)
         return TrainConfig.from_config_dict(cd)
 
-    def _base_checkpoint(self, d: str) -> str:
-        """init_from as a model checkpoint: an HF directory is converted (streaming) once."""
+    def convert(self, d: str) -> dict:
+        """init_from as a model checkpoint: an HF directory is converted (streaming) once; a model checkpoint is
+        used where it is; without init_from pretraining starts from random weights."""
         src = self.c.init_from
-        if not src:
-            return ""
-        if model_dir.is_model_checkpoint(src):
-            return src
+        if not src or model_dir.is_model_checkpoint(src):
+            return {"base": src}
         out = os.path.join(d, "base")
-        if not model_dir.is_model_checkpoint(out):
-            hf.convert_hf_to_checkpoint(src, out, scan_layers=True, overwrite=True)
-        return out
+        hf.convert_hf_to_checkpoint(src, out, scan_layers=True, overwrite=True)
+        return {"base": out}
+
+    def stage_commands(self) -> dict[str, list[str]]:
+        """Each stage's command: this recipe run up to that stage (the earlier ones are complete by then), then
+        the standalone command the stage amounts to (what a pod's hosts run for the training stages)."""
+        q = lambda *a: " ".join(shlex.quote(str(x)) for x in a)
+        recipe = command_line(recipe_only=True)
+        same = {"convert": [q("mellama-convert-hf", "--hf_dir", self.c.init_from, "--out_dir",
+                              self.path("convert", "base"))] if self.c.init_from else [],
+                "evaluate": [evaluate_command(self, name, self.path("evaluate", name)) for name in EVALUATED],
+                "export": [q("mellama-convert-jax", "--ckpt_dir", self.path("instruct", "model"), "--out_dir",
+                             self.path("export", "hf_merged"), "--merge_lora")]}
+        for name in ("pretrain", "instruct"):  # the stage writes <stage>/config.py, then trains with it
+            same[name] = [q("mellama-train", "--config", self.path(name, CONFIG_FILE), "--workdir",
+                            self.path(name, "run"))]
+        return {stage.name: [f"{recipe} --stages {stage.name}"] + [f"  same as: {c}" for c in same.get(stage.name, [])]
+                for stage in self.stages()}
+
+    def dry_run_lines(self) -> list[str]:
+        """Check what the recipe reads (base weights, tokenizer, corpus sources, evaluation data) and list every
+        stage with its command; nothing is run or written."""
+        problems = []
+        if self.c.init_from and not paths.resolve(self.c.init_from).exists():
+            problems.append(f"--config.init_from={self.c.init_from}: no such directory")
+        if self.c.data.tokenizer and not paths.resolve(self.c.data.tokenizer).exists():
+            problems.append(f"--config.data.tokenizer={self.c.data.tokenizer}: no such file")
+        if self.source == "corpus":
+            for i, comp in enumerate(self.mixture().to_dict()["components"]):
+                for j, src in enumerate(comp["sources"]):
+                    if not paths.glob(src["path"]):
+                        problems.append(f"mixture.components[{i}].sources[{j}] ({comp['name']}): no file matches "
+                                        f"{src['path']}")
+            if self.c.evaluate.data_dir and not paths.resolve(self.data_path(self.c.evaluate.data_dir)).is_dir():
+                problems.append(f"--config.evaluate.data_dir={self.c.evaluate.data_dir}: no such directory")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        lines = [f"data: {self.source} ({self.data_root})", f"workdir: {self.workdir}"]
+        stages = self.stages()
+        commands = self.stage_commands()
+        for i, stage in enumerate(stages, 1):
+            state = "complete" if is_done(self.workdir, stage.name) else "to run"
+            lines.append(f"[{i}/{len(stages)}] {stage.name} ({state}): {stage.description}")
+            lines += [f"    {c}" for c in commands[stage.name]]
+        return lines
+
+    def data_path(self, value: str) -> str:
+        return _substitute(value, self.data_root)
 
     def _train_and_export(self, name: str, d: str, *, data_kind: str, init_from: str) -> dict:
 
@@ -171,7 +243,8 @@ class Recipe:
                 "train": _floats(result.train_metrics), "heldout": _floats(result.eval_metrics)}
 
     def pretrain(self, d: str) -> dict:
-        return self._train_and_export("pretrain", d, data_kind="mixture", init_from=self._base_checkpoint(d))
+        base = read_summary(self.workdir, "convert")["base"]
+        return self._train_and_export("pretrain", d, data_kind="mixture", init_from=base)
 
     def instruct(self, d: str) -> dict:
         base = os.path.join(stage_dir(self.workdir, "pretrain"), "model")
@@ -181,7 +254,7 @@ class Recipe:
 
         e = self.c.evaluate
         cfg = EvalConfig(tasks=tuple(t for t in e.tasks.split(",") if t),
-                         data_dir=e.data_dir or os.path.join(self.data_root, "eval"),
+                         data_dir=self.data_path(e.data_dir) if e.data_dir else os.path.join(self.data_root, "eval"),
                          max_new_tokens=e.max_new_tokens, template=e.template, matching=e.matching,
                          limit=e.limit or None, batch_size=e.batch_size)
         out = {}
@@ -291,5 +364,15 @@ def write_config_file(stage_dir_: str, cd: ml_collections.ConfigDict) -> str:
     return path
 
 
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), "-m", "mellama_jax.recipe"] + sys.argv[1:])
+def command_line(recipe_only: bool = False) -> str:
+    """This mellama-recipe command line; recipe_only: without --stages/--force/--dry_run (to add one stage)."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if recipe_only and a.split("=")[0] in ("--stages", "--force", "--dry_run", "--nodry_run"):
+            skip = "=" not in a and a.split("=")[0] in ("--stages", "--force")
+            continue
+        args.append(a)
+    return " ".join(shlex.quote(a) for a in ["mellama-recipe", *args])
