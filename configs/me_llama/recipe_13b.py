@@ -26,6 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
     chat = sibling_config(__file__, "chat_13b_lora.py").get_config()
     mix = sibling_config(__file__, "../data/me_llama_mix.py").get_config("<data>")  # "<data>" = data.root
     mix.prepared_dir = None  # the prepare stage writes <workdir>/prepare/shards and the stages read those
+    # The instruction files (any layout of JSONL conversations / Alpaca / MIBE records), as the chat config reads them.
+    mix.instruct = ml_collections.ConfigDict(dict(
+        sources=[dict(path="<data>/instructions/*.jsonl")], template="me_llama", format="auto",
+        max_prompt_tokens=3500, system=None, heldout_fraction=0.01))
 
     c = ml_collections.ConfigDict()
     c.workdir = "runs/me_llama_13b"
