@@ -22,6 +22,7 @@ import os
 from typing import Any, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -37,7 +38,16 @@ from mellama_jax.generate import text as T
 from mellama_jax.model import params as P
 from mellama_jax.model.llama import Transformer
 from mellama_jax.model.lora import merge_lora
-from mellama_jax.parallel import activation_sharding, batch_sharding, data_parallel_size, replicated, tree_shardings
+from mellama_jax.parallel import (
+    MeshConfig,
+    activation_sharding,
+    batch_sharding,
+    check_mesh_fits_model,
+    data_parallel_size,
+    make_mesh,
+    replicated,
+    tree_shardings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +237,11 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
 
     dtype: parameter dtype ("float32", "bfloat16", …); None keeps the stored one.
     compute_dtype: activation/matmul dtype (ModelConfig.dtype); None keeps the config's (float32 by default).
-    mesh: a `jax.sharding.Mesh` (mellama_jax.parallel.make_mesh) to shard the parameters over; None puts
-        them on the default device.
+    mesh: a `jax.sharding.Mesh` or a `parallel.MeshConfig` (the training config's `mesh` group, over all
+        processes' devices) to shard the parameters over: every leaf is restored or read straight onto its
+        shards (one tensor at a time from an HF directory), never as a whole model in one host's memory. A
+        mesh that does not fit the devices or the model is a ConfigError before any weight is read. None puts
+        the parameters on the default device.
     scan_layers: parameter layout to serve with (default: as stored; HF directories load scanned).
     step: which training step to restore from a workdir (default: the latest complete one).
     allow_pickle: accept pickled `pytorch_model.bin` weights in an HF directory (runs the unpickler).
@@ -237,23 +250,31 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
     path = paths.as_str(path, what="model path")  # a local directory or gs://...
     if not paths.resolve(path).is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
+    if isinstance(mesh, MeshConfig):
+        mesh = make_mesh(mesh)  # a mesh that does not fit the device count fails here
+    # Called with the stored config before any weight is read: a mesh the model cannot split fails first.
+    shardings = (lambda c: checked_param_shardings(c, mesh)) if mesh is not None else None
     extras: dict[str, Any] = {}
     if model_dir.is_model_checkpoint(path):
-        shardings = (lambda c: param_shardings(c, mesh)) if mesh is not None else None
-        cfg, params, extras = model_dir.load_model_checkpoint(path, shardings=shardings, dtype=dtype,
-                                                             scan_layers=scan_layers)
+        # On a mesh: restored in the stored layout straight onto the shards, switched on the devices below.
+        cfg, params, extras = model_dir.load_model_checkpoint(
+            path, shardings=shardings, dtype=dtype, scan_layers=None if mesh is not None else scan_layers)
     elif hf_lib.is_hf_dir(path):
         with paths.local_copy(path) as local:  # gs://: downloaded first (safetensors are memory-mapped)
             cfg, params = hf_lib.load_hf_params(local, dtype=dtype, scan_layers=scan_layers,
-                                                allow_pickle=allow_pickle)
+                                                allow_pickle=allow_pickle, shardings=shardings)
         extras = {"tokenizer_dir": path if fileio.has_tokenizer(path) else None, "adapters": None}
     elif rundir.is_training_workdir(path):
-        cfg, params, extras = _load_workdir(path, mesh=mesh, dtype=dtype, step=step, scan_layers=scan_layers)
+        cfg, params, extras = rundir.load_training_params(path, step=step, dtype=dtype, shardings=shardings)
+        if mesh is None:
+            cfg, params, extras = model_dir.relayout_checkpoint(cfg, params, extras, scan_layers)
     else:
         raise FileNotFoundError(
             f"{path}: not a model directory: expected an HF directory (config.json + model.safetensors or "
             f"{hf_lib.SAFE_INDEX}), a model checkpoint ({model_dir.MODEL_CONFIG} + {model_dir.PARAMS_DIR}/) or a "
             f"training workdir ({rundir.CHECKPOINTS_DIR}/<step>/)")
+    if mesh is not None:
+        cfg, params, extras = _relayout_on_devices(cfg, params, extras, scan_layers)
 
     if extras.get("adapters") is not None:
         params = merge_lora(cfg, extras["lora_config"], params, extras["adapters"])
@@ -269,13 +290,37 @@ def load(path: str | os.PathLike, *, dtype=None, mesh=None, compute_dtype=None, 
                  chat_template=stored)
 
 
-def _load_workdir(path: str, *, mesh, dtype, step, scan_layers):
-    # Restore straight onto the mesh in the stored (training) layout; a layout switch goes through the host.
-    relayout = scan_layers is not None
-    shardings = (lambda cfg: param_shardings(cfg, mesh)) if mesh is not None and not relayout else None
-    cfg, params, extras = rundir.load_training_params(path, step=step, dtype=dtype, shardings=shardings)
-    # LoRA adapters switch layout with the base, or the merge would see mismatched trees.
-    return model_dir.relayout_checkpoint(cfg, params, extras, scan_layers)
+def checked_param_shardings(cfg: ModelConfig, mesh) -> dict:
+    """`param_shardings`, after checking that the mesh splits the model's heads, MLP and embedding evenly."""
+    check_mesh_fits_model(mesh.shape, cfg)
+    return param_shardings(cfg, mesh)
+
+
+def _relayout_on_devices(cfg: ModelConfig, params: dict, extras: dict, scan_layers: bool | None):
+    """Switch sharded parameters between the stacked and per-layer layouts on the devices, one leaf at a time
+    (the stacked leaf is dropped once sliced), so no host holds the model; LoRA adapters (small) follow on
+    the host."""
+    if scan_layers is None or scan_layers == cfg.scan_layers:
+        return cfg, params, extras
+    flat = P.flatten_tree(params)
+    out = {}
+    if scan_layers:  # layers_i/… -> layers/…
+        per_layer = [p for p in flat if p[0] == "layers_0"]
+        for path in per_layer:
+            parts = [flat.pop((f"layers_{i}",) + path[1:]) for i in range(cfg.num_layers)]
+            out[("layers",) + path[1:]] = jnp.stack(parts)
+            del parts
+    else:  # layers/… -> layers_i/…
+        for path in [p for p in flat if p[0] == "layers"]:
+            stacked = flat.pop(path)
+            for i in range(cfg.num_layers):
+                out[(f"layers_{i}",) + path[1:]] = stacked[i]
+            del stacked
+    out.update(flat)
+    if extras.get("adapters") is not None:
+        convert = P.stack_layers if scan_layers else P.unstack_layers
+        extras = dict(extras, adapters=jax.tree.map(np.asarray, convert(extras["adapters"], cfg.num_layers)))
+    return cfg.replace(scan_layers=scan_layers), P.tree_from_paths(out), extras
 
 
 def _place(cfg: ModelConfig, params: dict, mesh) -> dict:
@@ -291,7 +336,13 @@ def _place(cfg: ModelConfig, params: dict, mesh) -> dict:
         x = flat.pop(leaf_path)
         target = shardings[leaf_path]
         already = isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim)
-        placed[leaf_path] = x if already else jax.device_put(x, target)
+        if already:
+            placed[leaf_path] = x
+        elif isinstance(x, jax.Array) and not x.is_fully_addressable:  # sharded over hosts: reshard on devices
+            placed[leaf_path] = jax.jit(lambda a: a, out_shardings=target)(x)
+        else:  # a host array: every process copies only its own shards
+            host = np.asarray(x)
+            placed[leaf_path] = jax.make_array_from_callback(host.shape, target, lambda index, h=host: h[index])
         del x
     return P.tree_from_paths(placed)
 
@@ -303,4 +354,4 @@ def _load_tokenizer(tokenizer_dir: str | None):
     return Tokenizer.load(tokenizer_dir)
 
 
-__all__ = ["Model", "load", "load_model_config", "param_shardings"]
+__all__ = ["Model", "checked_param_shardings", "load", "load_model_config", "param_shardings"]

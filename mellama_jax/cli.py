@@ -66,6 +66,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USER_ERROR)
 
 
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """The multi-process flags of training (launch/local.py appends them to every process's command); on a
+    Cloud TPU pod or under SLURM none is needed (jax.distributed detects the cluster)."""
+    group = parser.add_argument_group("multi-process (as in training)")
+    group.add_argument("--coordinator", default=None, help="host:port of process 0 (explicit multi-process runs)")
+    group.add_argument("--num_processes", type=int, default=None, help="number of processes (with --coordinator)")
+    group.add_argument("--process_id", type=int, default=None, help="this process's index (with --coordinator)")
+    group.add_argument("--local_device_count", type=int, default=None,
+                       help="CPU devices of this process (local multi-process rehearsal)")
+
+
 def quiet_third_party_logs() -> None:
     """absl (orbax, TFDS) logs every file it touches at INFO and harmless conditions at WARNING (orbax: "is read
     only, save will be skipped" on every checkpoint it opens for reading)."""

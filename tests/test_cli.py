@@ -229,7 +229,7 @@ def _stopped_by_ctrl_c(proc, err: str, resume_hint: str) -> None:
 
 def test_ctrl_c_stops_evaluation_writes_nothing_and_rerun_finishes(tmp_path):
     """Interrupted between batches, the evaluate CLI leaves no report (the out_dir is written whole at the
-    end); the same command run again evaluates every record."""
+    end), only the finished batches beside it; the same command run again finishes every record."""
     import json
 
     import jax
@@ -263,12 +263,14 @@ def test_ctrl_c_stops_evaluation_writes_nothing_and_rerun_finishes(tmp_path):
     proc = _start(argv, log)
     err = _ctrl_c_when(proc, batches_done, log)
     _stopped_by_ctrl_c(proc, err, "rerun")
-    assert set(os.listdir(tmp_path)) == before  # no report, no half-written or temporary directory
+    # No report, no half-written or temporary directory: only the batches kept for the rerun (eval/resume.py).
+    assert set(os.listdir(tmp_path)) - before == {"eval.partial"}
 
     done = _run(*argv, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.load(open(out / "summary.json"))
     assert summary["tasks"]["medqa"]["num_examples"] == n and (out / "report.md").exists()
+    assert not (tmp_path / "eval.partial").exists()
 
 
 def _pretrain_checkpoints(workdir):

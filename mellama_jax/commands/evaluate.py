@@ -14,6 +14,16 @@ runs every task. Every output is scored both by Me-LLaMA's rules (mibe) and the 
 mellama_jax/eval/report.py) and prints the table.
 --template: defaults to the prompt template the model was instruction-tuned with when its directory records
 one (training_run.json of an export or model checkpoint, the run config of a workdir), else none.
+
+On a pod (or several devices), the model is sharded over a mesh set as in training: `--config.mesh.data=2
+--config.mesh.tensor=4` (data: batch rows over replicas, for throughput; tensor: heads and MLP split, for
+latency; fsdp: parameters split, rows too). Weights go straight onto their shards. Several hosts: the same
+command on every host (jax.distributed as in training: cluster detection, or --coordinator/--num_processes/
+--process_id as launch/local.py passes them); each batch's rows are split over the data-parallel replicas,
+results come back in record order and process 0 writes the report.
+
+Each finished batch is kept in `<out_dir>.partial/`: a killed run, rerun with the same command, continues
+there and writes the report an uninterrupted run writes (eval/resume.py). --out_dir may be gs://.
 """
 from __future__ import annotations
 
@@ -21,12 +31,21 @@ import dataclasses
 import logging
 import sys
 
-from mellama_jax import cli
+from mellama_jax import cli, paths
 from mellama_jax.api import load
 from mellama_jax.eval.parsing import MATCHING_MODES
 from mellama_jax.eval.report import markdown_table, write_report
-from mellama_jax.eval.runner import MODES, TEMPLATES, EvalConfig, evaluate, load_tasks
+from mellama_jax.eval.resume import Progress, ResumeError, run_settings
+from mellama_jax.eval.runner import MODES, TEMPLATES, EvalConfig, check_data_parallel, evaluate, load_tasks
 from mellama_jax.eval.tasks.registry import task_names
+from mellama_jax.parallel import (
+    MeshConfig,
+    axis_rules,
+    data_parallel_size,
+    initialize_distributed,
+    make_mesh,
+    mesh_from_flags,
+)
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -70,19 +89,28 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--spacy_model", default=None,
                    help="NER mibe: an installed spaCy model, name or path (the reference loads en_core_web_lg); "
                         "default: spacy.blank('en')")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out_dir (and discard the partial results of an interrupted run)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    cli.add_distributed_flags(p)
+    p.epilog = ("Mesh (as in training): --config.mesh.data=N --config.mesh.fsdp=N --config.mesh.tensor=N "
+                "(-1: the remaining devices; default: one device).")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    # KeyError: an unknown task name. The report is written whole at the end: Ctrl-C leaves none.
-    return cli.run(_main, argv, user_errors=(KeyError,),
-                   on_interrupt="no report was written; rerun the same command to evaluate")
+    # KeyError: an unknown task name. The report is written whole at the end; finished batches are kept.
+    return cli.run(_main, argv, user_errors=(KeyError, ResumeError),
+                   on_interrupt="no report was written; rerun the same command to continue where it stopped")
 
 
 def _main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    mesh_cfg, rest = mesh_from_flags(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.local_device_count)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cli.quiet_third_party_logs()
     # Fail on a bad flag, a missing file or a bad record before spending time loading the model.
@@ -96,12 +124,22 @@ def _main(argv: list[str]) -> int:
                      bertscore_num_layers=args.bertscore_num_layers, bartscore_model=args.bartscore_model,
                      bartscore_weights=args.bartscore_weights, spacy_model=args.spacy_model)
     prepared = load_tasks(cfg)
-    model = load(args.model)
-    if args.template is None and model.template:
-        sys.stderr.write(f"template: {model.template} (recorded with the model; --template overrides it)\n")
-        cfg = dataclasses.replace(cfg, template=model.template)
-    results = evaluate(model, cfg, prepared)
+    if paths.resolve(args.out_dir).exists() and not args.overwrite:
+        raise cli.UsageError(f"--out_dir {args.out_dir}: already holds a report; pass --overwrite to replace it")
+    mesh = None
+    with axis_rules((mesh_cfg or MeshConfig()).rules):
+        if mesh_cfg is not None:
+            mesh = make_mesh(mesh_cfg)  # a mesh that does not fit the devices fails here, before any weight is read
+            check_data_parallel(prepared, data_parallel_size(mesh), cfg.batch_size)
+        # Per-layer weights: the layout decoding wants. On a mesh, a model the mesh cannot split fails here too.
+        model = load(args.model, mesh=mesh, scan_layers=False)
+        if args.template is None and model.template:
+            sys.stderr.write(f"template: {model.template} (recorded with the model; --template overrides it)\n")
+            cfg = dataclasses.replace(cfg, template=model.template)
+        progress = Progress.open(args.out_dir, run_settings(cfg, args.model), overwrite=args.overwrite)
+        results = evaluate(model, cfg, prepared, progress)
     summary = write_report(args.out_dir, results, cfg, args.model, overwrite=args.overwrite)
+    progress.done()
     sys.stdout.write(markdown_table(summary))
     return 0
 

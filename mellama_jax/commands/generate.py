@@ -2,7 +2,7 @@
 
     mellama-generate --model PATH --prompt "The patient presented with" \
         [--prompt "..." ...] [--prompt_file prompts.txt] [--max_new_tokens 256] [--temperature 0]
-        [--top_k 0] [--top_p 1.0] [--seed 0] [--stop "\\n\\n"] [--mesh_data 1 --mesh_tensor 1] [--json]
+        [--top_k 0] [--top_p 1.0] [--seed 0] [--stop "\\n\\n"] [--config.mesh.data=1 --config.mesh.tensor=1] [--json]
     mellama-generate --model PATH --chat [--stream] [--template NAME|tokenizer_config.json] [--system "..."]
     mellama-generate --model PATH --prompt "..." --stream
 
@@ -14,6 +14,8 @@ conversation: each line you type is a user turn, rendered with the model's chat 
 the chat_template of its tokenizer_config.json, else the template it was instruction-tuned with), as
 transformers' apply_chat_template renders it; with --stream the answer is printed as it is decoded; an
 empty line or Ctrl-D ends it.
+Mesh and hosts as in training and evaluation: `--config.mesh.data/fsdp/tensor=N` shard the model (weights go
+straight onto their shards); on several hosts every host runs the same command and process 0 prints.
 """
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ import json
 import sys
 import time
 
+import jax
+
 import mellama_jax
 from mellama_jax import cli
 from mellama_jax.data.chat import load_chat_template
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.templates import TEMPLATE_NAMES
 from mellama_jax.generate import text as T
-from mellama_jax.parallel import MeshConfig, make_mesh
+from mellama_jax.parallel import MeshConfig, axis_rules, initialize_distributed, make_mesh, mesh_from_flags
 
 
 def _parse_ids(text: str, flag: str) -> list[int]:
@@ -60,9 +64,10 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=None, help="decode at most this many prompts at once")
     p.add_argument("--dtype", default=None, help="parameter dtype (float32, bfloat16); default: as stored")
     p.add_argument("--compute_dtype", default=None, help="activation/matmul dtype; default: the config's")
-    p.add_argument("--mesh_data", type=int, default=0, help="shard over a mesh: data axis size (0 = no mesh)")
-    p.add_argument("--mesh_tensor", type=int, default=1, help="tensor axis size (with --mesh_data)")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+    cli.add_distributed_flags(p)
+    p.epilog = ("Mesh (as in training): --config.mesh.data=N --config.mesh.fsdp=N --config.mesh.tensor=N "
+                "(-1: the remaining devices; default: one device).")
     return p
 
 
@@ -132,13 +137,21 @@ def _prompts(args) -> tuple[list[str], list[list[int]]]:
 
 
 def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    mesh_cfg, rest = mesh_from_flags(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.local_device_count)
+    with axis_rules((mesh_cfg or MeshConfig()).rules):
+        return _generate(args, mesh_cfg)
+
+
+def _generate(args, mesh_cfg) -> int:
     text_prompts, id_prompts = _prompts(args)
     stops = [_parse_ids(s, "--stop_ids") for s in args.stop_ids]
 
-    mesh = None
-    if args.mesh_data:
-        mesh = make_mesh(MeshConfig(data=args.mesh_data, fsdp=-1, tensor=args.mesh_tensor))
+    mesh = make_mesh(mesh_cfg) if mesh_cfg is not None else None
     # Unscanned layers: the layout decoding wants (no per-call split of stacked weights).
     model = mellama_jax.load(args.model, dtype=args.dtype, compute_dtype=args.compute_dtype, mesh=mesh,
                              scan_layers=False)
@@ -166,6 +179,8 @@ def _main(argv) -> int:
         options["stop_sequences"] += T.stop_ids(tok, args.stop)
     outputs = model.generate(prompts, batch_size=args.batch_size, **options)
     seconds = time.perf_counter() - start
+    if jax.process_index() != 0:  # several hosts decoded together; one prints
+        return 0
 
     for i, (prompt, new) in enumerate(zip(prompts, outputs)):
         text = None

@@ -217,12 +217,16 @@ def read_hf_config(hf_dir: str | os.PathLike, **overrides) -> ModelConfig:
 
 def load_hf_params(hf_dir: str | os.PathLike, *, dtype=None, scan_layers: bool | None = None,
                    allow_pickle: bool = False, on_tensor: Callable[[str], None] | None = None,
+                   shardings: Callable[[ModelConfig], dict] | None = None,
                    **cfg_overrides) -> tuple[ModelConfig, dict]:
     """Read an HF LLaMA directory into (cfg, host numpy parameter tree), streaming one tensor at a time.
 
     dtype: parameter dtype of the result ("float32", "bfloat16", …); None keeps the checkpoint's dtype.
     scan_layers: stack per-layer tensors on a leading layer axis (default: cfg.scan_layers, i.e. True).
-    Peak memory is the tree being built plus one tensor.
+    shardings: cfg -> tree of shardings (called before any weight is read, so it may reject the config):
+        each leaf goes onto its shards as soon as it is read (every process copies only its own shards) and
+        the result is a tree of jax Arrays. Peak host memory is then one tensor (unscanned) or one stacked
+        leaf (scanned); without shardings it is the tree being built plus one tensor.
     """
     hf_dir = os.fspath(hf_dir)
     if not os.path.isdir(hf_dir):
@@ -230,6 +234,7 @@ def load_hf_params(hf_dir: str | os.PathLike, *, dtype=None, scan_layers: bool |
     cfg = read_hf_config(hf_dir, **cfg_overrides)
     if scan_layers is not None:
         cfg = cfg.replace(scan_layers=scan_layers)
+    targets = P.flatten_tree(shardings(cfg)) if shardings is not None else None  # may refuse the config
     reader = open_hf_weights(hf_dir, allow_pickle=allow_pickle)
     expected = mapping.hf_tensor_names(cfg)
     present = set(reader.names())
@@ -251,8 +256,12 @@ def load_hf_params(hf_dir: str | os.PathLike, *, dtype=None, scan_layers: bool |
         dtype = reader.dtype(expected[0])
     dtype = np.dtype(dtype)
     cfg = cfg.replace(param_dtype=dtype.name)
+    place = None
+    if targets is not None:
+        place = lambda path, leaf: jax.make_array_from_callback(leaf.shape, targets[path],  # noqa: E731
+                                                                 lambda index: leaf[index])
     try:
-        params = mapping.params_from_hf(cfg, reader.get, dtype=dtype, on_tensor=on_tensor)
+        params = mapping.params_from_hf(cfg, reader.get, dtype=dtype, on_tensor=on_tensor, place=place)
     except ValueError as e:  # shape mismatch: the message names the tensor
         raise HFCheckpointError(f"{hf_dir}: {e}") from e
     return cfg, params

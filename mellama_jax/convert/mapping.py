@@ -47,14 +47,19 @@ def to_hf_tensor(spec: P.ParamSpec, value: np.ndarray) -> np.ndarray:
 
 
 def params_from_hf(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], *, dtype=None,
-                   scanned: bool | None = None, on_tensor: Callable[[str], None] | None = None) -> dict:
+                   scanned: bool | None = None, on_tensor: Callable[[str], None] | None = None,
+                   place: Callable[[P.Path, np.ndarray], object] | None = None) -> dict:
     """Build our parameter tree by asking `get_tensor(hf_name)` for one tensor at a time.
 
     Per-layer tensors are written straight into a preallocated stacked array, so peak memory is the
-    output being built plus one tensor.
+    output being built plus one tensor. `place(path, leaf)` (e.g. onto a mesh) receives each leaf as soon as
+    it is complete and its result is kept instead of the host array: unscanned, host memory then holds one
+    tensor at a time; scanned, one stacked leaf.
     """
     scanned = cfg.scan_layers if scanned is None else scanned
     leaves: dict[P.Path, np.ndarray] = {}
+    if place is not None:
+        leaves = _Placing(place)
     for spec in P._specs(cfg):
         out_dtype = np.dtype(dtype) if dtype is not None else None
         if not spec.per_layer:
@@ -78,3 +83,14 @@ def params_from_hf(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], *,
         if scanned:
             leaves[("layers",) + spec.path] = stacked
     return P.tree_from_paths(leaves)
+
+
+class _Placing(dict):
+    """A dict that hands every value to `place` as it is stored (and keeps what `place` returns)."""
+
+    def __init__(self, place):
+        super().__init__()
+        self._place = place
+
+    def __setitem__(self, path, value):
+        super().__setitem__(path, self._place(path, value))

@@ -30,6 +30,7 @@ from mellama_jax.data.templates import TEMPLATE_NAMES, render_prompt, strip_resp
 from mellama_jax.eval import protocols, scoring
 from mellama_jax.eval.parsing import MATCHING_MODES, check_matching
 from mellama_jax.eval.records import EvalRecord, find_task_file, iter_records
+from mellama_jax.eval.resume import NOWHERE, BatchStore, Progress
 from mellama_jax.eval.tasks.base import ChoiceTask, Example, Judgement, ScoringOptions, Task
 from mellama_jax.eval.tasks.registry import resolve_tasks
 
@@ -142,6 +143,18 @@ def load_tasks(cfg: EvalConfig) -> list[_Prepared]:
     return prepared
 
 
+def check_data_parallel(prepared: Sequence[_Prepared], replicas: int, batch_size: int) -> None:
+    """Every data-parallel replica must get whole rows: a data axis wider than the batch or than a task's
+    records is a mistake (checked before the model is read)."""
+    if replicas > batch_size:
+        raise ValueError(f"the mesh splits each batch over {replicas} data-parallel replicas but --batch_size is "
+                         f"{batch_size}; use a batch of at least {replicas} (or a smaller data axis)")
+    for p in prepared:
+        if replicas > len(p.records):
+            raise ValueError(f"{p.data_file}: task {p.task.name} has {len(p.records)} records, fewer than the mesh's "
+                             f"{replicas} data-parallel replicas; use a smaller data (or fsdp) axis")
+
+
 def context_window(model, cfg: EvalConfig) -> int:
     if cfg.max_length:
         return cfg.max_length
@@ -162,16 +175,24 @@ def fit_prompt(ids: list[int], budget: int, keep_head: int = 1) -> tuple[list[in
 
 
 def _generate_outputs(model, prompts: Sequence[str], cfg: EvalConfig, window: int, desc: str,
-                      temperature: float = 0.0, seed_tag: str = ""):
+                      temperature: float = 0.0, seed_tag: str = "", store: BatchStore | None = None):
     tok = model.tokenizer
     budget = window - cfg.max_new_tokens
     encoded = [fit_prompt(tok.encode(p, bos=True), budget) for p in prompts]
-    # Longest first, in batches of similar length: little padding, and the slowest batch comes first.
+    # Longest first, in batches of similar length: little padding (bucketed shapes: few compilations), and
+    # the slowest batch comes first. A batch decodes until its last row ends, so similar lengths also keep
+    # rows that finished early from waiting long.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i][0]))
     outputs: list[str] = [""] * len(prompts)
-    with tqdm(total=len(prompts), desc=desc, disable=not cfg.show_progress) as bar:
+    with tqdm(total=len(prompts), desc=desc, unit="ex", disable=not cfg.show_progress) as bar:
         for start in range(0, len(order), cfg.batch_size):
             rows = order[start:start + cfg.batch_size]
+            saved = store.load(start) if store is not None else None
+            if saved is not None and saved["rows"] == rows:  # decoded by an interrupted run of this command
+                for i, text in zip(rows, saved["outputs"]):
+                    outputs[i] = text
+                bar.update(len(rows))
+                continue
             # Sampling: one decode seed per (run seed, sample, batch), so a run is reproducible.
             sampling = {"seed": random.Random(f"{seed_tag}:{start}").getrandbits(31)} if temperature > 0 else {}
             new_tokens = model.generate([encoded[i][0] for i in rows], max_new_tokens=cfg.max_new_tokens,
@@ -182,6 +203,8 @@ def _generate_outputs(model, prompts: Sequence[str], cfg: EvalConfig, window: in
                     ids = ids[:ids.index(tok.eos_id)]
                 # A chat model may run on into a next turn ("\nHuman:", "[INST]"): cut it like SFT data does.
                 outputs[i] = strip_response(tok.decode(ids), cfg.template)
+            if store is not None:
+                store.save(start, {"rows": rows, "outputs": [outputs[i] for i in rows]})
             bar.update(len(rows))
     return outputs, [t for _, t in encoded]
 
@@ -195,10 +218,12 @@ def _prompts(task: Task, prepared: _Prepared, cfg: EvalConfig, shot_seed: int) -
             for i, r in enumerate(prepared.records)]
 
 
-def _self_consistent(model, task: ChoiceTask, prompts, prepared: _Prepared, cfg: EvalConfig, window: int):
+def _self_consistent(model, task: ChoiceTask, prompts, prepared: _Prepared, cfg: EvalConfig, window: int,
+                     progress: Progress, prefix: str):
     """n sampled outputs per record, judged; the majority prediction under each matching (protocols.majority)."""
     samples = [_generate_outputs(model, prompts, cfg, window, desc=f"{task.name} sample {i + 1}",
-                                 temperature=cfg.temperature, seed_tag=f"{cfg.seed}:{i}")
+                                 temperature=cfg.temperature, seed_tag=f"{cfg.seed}:{i}",
+                                 store=progress.batches(task.name, f"{prefix}sample{i}"))
                for i in range(cfg.self_consistency)]
     truncated = samples[0][1]
     outputs, judged = [], {m: [] for m in MATCHING_MODES}
@@ -213,8 +238,10 @@ def _self_consistent(model, task: ChoiceTask, prompts, prepared: _Prepared, cfg:
     return outputs, truncated, judged
 
 
-def run_task(model, prepared: _Prepared, cfg: EvalConfig, shot_seed: int = 0) -> TaskResult:
+def run_task(model, prepared: _Prepared, cfg: EvalConfig, shot_seed: int = 0,
+             progress: Progress = NOWHERE) -> TaskResult:
     task, records, golds = prepared.task, prepared.records, prepared.golds
+    prefix = f"shots{shot_seed}-" if cfg.num_fewshot else ""  # each few-shot seed is a pass of its own
     started = time.perf_counter()
     prompts = _prompts(task, prepared, cfg, shot_seed)
     window = context_window(model, cfg)
@@ -226,15 +253,17 @@ def run_task(model, prepared: _Prepared, cfg: EvalConfig, shot_seed: int = 0) ->
         picks = scoring.score_choices(model.logits, lambda s: tok.encode(s, bos=True), prompts, candidates,
                                       max_length=window, batch_size=cfg.batch_size,
                                       length_normalize=cfg.length_normalize, pad_id=getattr(tok, "pad_id", 0),
-                                      progress=cfg.show_progress)
+                                      progress=cfg.show_progress,
+                                      store=progress.batches(task.name, f"{prefix}loglik"))
         outputs = [cands[i] for cands, i in zip(candidates, picks)]
         truncated = [False] * len(records)
         judged = {m: [task.judge_choice_index(i, r, g) for i, r, g in zip(picks, records, golds)]
                   for m in MATCHING_MODES}
     elif use_sc:
-        outputs, truncated, judged = _self_consistent(model, task, prompts, prepared, cfg, window)
+        outputs, truncated, judged = _self_consistent(model, task, prompts, prepared, cfg, window, progress, prefix)
     else:
-        outputs, truncated = _generate_outputs(model, prompts, cfg, window, desc=task.name)
+        outputs, truncated = _generate_outputs(model, prompts, cfg, window, desc=task.name,
+                                               store=progress.batches(task.name, f"{prefix}generate"))
         # Matching is applied after decoding, so both modes cost one generation: the report shows both.
         judged = {m: [task.judge(o, r, g, m) for o, r, g in zip(outputs, records, golds)] for m in MATCHING_MODES}
     by_mode = {m: tuple(Example(id=r.id, where=r.where, prompt=p, output=o, prediction=j.prediction, gold=g,
@@ -269,17 +298,19 @@ def _over_seeds(runs: Sequence[TaskResult], matching: str) -> TaskResult:
                                seconds=sum(r.seconds for r in runs))
 
 
-def evaluate(model, cfg: EvalConfig, prepared: Sequence[_Prepared] | None = None) -> list[TaskResult]:
+def evaluate(model, cfg: EvalConfig, prepared: Sequence[_Prepared] | None = None,
+             progress: Progress = NOWHERE) -> list[TaskResult]:
     """Run every task of `cfg` on `model`; results in task order. `prepared`: the output of
-    `load_tasks(cfg)` when the caller already validated the records (read again otherwise)."""
+    `load_tasks(cfg)` when the caller already validated the records (read again otherwise). `progress`:
+    where each finished batch is kept and found again by a rerun (eval/resume.py; default: nowhere)."""
     prepared = load_tasks(cfg) if prepared is None else prepared
     results = []
     for p in prepared:
         if cfg.num_fewshot:
-            result = _over_seeds([run_task(model, p, cfg, shot_seed=k) for k in range(cfg.fewshot_seeds)],
-                                 cfg.matching)
+            result = _over_seeds([run_task(model, p, cfg, shot_seed=k, progress=progress)
+                                  for k in range(cfg.fewshot_seeds)], cfg.matching)
         else:
-            result = run_task(model, p, cfg)
+            result = run_task(model, p, cfg, progress=progress)
         log.info("%s: %s", p.task.name, {k: round(v, 4) for k, v in result.metrics.items()})
         results.append(result)
     return results

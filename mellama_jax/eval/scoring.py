@@ -55,8 +55,10 @@ def _continuation_stats(logits, targets, mask):
 
 def loglikelihoods(logits_fn: LogitsFn, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                    max_length: int, batch_size: int = 8, pad_id: int = 0, progress: bool = True,
-                   desc: str = "log-likelihood") -> list[LoglikResult]:
-    """Score each (context, continuation) request; results in request order."""
+                   desc: str = "log-likelihood", store=None) -> list[LoglikResult]:
+    """Score each (context, continuation) request; results in request order.
+
+    store: where finished batches are kept and found again (eval/resume.BatchStore), or None."""
     rows = []
     for i, (context, continuation) in enumerate(requests):
         if not continuation:
@@ -71,9 +73,16 @@ def loglikelihoods(logits_fn: LogitsFn, requests: Sequence[tuple[Sequence[int], 
     # Longest first: the first batch shows the peak memory and the time estimate is an upper bound.
     rows.sort(key=lambda r: -len(r[1]))
     results: list[LoglikResult | None] = [None] * len(rows)
-    with tqdm(total=len(rows), desc=desc, disable=not progress) as bar:
+    with tqdm(total=len(rows), desc=desc, unit="req", disable=not progress) as bar:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
+            ids = [r[0] for r in chunk]
+            saved = store.load(start) if store is not None else None
+            if saved is not None and saved["rows"] == ids:  # scored by an interrupted run of this command
+                for index, logprob, greedy, (_, _, _, n_cont) in zip(ids, saved["logprob"], saved["greedy"], chunk):
+                    results[index] = LoglikResult(logprob, greedy, n_cont)
+                bar.update(len(chunk))
+                continue
             length = bucket_length(len(chunk[0][1]), max_length)
             tokens = np.full((batch_size, length), pad_id, np.int32)
             targets = np.zeros((batch_size, length), np.int32)
@@ -86,6 +95,9 @@ def loglikelihoods(logits_fn: LogitsFn, requests: Sequence[tuple[Sequence[int], 
             total, greedy = np.asarray(total), np.asarray(greedy)
             for b, (index, _, _, n_cont) in enumerate(chunk):
                 results[index] = LoglikResult(float(total[b]), bool(greedy[b]), n_cont)
+            if store is not None:
+                store.save(start, {"rows": ids, "logprob": [results[i].logprob for i in ids],
+                                   "greedy": [results[i].is_greedy for i in ids]})
             bar.update(len(chunk))
     return results  # type: ignore[return-value]
 
@@ -104,7 +116,8 @@ def encode_pair(encode: Callable[[str], list[int]], context: str, continuation: 
 
 def score_choices(logits_fn: LogitsFn, encode: Callable[[str], list[int]], prompts: Sequence[str],
                   candidates: Sequence[Sequence[str]], *, max_length: int, batch_size: int = 8,
-                  length_normalize: bool = False, pad_id: int = 0, progress: bool = True) -> list[int]:
+                  length_normalize: bool = False, pad_id: int = 0, progress: bool = True,
+                  store=None) -> list[int]:
     """Index of the most likely candidate continuation (" " + candidate) for each prompt.
 
     length_normalize divides each candidate's log-likelihood by its token count, so long options are not
@@ -116,7 +129,7 @@ def score_choices(logits_fn: LogitsFn, encode: Callable[[str], list[int]], promp
             requests.append(encode_pair(encode, prompt, " " + c.strip()))
             owners.append(p)
     scores = loglikelihoods(logits_fn, requests, max_length=max_length, batch_size=batch_size, pad_id=pad_id,
-                            progress=progress, desc="scoring choices")
+                            progress=progress, desc="scoring choices", store=store)
     best: list[tuple[float, int]] = [(-np.inf, -1)] * len(prompts)
     counters = [0] * len(prompts)
     for owner, res in zip(owners, scores):

@@ -21,9 +21,16 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
-from mellama_jax.config import ConfigError
+from mellama_jax.config import ConfigError, ModelConfig
 from mellama_jax.config_groups import PARSE, typed
-from mellama_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, Rules, rules_as_strings, rules_from_strings
+from mellama_jax.parallel.rules import (
+    LOGICAL_AXIS_RULES,
+    MESH_AXES,
+    Rules,
+    current_rules,
+    rules_as_strings,
+    rules_from_strings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,56 @@ class MeshConfig:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["rules"] = ml_collections.ConfigDict(rules_as_strings(self.rules))
         return ml_collections.ConfigDict(values)
+
+
+MESH_FLAG = "--config.mesh."
+
+
+def mesh_from_flags(args: Sequence[str]) -> tuple[MeshConfig | None, list[str]]:
+    """The mesh of a serving command from training's flags: `--config.mesh.<field>=<value>` (or `... <value>`)
+    set fields of the training config's `mesh` group (MeshConfig), e.g. `--config.mesh.data=2
+    --config.mesh.tensor=4`; `--config.mesh.rules.<logical axis>=<mesh axes>` changes one sharding rule.
+    Returns (MeshConfig, or None when no such flag is given; the other arguments). A serving mesh's unset
+    axes default to data=1, fsdp=-1 (the rest), tensor=1, as in training."""
+    fields = {f.name: f for f in dataclasses.fields(MeshConfig)}
+    values: dict = {}
+    rules: dict[str, str] = {}
+    rest, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith(MESH_FLAG):
+            rest.append(arg)
+            i += 1
+            continue
+        key, eq, text = arg[len(MESH_FLAG):].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"{arg}: expected a value, e.g. {arg}=2")
+            text, i = args[i + 1], i + 1
+        i += 1
+        if key.startswith("rules."):
+            rules[key[len("rules."):]] = text
+        elif key in fields and key != "rules":
+            values[key] = _flag_value(f"{MESH_FLAG}{key}", text, type(getattr(MeshConfig(), key)))
+        else:
+            raise ConfigError(f"{MESH_FLAG}{key}: unknown mesh field; known: "
+                              f"{', '.join(sorted(fields))} (rules.<logical axis>)")
+    if not values and not rules:
+        return None, rest
+    if rules:
+        values["rules"] = rules  # entries changed from the default table
+    return MeshConfig.from_dict(values, source="--config.mesh"), rest
+
+
+def _flag_value(flag: str, text: str, kind: type):
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{flag}={text}: expected true or false")
+        return text.lower() in ("true", "1")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{flag}={text}: expected {kind.__name__}") from None
 
 
 def resolve_mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
@@ -109,6 +166,25 @@ def make_mesh(cfg: MeshConfig | None = None, devices: Sequence | None = None) ->
     if hasattr(jax.sharding, "AxisType"):
         kwargs["axis_types"] = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
     return Mesh(dev_array, MESH_AXES, **kwargs)
+
+
+# Model dimensions a serving mesh must split evenly: the rules table drops an axis from a dimension it does
+# not divide (kv heads of a GQA model on a wide tensor axis are replicated on purpose), but a tensor axis that
+# splits no attention head or an fsdp axis that splits no embedding is a mistyped mesh, not a choice.
+_MUST_DIVIDE = (("heads", "num_heads"), ("mlp", "intermediate_size"), ("embed", "hidden_size"))
+
+
+def check_mesh_fits_model(shape, cfg: ModelConfig, *, source: str = "mesh") -> None:
+    """Raise ConfigError when a mesh axis of `shape` (axis -> size) does not divide the model dimension the
+    current rules shard over it (attention heads and MLP width over tensor, the embedding over fsdp)."""
+    shape = dict(shape)
+    table = dict(current_rules())
+    for logical, field in _MUST_DIVIDE:
+        size = getattr(cfg, field)
+        for axis in table.get(logical, ()):
+            if shape.get(axis, 1) > 1 and size % shape[axis]:
+                raise ConfigError(f"{source}.{axis}={shape[axis]} does not divide the model's {field}={size}; "
+                                  f"pick a {axis} size that divides it")
 
 
 def describe_mesh(shape) -> str:
