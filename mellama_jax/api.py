@@ -2,7 +2,7 @@
 
 `path` may be
 * a Hugging Face LLaMA directory (config.json + safetensors),
-* our model checkpoint directory (model_config.json + params/, see convert/ckpt.py), or
+* our model checkpoint directory (model_config.json + params/, see checkpoints/model_dir.py), or
 * a training workdir (checkpoints/<step>/…; the latest complete step's parameters are restored).
 
 The returned `Model` holds the config, the parameters (on one device, or sharded over `mesh`), the

@@ -14,8 +14,8 @@ import pytest
 from hf_fixtures import make_hf_model
 
 import mellama_jax
+from mellama_jax.checkpoints.model_dir import save_model_checkpoint
 from mellama_jax.commands import evaluate as evaluate_cli
-from mellama_jax.convert.ckpt import save_model_checkpoint
 from mellama_jax.convert.hf import load_hf_params
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.demo import mibe as synthetic
