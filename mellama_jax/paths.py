@@ -151,6 +151,12 @@ def move(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     return os.fspath(dst)
 
 
+def forget_listings(p: str | os.PathLike) -> None:
+    """Drop cached listings of a remote path's filesystem: other processes (Beam workers) wrote there."""
+    if is_remote(p):
+        _fs(p).invalidate_cache()
+
+
 def _fs(p):
     """The fsspec filesystem epath itself uses for a remote path (one instance, so one listing cache)."""
     return epath_backend.fsspec_backend.fs(os.fspath(p))

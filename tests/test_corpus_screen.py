@@ -204,8 +204,22 @@ def test_same_shards_local_workers_and_beam(planted, tok, tmp_path, request):
         workers = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
         gcs = request.getfixturevalue("gcs")
         remote = gcs.fresh_prefix("beam_corpus")
+        # The worker processes write the shards: this (driver) process cannot write an ArrayRecord file at all,
+        # and stages nothing locally.
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        from array_record.python import array_record_module
+
+        def driver_writes(*args, **kwargs):
+            raise AssertionError("the driver wrote an ArrayRecord shard")
+        monkeypatch.setattr(array_record_module, "ArrayRecordWriter", driver_writes)
+        (tmp_path / "staging").mkdir()
         runs["beam_gcs"] = prepare_corpus(cfg, tok, remote, runner="beam", beam_options=workers,
-                                          show_progress=False, staging_dir=str(tmp_path))
+                                          show_progress=False, staging_dir=str(tmp_path / "staging"))
+        monkeypatch.undo()
+        assert not any(n.endswith(".array_record") or "array_record-" in n for _, _, files in
+                       os.walk(tmp_path / "staging") for n in files)
+        shards = [p.name for p in paths.files_under(remote) if "array_record-" in p.name]
+        assert shards and all("-of-" in n for n in shards), shards
         assert runs["beam_gcs"]["runner"] == "beam" and paths.resolve(paths.join(remote, paths.COMMIT_MARKER)).exists()
         paths.copy_tree(remote, str(tmp_path / "beam_gcs"))
     def manifest(root):
@@ -260,7 +274,7 @@ def test_killed_beam_preparation_leaves_no_corpus_and_a_rerun_completes(planted,
     cfg = tmp_path / "cfg.py"
     cfg.write_text(f"def get_config():\n    return {config(planted)!r}\n")
     out = tmp_path / "corpus"
-    cmd = [sys.executable, "tools/prepare_corpus.py", "--data_config", str(cfg), "--tokenizer", TOKENIZER,
+    cmd = [sys.executable, "-m", "mellama_jax.commands.prepare_corpus", "--data_config", str(cfg), "--tokenizer", TOKENIZER,
            "--out_dir", str(out), "--runner", "beam", "--beam_options=--runner=DirectRunner"]
     job = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
     deadline = time.time() + 240

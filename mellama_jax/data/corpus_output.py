@@ -5,11 +5,13 @@ A corpus is complete only when `corpus_report.json` is there (written last) and,
 
 * Local `out_dir`: shards are written into `<out_dir>/.partial/` and renamed into place when every component is
   done (the previous corpus, with --overwrite, stays readable until then).
-* Object storage (`gs://`): this array_record build *writes* local files only (its reader opens gs:// objects
-  itself; see docs/cloud_storage.md), so shards are staged on local disk and uploaded component by component
-  into `<out_dir>/.partial/` (the local copy of a component is removed once uploaded, so local disk holds the
-  largest component, not the corpus). Publishing moves `.partial/*` into place server-side, then writes the
-  report and the COMMIT marker. A leftover of a killed run (no COMMIT marker) is cleared by the next run.
+* Object storage (`gs://`): with the Beam runner the workers write their shards straight into
+  `<out_dir>/.partial/` (shards_beam.py; `shared_staging`). The local runner's TFDS writer writes local files
+  only (this array_record build; its reader opens gs:// objects itself, see docs/cloud_storage.md), so there
+  shards are staged on local disk and uploaded component by component into `<out_dir>/.partial/` (the local
+  copy of a component is removed once uploaded, so local disk holds the largest component, not the corpus).
+  Publishing moves `.partial/*` into place server-side, then writes the report and the COMMIT marker. A
+  leftover of a killed run (no COMMIT marker) is cleared by the next run.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class LocalOutput:
         self.staging = os.path.join(out_dir, STAGING)
         shutil.rmtree(self.staging, ignore_errors=True)  # left by a run that was killed
         os.makedirs(self.staging)
+        self.shared_staging = self.staging  # where Beam workers write (they share this disk or mount it)
 
     def component_done(self, name: str) -> None:
         del name  # already in place under the staging directory
@@ -99,12 +102,15 @@ class RemoteOutput:
                 paths.remove_tree(paths.join(out_dir, name))
         self.remote_staging = paths.join(out_dir, STAGING)
         paths.remove_tree(self.remote_staging)
+        self.shared_staging = self.remote_staging  # Beam workers write here themselves
         self.staging = tempfile.mkdtemp(prefix="mellama-prepare-", dir=staging_root)
         log.info("staging the corpus in %s before uploading it to %s", self.staging, out_dir)
 
     def component_done(self, name: str) -> None:
-        """Upload a finished component and free its local disk."""
+        """Upload a finished component staged on local disk and free that disk (Beam workers uploaded theirs)."""
         local = os.path.join(self.staging, CORPUS_DIR, name)
+        if not os.path.isdir(local):
+            return
         paths.copy_tree(local, paths.join(self.remote_staging, CORPUS_DIR, name))
         shutil.rmtree(local)
 

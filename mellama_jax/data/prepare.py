@@ -37,14 +37,14 @@ from etils import epath
 from tqdm.auto import tqdm
 
 from mellama_jax import paths
-from mellama_jax.data import corpus_output, readers
+from mellama_jax.data import corpus_output, readers, shards_beam
 from mellama_jax.data import errors as E
 from mellama_jax.data.config import DataConfig
 from mellama_jax.data.corpus_output import CORPUS_REPORT, DOCUMENTS_DIR
 from mellama_jax.data.decontam import TestIndex, remove_spans
 from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.screen import Decisions, decide, scan_unit
-from mellama_jax.data.tfds_builder import MellamaCorpus
+from mellama_jax.data.tfds_builder import MellamaCorpus, write_info
 from mellama_jax.data.tokenizer import Tokenizer
 from mellama_jax.data.units import UNIT_BYTES, Unit, iter_documents, plan_units, report_key
 
@@ -168,11 +168,6 @@ class ComponentPlan:
         return (unit, split, self.strict, self.decisions.remove.get(i), self.decisions.trim.get(i), self.manifest_dir)
 
     def generate(self, split: str):
-        if self.runner == "beam":
-            return self._beam(split)
-        return self._local(split)
-
-    def _local(self, split: str):
         tasks = [self._task(i, u, split) for i, u in self.units]
         if self.pool is None:
             _init_worker(self.tokenizer, self.index)
@@ -183,10 +178,16 @@ class ComponentPlan:
             self._tally(split, result)
             yield from result["examples"]
 
-    def _beam(self, split: str):
+    def shard_count(self, split: str) -> int:
+        return shards_beam.shard_count([u.split_rule for _, u in self.units], split)
+
+    def beam_tasks(self, split: str) -> list:
+        return [self._task(i, u, split) for i, u in self.units]
+
+    def beam_tokenizer(self, split: str):
+        """The per-unit step the Beam workers run (shards_beam.py writes what it returns into the shards)."""
         import apache_beam as beam  # noqa: PLC0415 - optional dependency: pip install mellama_jax[beam]
         tokenizer, strict, stats_dir, name, index = self.tokenizer, self.strict, self.stats_dir, self.name, self.index
-        tasks = [self._task(i, u, split) for i, u in self.units]
 
         # Beam counters (the runner's UI follows a long job): what was written and what was left out, and why
         metrics = {k: beam.metrics.Metrics.counter("mellama_corpus", k)
@@ -201,13 +202,13 @@ class ComponentPlan:
             for reason in ("duplicate", "contaminated", "trimmed"):
                 metrics["removed_" + reason if reason != "trimmed" else "trimmed"].inc(result["removed"].get(reason, 0))
             metrics["bad_input"].inc(sum(result["report"]["counts"].values()))
-            # Per-unit counts go to small JSON files next to the output; the driver sums them afterwards
-            # (works on any filesystem etils.epath supports, e.g. gs:// on Dataflow).
+            # Per-unit counts go to small JSON files in the work directory (local or gs://, through etils.epath);
+            # the driver sums them afterwards. A retried unit overwrites its own file.
             key = f"{name}-{split}-{zlib.crc32(f'{unit.path}:{unit.start}'.encode()):08x}.json"
             epath.Path(stats_dir, key).write_text(json.dumps({k: v for k, v in result.items() if k != "examples"}))
             return result["examples"]
 
-        return (beam.Create(tasks) | f"Tokenize{name.capitalize()}{split.capitalize()}" >> beam.FlatMap(run))
+        return run
 
     def collect_beam_stats(self) -> None:
         for path in sorted(epath.Path(self.stats_dir).glob(f"{self.name}-*.json")):
@@ -252,10 +253,6 @@ def prepare_corpus(data_cfg: Any, tokenizer: Tokenizer, out_dir: str, *, workers
         raise DataError(str(e)) from e
     if runner not in ("local", "beam"):
         raise DataError(f"runner={runner!r}: expected 'local' or 'beam'")
-    if runner == "beam" and paths.is_remote(out_dir) and not _beam_runs_here(beam_options):
-        raise DataError(f"out_dir={out_dir} with a distributed Beam runner: this array_record build writes local "
-                        f"files only, so workers on other machines cannot write gs:// shards; use "
-                        f"--runner=DirectRunner (shards are staged here and uploaded) or a local / gcsfuse out_dir")
     if runner == "beam" and importlib.util.find_spec("apache_beam") is None:
         raise DataError("runner='beam' needs Apache Beam: pip install -e '.[beam]'")
     if isinstance(data_cfg, DataConfig):
@@ -300,17 +297,30 @@ def _data_error_of(e: BaseException) -> DataError | None:
     return DataError(_BEAM_STEP.sub("", found.group(1)).strip()) if found else None
 
 
-def _beam_runs_here(beam_options: Sequence[str]) -> bool:
-    """Whether Beam's workers share this machine's disk (no --runner, or a direct runner)."""
-    runner = None
-    options = list(beam_options)
-    for i, opt in enumerate(options):
-        if opt.startswith("--runner="):
-            runner = opt.split("=", 1)[1]
-        elif opt == "--runner" and i + 1 < len(options):
-            runner = options[i + 1]
-    return runner is None or runner.lower().removesuffix("runner") in ("direct", "bundlebaseddirect",
-                                                                       "switchingdirect", "prism")
+def _no_documents(component: str) -> DataError:
+    return DataError(f"component {component!r}: a split has no documents; check its sources and heldout_fraction / "
+                     f"heldout_sources")
+
+
+def _beam_shards(plans: list[ComponentPlan], beam_options: Sequence[str], work: str, stats_dir: str, done) -> None:
+    """One Beam pipeline tokenizes every component and split; its workers write the shards (shards_beam.py).
+    Here: check every shard is written and counted, then write TFDS's metadata, per component."""
+    jobs = {(plan.name, split): (plan.shard_count(split), plan.beam_tasks(split), plan.beam_tokenizer(split))
+            for plan in plans for split in plan.splits}
+    shards_beam.write_shards(jobs, beam_options, work, stats_dir)
+    paths.forget_listings(work)
+    for plan in plans:
+        plan.collect_beam_stats()
+        shards = {split: shards_beam.written_shards(work, stats_dir, plan.name, split, plan.shard_count(split))
+                  for split in plan.splits}
+        for split, lst in shards.items():
+            if sum(n for n, _ in lst) != plan.counts[split]["documents"]:
+                raise DataError(f"component {plan.name!r} {split}: the shards hold {sum(n for n, _ in lst)} "
+                                f"documents, the units counted {plan.counts[split]['documents']}")
+            if not lst or not plan.counts[split]["documents"]:
+                raise _no_documents(plan.name)
+        write_info(work, plan.name, shards)
+        done(plan)
 
 
 def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokenizer: Tokenizer, output,
@@ -319,17 +329,14 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
 
 
     workers = workers or (os.cpu_count() or 1)
-    staging = output.staging
-    stats_dir = os.path.join(staging, "_unit_stats")
-    manifest_dir = os.path.join(staging, DOCUMENTS_DIR)
-    os.makedirs(stats_dir)
-    os.makedirs(manifest_dir)
+    # Beam's workers write into the out_dir's own staging (local or gs://); the local runner stages on this disk.
+    work = output.shared_staging if runner == "beam" else output.staging
+    stats_dir = paths.join(work, "_unit_stats")
+    manifest_dir = paths.join(work, DOCUMENTS_DIR)
+    for d in (stats_dir, manifest_dir):
+        paths.resolve(d).mkdir(parents=True, exist_ok=True)
     tokens_by_component: dict[str, int] = {c.name: 0 for c in cfg.components}
     tfds.disable_progress_bar()  # our bar shows units and tokens per domain; TFDS's per-split bars are noise
-    download_config = None
-    if runner == "beam":
-        from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415 - optional dependency (the [beam] extra)
-        download_config = tfds.download.DownloadConfig(beam_options=PipelineOptions(list(beam_options)))
     started = time.time()
     components, sources, removed = {}, {}, {}
     pool = None
@@ -349,28 +356,30 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
             bar.update(1)
             bar.set_postfix({k: f"{v / 1e6:.2f}M" for k, v in tokens_by_component.items()}, refresh=False)
 
+        def done(plan: ComponentPlan) -> None:
+            report.merge(plan.report)
+            components[plan.name] = plan.counts
+            sources[plan.name] = plan.source_report()
+            removed[plan.name] = {s: dict(c) for s, c in plan.removed.items() if c}
+            output.component_done(plan.name)
+
         try:
-            for comp in cfg.components:
-                plan = ComponentPlan(comp.name, [(i, u) for i, u in enumerate(units) if u.component == comp.name],
-                                     tokenizer, cfg.strict, pool, runner, stats_dir, progress, decisions, index,
-                                     manifest_dir)
-                builder = MellamaCorpus(plan=plan, data_dir=staging, file_format="array_record",
-                                        config=tfds.core.BuilderConfig(name=comp.name,
+            plans = [ComponentPlan(comp.name, [(i, u) for i, u in enumerate(units) if u.component == comp.name],
+                                   tokenizer, cfg.strict, pool, runner, stats_dir, progress, decisions, index,
+                                   manifest_dir) for comp in cfg.components]
+            if runner == "beam":
+                _beam_shards(plans, beam_options, work, stats_dir, done)
+            for plan in plans if runner == "local" else ():
+                builder = MellamaCorpus(plan=plan, data_dir=work, file_format="array_record",
+                                        config=tfds.core.BuilderConfig(name=plan.name,
                                                                        version=tfds.core.Version("1.0.0")))
                 try:
-                    builder.download_and_prepare(download_config=download_config)
+                    builder.download_and_prepare()
                 except AssertionError as e:  # TFDS's writer asserts on a split without examples
                     if "No examples were yielded" in str(e):
-                        raise DataError(f"component {comp.name!r}: a split has no documents; check its sources "
-                                        f"and heldout_fraction / heldout_sources") from e
+                        raise _no_documents(plan.name) from e
                     raise
-                if runner == "beam":
-                    plan.collect_beam_stats()
-                report.merge(plan.report)
-                components[comp.name] = plan.counts
-                sources[comp.name] = plan.source_report()
-                removed[comp.name] = {s: dict(c) for s, c in plan.removed.items() if c}
-                output.component_done(comp.name)
+                done(plan)
         finally:
             bar.close()
     finally:
@@ -388,7 +397,7 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
         "sources": sources,
         # documents/<component>-<split>-<unit>.jsonl.gz: {"source": "path:line", <metadata>} per document of a
         # source format with metadata; "source" is also a feature of every shard example.
-        "documents_metadata": DOCUMENTS_DIR if any(os.scandir(manifest_dir)) else None,
+        "documents_metadata": DOCUMENTS_DIR if paths.glob(paths.join(manifest_dir, "*")) else None,
         "removed": removed,
         **decisions.report,
         "bad_input": report.to_dict(),
