@@ -162,12 +162,6 @@ def test_failed_preparation_leaves_nothing_complete_on_gcs(gcs, corpus, tmp_path
         make_pretrain_iterator(dict(two_components(tmp_path, bad=False), prepared_dir=out), tok, **KW)
 
 
-def test_distributed_beam_runner_to_gcs_is_refused(gcs):
-    with pytest.raises(DataError, match="distributed Beam runner"):
-        prepare_corpus({"components": []}, None, gcs.fresh_prefix("beam"), runner="beam",
-                       beam_options=["--runner=DataflowRunner", "--project=p"])
-
-
 def test_raw_array_record_source_on_gcs(gcs, corpus, tmp_path):
     """An ArrayRecord source of JSON records read in place on gs:// (loader and preparation) as from local disk."""
     local = str(tmp_path / "docs.array_record")

@@ -14,7 +14,8 @@ Reads back with `tfds.data_source("mellama_corpus/<component>", data_dir=OUT_DIR
 `prepared_dir=OUT_DIR` in the data config to train from it. Prints token counts per domain, what dedup and
 decontamination removed, and the bad-input report (all in OUT_DIR/corpus_report.json). OUT_DIR must be new,
 empty, or a previous output (with --overwrite); a failed run leaves nothing in it. Sources and OUT_DIR may be on
-gs:// (shards are staged locally and uploaded; docs/cloud_storage.md).
+gs:// (--runner beam: the Beam workers write the shards there themselves, on any runner; local runner: shards
+are staged locally and uploaded; docs/cloud_storage.md).
 """
 import json
 import logging
@@ -47,7 +48,7 @@ def _main(argv) -> int:
     p.add_argument("--tokenizer", required=True, help="tokenizer.model, or a directory holding one")
     p.add_argument("--out_dir", required=True, help="local directory or gs://bucket/path")
     p.add_argument("--staging_dir", default=None,
-                   help="with a gs:// --out_dir: local directory for the shards before upload (default: the "
+                   help="local runner with a gs:// --out_dir: local directory for the shards before upload (default: the "
                         "system's temporary directory; needs room for the largest component)")
     p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = all cores)")
     p.add_argument("--runner", choices=("local", "beam"), default="local")

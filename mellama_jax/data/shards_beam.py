@@ -84,7 +84,9 @@ def write_shards(jobs: dict[tuple[str, str], tuple[int, list, Callable]], beam_o
             paths.resolve(target).parent.mkdir(parents=True, exist_ok=True)
             paths.resolve(local).copy(paths.resolve(target), overwrite=True)
         stats = {"documents": len(docs), "tokens": sum(d[2] for d in docs), "bytes": size}
-        paths.resolve(_stats_path(stats_dir, component, split, index)).write_text(json.dumps(stats))
+        record = paths.resolve(_stats_path(stats_dir, component, split, index))
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(stats))
 
     seeds = [((c, s, i), None) for (c, s), n in counts.items() for i in range(n)]
     with beam.Pipeline(options=PipelineOptions(list(beam_options))) as p:
