@@ -308,3 +308,33 @@ def test_killed_beam_preparation_leaves_no_corpus_and_a_rerun_completes(planted,
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "COMMIT").exists() and not (out / ".partial").exists()
     check_shards(str(out), Tokenizer.load(TOKENIZER), expected(planted))
+
+
+def _unit_examples(task):
+    """A unit's examples as prepare.ComponentPlan.beam_tokenizer returns them (module level: Beam pickles it)."""
+    import numpy as np
+    unit, n = task
+    return [(f"{unit}:{i}#{i}", {"tokens": np.arange(i % 7 + 1, dtype=np.int32), "source": f"{unit}:{i}"})
+            for i in range(n)]
+
+
+@pytest.mark.beam  # make test-beam
+def test_beam_shards_rewritten_by_other_bundles_are_the_same_files(tmp_path):
+    """What a retried or re-bundled tokenizing stage does to the shards: a second run over the same units, on
+    two worker threads instead of one, rewrites the same shard names with the same bytes — nothing added,
+    nothing lost (documents are sorted canonically, by unit then record, inside each shard)."""
+    pytest.importorskip("apache_beam")
+    from mellama_jax.data import shards_beam
+    units = [("a.jsonl", 5), ("b.jsonl", 9), ("c.jsonl", 1)]
+    work, stats = str(tmp_path / "work"), str(tmp_path / "stats")
+
+    def run(options):
+        shards_beam.write_shards({("comp", "train"): (4, units, _unit_examples)}, ["--runner=DirectRunner", *options],
+                                 work, stats)
+        return {str(p.relative_to(work)): p.read_bytes() for p in paths.files_under(work)}
+
+    first = run([])
+    again = run(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    assert again == first and len(first) == 4
+    counts = shards_beam.written_shards(work, stats, "comp", "train", 4)
+    assert sum(n for n, _ in counts) == 15
