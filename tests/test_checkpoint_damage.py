@@ -15,11 +15,11 @@ import pytest
 from etils import epath
 
 from mellama_jax import paths
-from mellama_jax.checkpoints import rundir
+from mellama_jax.checkpoints import manager, rundir
 from mellama_jax.checkpoints.errors import CheckpointError
 from mellama_jax.config import config_module
 from mellama_jax.train.config import TrainConfig
-from mellama_jax.train.loop import train
+from mellama_jax.train.loop import TrainingError, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,6 +139,42 @@ def test_a_per_process_data_state_of_an_earlier_version_is_refused_not_set_aside
     with pytest.raises(CheckpointError, match=r"per-process grain states \(process_0-of-2.json, process_1-of-2.json\)"):
         train(small_config(), workdir, engine=ref.engine)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "4", "8"]
+
+
+# ---------------------------------------------------------------- saves that fail (storage down past its retries)
+def failing_saves(monkeypatch, steps):
+    """Saves of these steps raise what a storage client raises once its own retries are spent."""
+    real = manager.Checkpointer.save
+
+    def save(self, step, *args):
+        if step in steps:
+            raise OSError(f"503 Service Unavailable (fault injected for step {step})")
+        return real(self, step, *args)
+    monkeypatch.setattr(manager.Checkpointer, "save", save)
+
+
+def test_a_failed_save_is_reported_and_training_goes_on(uninterrupted, tmp_path, monkeypatch, caplog):
+    ref_dir, ref = uninterrupted
+    failing_saves(monkeypatch, {4, 8})  # two in a row: below the default limit of 3
+    workdir = str(tmp_path / "run")
+    with caplog.at_level(logging.ERROR):
+        result = train(small_config(), workdir, engine=ref.engine)
+    assert_same_params(result, ref)
+    assert losses(workdir) == losses(ref_dir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12"]
+    failed = [r.getMessage() for r in caplog.records if "CHECKPOINT SAVE FAILED" in r.getMessage()]
+    assert [m.split(" (")[0] for m in failed] == ["CHECKPOINT SAVE FAILED: step 4", "CHECKPOINT SAVE FAILED: step 8"]
+    assert "503 Service Unavailable" in failed[0] and "\n" not in failed[0]
+
+
+def test_failed_saves_in_a_row_stop_the_run_with_one_error(uninterrupted, tmp_path, monkeypatch):
+    failing_saves(monkeypatch, {4, 8, 12})
+    with pytest.raises(TrainingError) as e:
+        train(small_config(**{"checkpoint.max_failed_saves": 2}), str(tmp_path / "run"),
+              engine=uninterrupted[1].engine)
+    assert str(e.value).startswith("checkpoint save of step 8 failed, 2 saves in a row "
+                                   "(checkpoint.max_failed_saves=2); stopping. No checkpoint was saved. "
+                                   "Last error: OSError: 503 Service Unavailable"), str(e.value)
 
 
 # ---------------------------------------------------------------- every file kind a step holds

@@ -15,7 +15,8 @@ Layout of the schema:
     mesh.*           MeshConfig (data, fsdp, tensor, dcn_data, allow_plain_device_order) and mesh.rules.<logical axis> (parallel/rules.py)
     train.*          steps, seq_len, global_batch_size, micro_batches (gradient accumulation), seed, lora.*
     optim.*          AdamW + warmup/cosine schedule + clipping (Me-LLaMA recipe defaults, docs/sources.md)
-    checkpoint.*     every_steps, keep, async_save, preemption_deadline_s (SIGTERM: train/stopping.py)
+    checkpoint.*     every_steps, keep, async_save, preemption_deadline_s (SIGTERM: train/stopping.py),
+                     max_failed_saves (failed saves in a row that stop the run)
     eval.*           held-out evaluation cadence and size; benchmark tasks during training (eval.tasks ...)
     log.*            logging cadence, TensorBoard, progress bar, device peak FLOP/s for MFU
     data.*           kind ("synthetic" | "mixture" | "sft"), tokenizer, synthetic.*, mixture (opaque, for
@@ -109,8 +110,13 @@ class CheckpointConfig:
     # SIGTERM (preemption notice): the save of the step in progress must end this many seconds after the signal
     # (train/stopping.py); fits a 30 s notice with room to exit.
     preemption_deadline_s: float = 25.0
+    # A save that fails (after the storage clients' own retries) is reported and training goes on to the next
+    # save; this many failed saves in a row stop the run (storage that stays down must not go unnoticed).
+    max_failed_saves: int = 3
 
     def __post_init__(self):
+        if self.max_failed_saves < 1:
+            raise FieldError("checkpoint", "max_failed_saves", self.max_failed_saves, "must be >= 1")
         if self.preemption_deadline_s <= 0:
             raise FieldError("checkpoint", "preemption_deadline_s", self.preemption_deadline_s, "must be > 0")
         if self.every_steps < 0:

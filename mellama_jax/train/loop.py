@@ -271,11 +271,12 @@ class Run:
     hooks: list[Hook] = dataclasses.field(default_factory=list)
     last_eval: dict = dataclasses.field(default_factory=dict)
     primary: bool = True
+    failed_saves: int = 0  # saves failed in a row (checkpoint.max_failed_saves stops the run)
 
     # ---- hooks
     def save(self, n: int, state: TrainState) -> None:
         if not self.stop.reason:
-            self.ckpt.save(n, state, self.source, self.cfg.to_dict())
+            self._periodic_save(n, state)
         elif self.stop.save_fits():  # stopping: this save must be on disk before the process exits
             self.stop.timed_save(lambda: (self.ckpt.save(n, state, self.source, self.cfg.to_dict()), self.ckpt.wait()))
         else:
@@ -284,6 +285,25 @@ class Run:
                         "preemption_deadline_s=%s); the last checkpoint is step %s", n, self.stop.deadline_s,
                         self.ckpt.latest_step())
         self.writer.sync()  # on object storage: metrics up to this checkpoint are stored with it
+
+    def _periodic_save(self, n: int, state: TrainState) -> None:
+        """A failed save (storage still failing after its clients' retries) costs the steps until the next one,
+        not the run: reported, and the next save is tried, unless max_failed_saves fail in a row."""
+        try:
+            self.ckpt.save(n, state, self.source, self.cfg.to_dict())
+        except Exception as e:  # noqa: BLE001 - storage errors of every client (OSError, tensorstore, gcsfs)
+            self.failed_saves += 1
+            limit = self.cfg.checkpoint.max_failed_saves
+            if self.failed_saves >= limit:
+                last = self.ckpt.latest_step()
+                raise TrainingError(f"checkpoint save of step {n} failed, {self.failed_saves} saves in a row "
+                                    f"(checkpoint.max_failed_saves={limit}); stopping. "
+                                    + ("No checkpoint was saved" if last is None else f"The last checkpoint is step {last}")
+                                    + f". Last error: {type(e).__name__}: {e}") from e
+            log.error("CHECKPOINT SAVE FAILED: step %d (%d of checkpoint.max_failed_saves=%d in a row); training "
+                      "goes on, the next save is tried: %s: %s", n, self.failed_saves, limit, type(e).__name__, e)
+        else:
+            self.failed_saves = 0
 
     def heldout_eval(self, eval_step, heldout, batch_size: int):
         def run(n: int, state: TrainState) -> None:
