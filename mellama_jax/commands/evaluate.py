@@ -33,6 +33,7 @@ import sys
 
 from mellama_jax import cli, paths
 from mellama_jax.api import load
+from mellama_jax.commands.mesh_flags import parse_mesh_command
 from mellama_jax.eval.parsing import MATCHING_MODES
 from mellama_jax.eval.report import markdown_table, write_report
 from mellama_jax.eval.resume import Progress, ResumeError, run_settings
@@ -42,9 +43,7 @@ from mellama_jax.parallel import (
     MeshConfig,
     axis_rules,
     data_parallel_size,
-    initialize_distributed,
     make_mesh,
-    mesh_from_flags,
 )
 
 
@@ -106,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    mesh_cfg, rest = mesh_from_flags(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.local_device_count)
+    args, mesh_cfg = parse_mesh_command(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cli.quiet_third_party_logs()
     # Fail on a bad flag, a missing file or a bad record before spending time loading the model.

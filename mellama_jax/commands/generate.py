@@ -27,11 +27,12 @@ import jax
 
 import mellama_jax
 from mellama_jax import cli
+from mellama_jax.commands.mesh_flags import parse_mesh_command
 from mellama_jax.data.chat import load_chat_template
 from mellama_jax.data.errors import DataError
 from mellama_jax.data.templates import TEMPLATE_NAMES
 from mellama_jax.generate import text as T
-from mellama_jax.parallel import MeshConfig, axis_rules, initialize_distributed, make_mesh, mesh_from_flags
+from mellama_jax.parallel import MeshConfig, axis_rules, make_mesh
 
 
 def _parse_ids(text: str, flag: str) -> list[int]:
@@ -138,11 +139,7 @@ def _prompts(args) -> tuple[list[str], list[list[int]]]:
 
 def _main(argv) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    mesh_cfg, rest = mesh_from_flags(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    initialize_distributed(args.coordinator, args.num_processes, args.process_id, args.local_device_count)
+    args, mesh_cfg = parse_mesh_command(parser, argv)
     with axis_rules((mesh_cfg or MeshConfig()).rules):
         return _generate(args, mesh_cfg)
 
