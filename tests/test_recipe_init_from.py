@@ -10,10 +10,12 @@ import sys
 import pytest
 from hf_fixtures import make_hf_model
 
+from mellama_jax.config import config_module
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.data.tokenizer import train_tokenizer
 from mellama_jax.demo import corpus as demo
-from mellama_jax.recipe.stages import Stage, run_stages
+from mellama_jax.recipe.driver import Recipe
+from mellama_jax.recipe.stages import Stage, input_key, run_stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = dict(hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=4,
@@ -109,3 +111,18 @@ def test_stage_input_keys_rerun_changed_stages_and_everything_after(tmp_path):
     assert runs == list("cd") and not (tmp_path / "c" / "leftover").exists()
     with pytest.raises(ValueError, match="unknown stage 'x'"):
         run_stages(str(tmp_path), stages(), force="x", **quiet)
+
+
+def test_stage_input_keys_are_a_snapshot_of_the_config(tmp_path):
+    """A stage's key is taken when the stages are listed, from a plain copy of the config: a later change to the
+    live config (here a mixture component, a ConfigDict inside a list) does not re-key a stage, so a rerun of the
+    same command finds the same keys as the run that wrote the markers."""
+    config = config_module(os.path.join(ROOT, "configs", "me_llama", "recipe_13b.py")).get_config()
+    stages = Recipe(config, str(tmp_path / "run")).stages()
+    before = [input_key(s, None) for s in stages]
+    json.dumps([s.inputs for s in stages])  # plain JSON values only: no str() of config objects in the key
+    config.pretrain.data.mixture.components[0].weight = 99.0
+    config.mixture.components[0]["sources"][0]["path"] = "elsewhere"
+    assert [input_key(s, None) for s in stages] == before
+    changed = Recipe(config, str(tmp_path / "run")).stages()  # listed again: the changed config is a new key
+    assert [input_key(s, None) for s in changed][:3] != before[:3]

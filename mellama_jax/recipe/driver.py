@@ -104,8 +104,10 @@ class Recipe:
         return ml_collections.ConfigDict(mix)
 
     def stages(self) -> list[Stage]:
-        # inputs: the config a stage reads; a change re-runs the stage and every stage after it.
-        c = self.c.to_dict()
+        # inputs: the config a stage reads; a change re-runs the stage and every stage after it. A plain JSON copy:
+        # `to_dict()` keeps the ConfigDicts inside lists (mixture components) shared with the live config, so a
+        # stage changing them would change a later stage's key, and json.dumps would see them only as str().
+        c = json.loads(self.c.to_json_best_effort(sort_keys=True))
         what = "demo corpus, tokenizer, ArrayRecord shards" if self.source == "demo" else \
             "corpus sources -> deduplicated, decontaminated ArrayRecord shards"
         return [
