@@ -12,6 +12,14 @@ and whether it fits the chip's HBM. `--sweep` tries remat policies x per-chip mi
 the fastest plan that fits; for the chosen plan it prints the `--config.…` flags that make
 `python -m mellama_jax.train --config <same file>` run it (`--dry_run` there checks them).
 Out-of-memory is an answer ("does not fit: needs X"), not a crash.
+
+    mellama-plan --generate --model llama2_70b --topology v5p-16 --batch 16 --prompt_len 1024 --new_tokens 256
+
+`--generate` plans inference instead (planning/inference.py): it compiles jitted generation (prefill + decode
+loop with its KV cache) for the topology and prints per-chip weights, KV cache and temporaries, the largest
+batch that fits and a roofline estimate of tokens/s. The mesh is the config's when a `--config.mesh.` field is
+set, else heads over the widest tensor axis that divides the chips and the heads, the rest over data. When it
+does not fit, the same generation's slices with 2x, 4x, 8x the chips are planned and the smallest that fits named.
 Exit status: 0 if the (chosen) plan fits, 1 if nothing fits, 2 on a usage or config error.
 """
 from __future__ import annotations
@@ -25,10 +33,10 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from mellama_jax import cli  # noqa: E402
-from mellama_jax.config import REMAT_POLICIES, ConfigError  # noqa: E402
+from mellama_jax.config import REMAT_POLICIES, ConfigError, ModelConfig  # noqa: E402
 from mellama_jax.libtpu_env import libtpu_available  # noqa: E402
-from mellama_jax.parallel import describe_mesh  # noqa: E402
-from mellama_jax.planning import config_files, estimates, planner, report  # noqa: E402
+from mellama_jax.parallel import MeshConfig, describe_mesh  # noqa: E402
+from mellama_jax.planning import config_files, estimates, inference, planner, report  # noqa: E402
 from mellama_jax.planning.topology import parse_topology  # noqa: E402
 
 
@@ -73,6 +81,11 @@ def _main(argv) -> int:
     p.add_argument("--json", default=None, help="also write every compile report as JSON here")
     p.add_argument("--mfu", type=float, default=estimates.DEFAULT_MFU,
                    help="model FLOPs utilisation to estimate step time, tokens/day and chip-hours at")
+    p.add_argument("--generate", action="store_true", help="plan generation (inference) instead of training")
+    p.add_argument("--batch", type=int, default=8, help="--generate: rows decoded together")
+    p.add_argument("--prompt_len", type=int, default=1024, help="--generate: prompt tokens (padded length)")
+    p.add_argument("--new_tokens", type=int, default=256, help="--generate: new tokens per row")
+    p.add_argument("--dtype", default="bfloat16", help="--generate: weight and compute dtype")
     p.add_argument("-v", "--verbose", action="store_true")
     p.epilog = ("Any field of the training config is set as in training: --config.<field>=<value>, e.g. "
                 "--config.train.global_batch_size=512 (repeatable).")
@@ -88,6 +101,8 @@ def _main(argv) -> int:
         return 2
     topology = parse_topology(args.topology, args.num_slices)
     config = config_files.load_config(args.config, model=args.model, overrides=overrides)
+    if args.generate:
+        return _plan_generate(args, config, topology, mesh_set=any(o.startswith("mesh.") for o in overrides))
     if args.sweep:
         reports = planner.sweep(config, topology, remats=args.remat or planner.REMAT_ORDER,
                                 micro_batches=args.micro_batch)
@@ -127,6 +142,25 @@ def _main(argv) -> int:
     elif reports[-1].executable_path:
         print(f"executable written to {reports[-1].executable_path}")
     return 0 if best else 1
+
+
+def _plan_generate(args, config, topology, *, mesh_set: bool) -> int:
+    model_cfg = ModelConfig.from_dict(config.model.to_dict())
+    plan = inference.plan_generate(model_cfg, topology, batch=args.batch, prompt_len=args.prompt_len,
+                                   new_tokens=args.new_tokens, dtype=args.dtype,
+                                   mesh_cfg=MeshConfig.from_dict(config.mesh.to_dict()) if mesh_set else None)
+    print(plan.summary())
+    if not plan.fits and not mesh_set:
+        # Name the smallest slice of the same generation that does fit (one compile per size tried).
+        bigger = inference.smallest_fitting(model_cfg, inference.larger_topologies(topology), batch=args.batch,
+                                            prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                                            dtype=args.dtype, max_batch_checks=0)
+        print(f"smallest topology that fits: {bigger.summary()}" if bigger else
+              f"nor on {', '.join(inference.larger_topologies(topology))}")
+    if plan.fits:
+        mesh = " ".join(f"--config.mesh.{k}={v}" for k, v in plan.mesh.items())
+        print(f"evaluate with: mellama-evaluate ... --batch_size {plan.max_batch} {mesh}")
+    return 0 if plan.fits else 1
 
 
 if __name__ == "__main__":
