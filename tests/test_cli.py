@@ -287,7 +287,7 @@ def test_ctrl_c_stops_the_recipe_and_rerun_continues(tmp_path):
 
     wd = tmp_path / "run"
     argv = ["-m", "mellama_jax.recipe", "--config", os.path.join(ROOT, "configs", "demo_smoke.py"),
-            "--workdir", str(wd), "--stages", "prepare,pretrain"]
+            "--workdir", str(wd), "--stages", "prepare,convert,pretrain"]
     log = tmp_path / "recipe.log"
     proc = _start(argv, log)
     err = _ctrl_c_when(proc, lambda: bool(_pretrain_checkpoints(wd)), log)

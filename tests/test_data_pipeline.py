@@ -79,9 +79,11 @@ def test_mixture_matches_15_1_4(long_run):
 
 def test_batches_follow_contract(long_run):
     b = long_run[0][0]
-    assert set(b) == {"tokens", "segment_ids", "positions", "loss_mask"}
-    for v in b.values():
-        assert v.dtype == np.int32 and v.shape == (16, SEQ)
+    # [B, T] token fields, plus each row's mixture component (data/mixture.ROW_DOMAIN, a [B] field).
+    assert set(b) == {"tokens", "segment_ids", "positions", "loss_mask", "row_domain"}
+    for k, v in b.items():
+        assert v.dtype == np.int32 and v.shape == ((16,) if k == "row_domain" else (16, SEQ)), k
+    assert set(np.unique(b["row_domain"])) <= {0, 1, 2}  # biomedical, clinical, general
     np.testing.assert_array_equal(b["loss_mask"], (b["segment_ids"] != 0).astype(np.int32))
 
 

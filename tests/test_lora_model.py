@@ -88,9 +88,9 @@ def test_peft_export_matches_peft_and_merge(base, tmp_path, targets):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(targets=("q_proj", "qkv_proj")), "unknown module name"),
-    (dict(rank=0), "rank must be a positive integer"),
-    (dict(rank=-2), "rank must be a positive integer"),
-    (dict(targets=()), "targets is empty"),
+    (dict(rank=0), r"lora\.rank=0: must be a positive integer"),
+    (dict(rank=-2), r"lora\.rank=-2: must be a positive integer"),
+    (dict(targets=()), r"lora\.targets='': empty; name at least one of q_proj"),
 ])
 def test_bad_lora_config(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -21,6 +21,7 @@ from mellama_jax.planning import config_files, planner
 from mellama_jax.planning.compiled import CompileReport, parse_out_of_memory
 from mellama_jax.planning.flops import jaxpr_matmul_flops
 from mellama_jax.planning.topology import parse_topology
+from mellama_jax.train.step import MAX_DOMAINS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_70B = os.path.join(ROOT, "configs", "me_llama", "pretrain_70b.py")
@@ -91,7 +92,9 @@ def test_step_flops_count_scans_and_recompute():
     # XLA attention computes every score of the T x T matrix and masks half: twice the causal count the formula
     # uses (MaxText's convention), so add the other half back.
     full_attention = 6 * model.num_layers * config.train.seq_len * model.num_heads * model.head_dim
-    expected = (P.flops_per_token(model, config.train.seq_len) + full_attention - 6 * norm_params) * tokens
+    # The step also sums loss and tokens per mixture component: two [B] x [B, MAX_DOMAINS] products (train/step.py).
+    per_component = 2 * 2 * config.train.global_batch_size * MAX_DOMAINS
+    expected = (P.flops_per_token(model, config.train.seq_len) + full_attention - 6 * norm_params) * tokens + per_component
     assert flops == pytest.approx(expected, rel=1e-9)
     config_full, _ = _cpu_plan_inputs(["train.micro_batches=2", "model.remat_policy=full"])
     _, _, _, flops_full = _traced_flops(config_full, mesh)

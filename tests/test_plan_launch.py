@@ -64,7 +64,10 @@ def test_printed_flags_launch_the_chosen_plan(monkeypatch, capsys, tmp_path):
     tpu_pod.main(["run", "--dry_run", "--name", "me70b", "--zone", "us-east5-a", "--project", "p", "--", *train])
     ssh = shlex.split(capsys.readouterr().out.strip())
     remote = ssh[ssh.index("--command") + 1]
-    launched = shlex.split(remote.split(" nohup ", 1)[1].split(" > ", 1)[0])
+    # nohup bash -c '<rerun loop>': the loop (launch/tpu_pod.rerun_loop) runs the command until it is not preempted.
+    loop = shlex.split(remote.split(" nohup ", 1)[1].split(" > ", 1)[0])
+    assert loop[:2] == ["bash", "-c"], remote
+    launched = shlex.split(loop[2].split("do ", 1)[1].split("; s=$?", 1)[0])
     assert launched == train
 
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
