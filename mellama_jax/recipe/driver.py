@@ -141,15 +141,13 @@ class Recipe:
             raise ConfigError("data.source='corpus' needs the base model's tokenizer: set --config.init_from=DIR "
                               "(with tokenizer.model) or --config.data.tokenizer=PATH")
         with _written_to(self.tokenizer_dir) as tokenizer_dir:
+            files, tok = {}, Tokenizer.load(tokenizer) if tokenizer else None
             if self.source == "demo":
                 with _written_to(self.data_root) as data_root:
                     files = demo.write_demo_data(data_root, seed=self.c.seed, scale=self.c.data.demo_scale)
-            else:
-                files = {}
-            if tokenizer:
-                tok = Tokenizer.load(tokenizer)
-            else:
-                tok = train_tokenizer(demo.demo_texts(data_root), tokenizer_dir, vocab_size=self.c.data.vocab_size)
+                    if tok is None:  # trained on the demo texts while they are still on local disk (gs:// workdirs)
+                        tok = train_tokenizer(demo.demo_texts(data_root), tokenizer_dir,
+                                              vocab_size=self.c.data.vocab_size)
             save_hf_tokenizer(tok, tokenizer_dir)
         summary: dict = {"data_root": self.data_root, "tokenizer": self.tokenizer_dir,
                          "vocab_size": tok.vocab_size, "files": sorted(files)}
