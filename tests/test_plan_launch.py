@@ -60,7 +60,10 @@ def test_printed_flags_launch_the_chosen_plan(monkeypatch, capsys, tmp_path):
     # training command inside it (shell-quoted by the launcher) is what runs here.
     workdir = tmp_path / "run"
     train = ["python", "-m", "mellama_jax.train", "--config", CONFIG_70B, "--workdir", str(workdir),
-             f"--config.data.tokenizer={TOKENIZER}", *flags]
+             f"--config.data.tokenizer={TOKENIZER}",
+             # The plan is about compute; the pod config's prepared corpus (checked by --dry_run, README step 4) is
+             # tests/test_data_inputs.py's subject, so this run trains on synthetic tokens of the same shape.
+             "--config.data.kind=synthetic", *flags]
     tpu_pod.main(["run", "--dry_run", "--name", "me70b", "--zone", "us-east5-a", "--project", "p", "--", *train])
     ssh = shlex.split(capsys.readouterr().out.strip())
     remote = ssh[ssh.index("--command") + 1]
