@@ -97,7 +97,7 @@ def test_recipe_on_gcs_killed_then_rerun_finishes_every_stage(gcs):
     assert (wd / "loss_curves.png").exists() and "![loss curves](loss_curves.png)" in report
 
     again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("already complete, skipped") == 6
+    assert again.returncode == 0 and again.stdout.count("already complete, skipped") == 7
 
     # The report's stage command reads its config file from the bucket (the CLI downloads it first).
     train_cmd = next(line for line in report.splitlines() if line.startswith("python -m mellama_jax.train"))
