@@ -1,5 +1,6 @@
 """Deduplication and decontamination in corpus preparation, the same shards from the local runner and Beam,
 and a failed preparation leaving nothing behind."""
+import collections
 import gzip
 import importlib.util
 import json
@@ -12,9 +13,10 @@ from data_fixtures import WORDS, make_demo, write_jsonl
 from test_corpus_sources import shard_tokens
 
 from mellama_jax import paths
-from mellama_jax.data.errors import DataError
+from mellama_jax.data import readers
+from mellama_jax.data.errors import DataError, DataReport
 from mellama_jax.data.prepare import prepare_corpus
-from mellama_jax.data.sources import PreparedSource
+from mellama_jax.data.sources import PreparedSource, SourceConfig
 from mellama_jax.data.tokenizer import Tokenizer
 
 TOKENIZER = os.path.join(os.path.dirname(__file__), "assets", "llama2-tokenizer", "tokenizer.model")
@@ -90,6 +92,38 @@ def planted(tmp_path_factory):
     return t
 
 
+ASSETS = os.path.join(os.path.dirname(__file__), "assets", "pubmed_pmc")  # real PubMed / PMC files (README there)
+PMC_ARTICLES = ("1471-2180-11-174", "ehp-116-1694", "pone.0046493")
+
+
+@pytest.fixture(scope="module")
+def planted_real(planted, tmp_path_factory):
+    """The recipe's other two reader kinds, on the real files of tests/assets/pubmed_pmc, with planted
+    duplicates and a test item: a PubMed update file that re-ships the citation with one word revised (a near
+    duplicate), the PMC articles with one of them shipped again in a second package (an exact duplicate), and a
+    summarisation test item cut from the text of another PMC article (that article is contaminated)."""
+    root = tmp_path_factory.mktemp("real")
+    xml = open(os.path.join(ASSETS, "pubmed-29768149.xml")).read()
+    (root / "pubmed").mkdir()
+    (root / "pubmed" / "pubmed25n0001.xml").write_text(xml)
+    assert xml.count("double-blind trial") == 1
+    (root / "pubmed" / "pubmed25n1300.xml").write_text(xml.replace("double-blind trial", "double-blind study"))
+    for sub, names in (("oa_comm", PMC_ARTICLES), ("oa_other", PMC_ARTICLES[2:])):
+        (root / "pmc" / sub).mkdir(parents=True)
+        for name in names:
+            (root / "pmc" / sub / f"{name}.nxml.gz").write_bytes(open(os.path.join(ASSETS, f"{name}.nxml.gz"), "rb").read())
+    ehp = str(root / "pmc" / "oa_comm" / "ehp-116-1694.nxml.gz")
+    (_, article, _), = readers.read("pmc_jats", ehp, SourceConfig(ehp, format="pmc_jats"), DataReport(strict=True),
+                                    collections.Counter())
+    span = " ".join(article["text"].split()[400:440])  # 40 words of its body
+    write_jsonl(str(root / "eval" / "pubmed_sum.jsonl"),
+                [{"id": "ps0", "query": f"Summarize the following article: {span}", "answer": "a summary", "text": span}])
+    return dict(planted, pubmed=str(root / "pubmed" / "*.xml"), pmc=str(root / "pmc" / "**" / "*.nxml.gz"),
+                pubmed_revised=str(root / "pubmed" / "pubmed25n1300.xml"), ehp=ehp,
+                pmc_again=str(root / "pmc" / "oa_other" / "pone.0046493.nxml.gz"),
+                pubmed_sum=str(root / "eval" / "pubmed_sum.jsonl"))
+
+
 def config(p, mode="drop", dedup=True, decontam=True):
     cfg = dict(components=[
         dict(name="biomedical", weight=15.0, sources=[p["bio"]]),
@@ -100,6 +134,11 @@ def config(p, mode="drop", dedup=True, decontam=True):
     if decontam:
         cfg["decontaminate"] = dict(tasks=[os.path.join(p["eval"], "pubmedqa.jsonl"),
                                            os.path.join(p["eval"], "mednli.parquet")], n=13, mode=mode)
+    if "pubmed" in p:  # planted_real: every reader kind of the recipe's mixture (configs/data/me_llama_mix.py)
+        cfg["components"][0]["sources"] += [dict(path=p["pubmed"], format="pubmed_xml"),
+                                            dict(path=p["pmc"], format="pmc_jats")]
+        if decontam:
+            cfg["decontaminate"]["tasks"].append(p["pubmed_sum"])
     return cfg
 
 
@@ -190,12 +229,27 @@ def test_failed_preparation_leaves_nothing_and_foreign_out_dir_refused(planted, 
 
 
 @pytest.mark.beam  # make test-beam runs it with apache-beam installed
-def test_same_shards_local_workers_and_beam(planted, tok, tmp_path, request):
-    """One source set (JSONL, MIMIC-IV CSV, MIMIC-CXR; planted exact, near and test-set duplicates) prepared by
-    the local runner (1 and 2 worker processes) and by Beam on two worker processes into the GCS test server:
-    the same documents in the same shards, the same report."""
-    cfg = config(planted)
+def test_same_shards_local_workers_and_beam(planted_real, tok, tmp_path, request):
+    """One source set with every reader kind of the recipe (PubMed XML, PMC JATS — real files —, JSONL, MIMIC-IV
+    CSV, MIMIC-CXR; planted exact, near and test-set duplicates in each) prepared by the local runner (1 and 2
+    worker processes) and by Beam on two worker processes into the GCS test server: the planted documents
+    removed, the same documents in the same shards, the same report."""
+    p = planted_real
+    cfg = config(p)
     one = prepare_corpus(cfg, tok, str(tmp_path / "one"), workers=1, show_progress=False)
+    # what the real-file sources add to test_dedup_and_decontamination_remove_planted_documents' removals
+    dd, dc = one["dedup"], one["decontamination"]
+    assert dd["removed"] == {"exact": 4, "near": 2}
+    assert dd["by_source"][p["pubmed_revised"]] == {"near": 1} and dd["by_source"][p["pmc_again"]] == {"exact": 1}
+    ex = {e["where"]: e for e in dd["examples"]}
+    assert ex[f"{p['pmc_again']}:record 0 (PMCID 3460867)"]["duplicate_of_id"] == "3460867"
+    assert ex[f"{p['pubmed_revised']}:record 0 (PMID 29768149)"]["kind"] == "near"
+    assert dc["tasks"]["pubmed_sum"] == {"test_items": 1, "items_too_short": 0, "items_found": 1, "documents": 1,
+                                         "sources": {p["ehp"]: 1}}
+    kept = {os.path.relpath(path, os.path.dirname(os.path.dirname(p["pubmed"]))): s["documents"]
+            for path, s in one["sources"]["biomedical"].items() if path != p["bio"]}
+    assert kept == {"pubmed/pubmed25n0001.xml": {"train": 1}, "pmc/oa_comm/1471-2180-11-174.nxml.gz": {"train": 1},
+                    "pmc/oa_comm/pone.0046493.nxml.gz": {"train": 1}}, kept
     two = prepare_corpus(cfg, tok, str(tmp_path / "two"), workers=2, show_progress=False)
     runs = {"two": two}
     if importlib.util.find_spec("apache_beam") is not None:  # make test-beam; not in the main environment
@@ -233,7 +287,8 @@ def test_same_shards_local_workers_and_beam(planted, tok, tmp_path, request):
         src = PreparedSource(str(root), comp, "train")
         return sorted((src[i][0]["source"].decode(), tuple(src[i][0]["tokens"].tolist())) for i in range(len(src)))
 
-    assert len(manifest(tmp_path / "one")) == 2  # the radiology note + two CXR reports, less the duplicate
+    # the radiology note + two CXR reports, less the duplicate; one PubMed citation; two of the PMC articles
+    assert len(manifest(tmp_path / "one")) == 5
     for name, other in runs.items():
         for key in ("components", "sources", "removed", "dedup", "decontamination"):
             assert other[key] == one[key], (name, key)
