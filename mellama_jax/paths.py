@@ -14,6 +14,10 @@ Rules:
   readers refuse a directory without it (`checkpoints.fileio.require_complete`). Training checkpoints use
   orbax's own commit markers.
 
+Transient object-store errors (408, 429, 5xx, timeouts) are retried by the clients: gs:// files go through
+`mellama_jax.gcs_client` (gcsfs with tensorstore's patience, registered below), checkpoint arrays through
+tensorstore's own GCS driver.
+
 Test/emulator endpoints are the clients' own settings: `STORAGE_EMULATOR_HOST` (gcsfs) and
 `TENSORSTORE_GCS_HTTP_URL` (tensorstore); nothing here knows about them.
 """
@@ -29,6 +33,7 @@ import tempfile
 import time
 from typing import Iterable, Iterator
 
+import fsspec
 from etils import epath
 from etils.epath import backend as epath_backend
 
@@ -36,6 +41,10 @@ from mellama_jax.config import ConfigError
 
 REMOTE_SCHEMES = ("gs", "s3")  # served by epath's fsspec backend (gcsfs / s3fs)
 COMMIT_MARKER = "COMMIT"  # written last into a finished export / prepared directory
+
+# Registered by name, so gcsfs is imported only when a gs:// path is first used.
+for _protocol in ("gs", "gcs"):
+    fsspec.register_implementation(_protocol, "mellama_jax.gcs_client.PatientGCSFileSystem", clobber=True)
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

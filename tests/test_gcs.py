@@ -6,6 +6,7 @@
   marker (what a killed writer leaves on object storage) is refused.
 * A truncated array object in the newest checkpoint on gs:// is set aside and the run resumes from the previous
   step, bitwise-equal to the uninterrupted run.
+* A 503 burst as a run starts (orbax checking the checkpoint directory) is retried, not fatal.
 * HF -> ours -> HF with both ends on gs:// returns the tensors transformers saved, bit for bit.
 * The data loader reads a raw corpus (JSONL, .jsonl.gz, Parquet) and the tokenizer from gs:// into exactly the
   batches it makes from the same files on local disk.
@@ -28,9 +29,10 @@ from etils import epath
 from hf_fixtures import make_hf_model
 
 import mellama_jax
-from mellama_jax import paths
+from mellama_jax import gcs_client, paths
 from mellama_jax.checkpoints import fileio, rundir
 from mellama_jax.checkpoints.export import export_model_checkpoint
+from mellama_jax.checkpoints.manager import Checkpointer
 from mellama_jax.config import config_module
 from mellama_jax.convert.export import convert_checkpoint_to_hf
 from mellama_jax.convert.hf import convert_hf_to_checkpoint
@@ -233,3 +235,17 @@ def test_503_burst_during_a_save_is_retried_and_training_ends_bitwise(gcs, refer
     assert_params_equal(again.state.params, ref.state.params)
     redone = losses(epath.Path(workdir, "metrics.jsonl").read_text())
     assert redone == losses(open(os.path.join(ref_dir, "metrics.jsonl")).read())
+
+
+def test_503_burst_at_start_up_is_retried(gcs, monkeypatch):
+    """bench/soak.py found it: 14 answers 503 while training started killed the run with a traceback, in
+    orbax's CheckpointManager asking whether the checkpoint directory exists (two gcsfs requests, each given up
+    after gcsfs' own 6 attempts). Every gs:// request of the path layer is now retried 32 times
+    (mellama_jax.gcs_client). The count of attempts is what is tested: the delays are shortened here."""
+    monkeypatch.setattr(gcs_client, "FIRST_DELAY_S", 0.001)
+    monkeypatch.setattr(gcs_client, "MAX_DELAY_S", 0.01)
+    workdir = gcs.fresh_prefix("startup")
+    gcs.fail_next(20)  # the soak's largest burst
+    checkpointer = Checkpointer(workdir, small_config().checkpoint)
+    assert gcs.fail_next(0) == 0  # all 20 were answered, to this call's requests
+    assert checkpointer.manager.latest_step() is None
