@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hf_fixtures import make_hf_model
+from hf_fixtures import hf_logits, make_hf_model
 
 from mellama_jax.data.hf_tokenizer import save_hf_tokenizer
 from mellama_jax.demo import mibe as synthetic
@@ -46,6 +46,11 @@ def _hf_continuation_logprob(hf, context, continuation):
     return float(sum(logp[p, t] for p, t in zip(positions, continuation)))
 
 
+def _hf_is_greedy(hf, context, continuation):
+    logits = hf_logits(hf, [context + continuation])[0, len(context) - 1:-1]
+    return bool(np.all(np.argmax(logits, -1) == np.asarray(continuation)))
+
+
 def test_loglik_scorer_matches_transformers(tiny):
     d, hf, model = tiny
     tok = model.tokenizer
@@ -53,10 +58,20 @@ def test_loglik_scorer_matches_transformers(tiny):
              ("Premise: The patient presented with cough.", " Hypothesis: The patient has cough."),
              ("Example 1.", " no"), ("Summarize the findings.", " no acute abnormality on ECG")]
     requests = [scoring.encode_pair(lambda s: tok.encode(s, bos=True), c, k) for c, k in pairs]
-    got = scoring.loglikelihoods(model.logits, requests, max_length=160, batch_size=4, progress=False)
+    # Requests with the same model input share one row of the forward pass: one-token answers to the first
+    # question (the last one is the greedy token, which is_greedy must accept), and the fourth request split
+    # at another point (the same tokens, a shorter answer).
+    context = requests[0][0]
+    greedy_answer = int(np.argmax(hf_logits(hf, [context])[0, -1]))
+    requests += [(context, [t]) for t in tok.encode(" no maybe", bos=False)[:2]]
+    ctx, cont = requests[3]
+    requests += [(ctx + cont[:-2], cont[-2:]), (context, [greedy_answer])]
+    got = scoring.loglikelihoods(model.logits, requests, max_length=160, batch_size=2, progress=False)
     want = [_hf_continuation_logprob(hf, c, k) for c, k in requests]
     np.testing.assert_allclose([r.logprob for r in got], want, rtol=1e-4, atol=1e-4)
     assert [r.num_tokens for r in got] == [len(k) for _, k in requests]
+    want_greedy = [_hf_is_greedy(hf, c, k) for c, k in requests]
+    assert [r.is_greedy for r in got] == want_greedy and want_greedy[-1]
 
     # The choice scorer picks the argmax of the same numbers (with and without length normalisation).
     choices = ["yes", "no", "maybe"]

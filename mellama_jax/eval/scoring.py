@@ -6,11 +6,13 @@ Conventions follow lm-evaluation-harness so numbers are comparable with its HF b
 * a request is (context token ids, continuation token ids); the model reads (context + continuation)[:-1]
   and the continuation's log-probabilities are gathered at the last len(continuation) positions;
 * sequences longer than max_length + 1 tokens lose tokens on the left;
-* `is_greedy` says whether argmax decoding would have produced the continuation.
+* `is_greedy` says whether argmax decoding would have produced the continuation;
+* requests whose model input is the same sequence (one-token choices of one question) share one row of the
+  forward pass, as lm-eval's HF backend reuses its logits (its `logits_cache`).
 
 Batches are right-padded (causal attention: padding after a row cannot change it) to a bucketed length
 and a fixed batch size, so a run compiles the model for a handful of shapes only. The log-softmax and the
-gather run on device; only one number per row comes back.
+gather run on device; only one number per request comes back.
 """
 from __future__ import annotations
 
@@ -45,9 +47,11 @@ def bucket_length(n: int, max_length: int, minimum: int = 64) -> int:
 
 @jax.jit
 def _continuation_stats(logits, targets, mask):
+    """logits [B, T, V]; targets, mask [B, K, T]: the K requests that share each row's input.
+    Returns each request's summed log-likelihood and whether greedy decoding gives it ([B, K])."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    token_logp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    greedy = jnp.argmax(logits, axis=-1) == targets
+    token_logp = jnp.take_along_axis(logp, jnp.swapaxes(targets, 1, 2), axis=-1).swapaxes(1, 2)  # [B, K, T]
+    greedy = jnp.argmax(logits, axis=-1)[:, None] == targets
     total = jnp.sum(jnp.where(mask, token_logp, 0.0), axis=-1)
     all_greedy = jnp.all(greedy | ~mask, axis=-1)
     return total, all_greedy
@@ -58,8 +62,11 @@ def loglikelihoods(logits_fn: LogitsFn, requests: Sequence[tuple[Sequence[int], 
                    desc: str = "log-likelihood", store=None) -> list[LoglikResult]:
     """Score each (context, continuation) request; results in request order.
 
+    Requests whose model input is the same token sequence (the choices of one question that are one token
+    each, e.g. yes/no/maybe or A–E) share one row of the forward pass, as lm-eval's HF backend shares its
+    logits: a batch holds `batch_size` distinct inputs.
     store: where finished batches are kept and found again (eval/resume.BatchStore), or None."""
-    rows = []
+    inputs: dict[tuple[int, ...], list[tuple[int, list[int], int]]] = {}  # input -> [(request, target, n_cont)]
     for i, (context, continuation) in enumerate(requests):
         if not continuation:
             raise ValueError(f"request {i}: empty continuation")
@@ -69,36 +76,40 @@ def loglikelihoods(logits_fn: LogitsFn, requests: Sequence[tuple[Sequence[int], 
             raise ValueError(f"request {i}: continuation of {len(continuation)} tokens exceeds "
                              f"max_length={max_length}")
         seq = (list(context) + list(continuation))[-(max_length + 1):]
-        rows.append((i, seq[:-1], seq[1:], len(continuation)))
+        inputs.setdefault(tuple(seq[:-1]), []).append((i, seq[1:], len(continuation)))
     # Longest first: the first batch shows the peak memory and the time estimate is an upper bound.
-    rows.sort(key=lambda r: -len(r[1]))
-    results: list[LoglikResult | None] = [None] * len(rows)
-    with tqdm(total=len(rows), desc=desc, unit="req", disable=not progress) as bar:
+    rows = sorted(inputs.items(), key=lambda r: -len(r[0]))
+    sharing = max(len(users) for _, users in rows)  # requests per input: one compiled shape per run
+    results: list[LoglikResult | None] = [None] * len(requests)
+    with tqdm(total=len(requests), desc=desc, unit="req", disable=not progress) as bar:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            ids = [r[0] for r in chunk]
+            ids = [index for _, users in chunk for index, _, _ in users]
+            n_conts = [n_cont for _, users in chunk for _, _, n_cont in users]
             saved = store.load(start) if store is not None else None
             if saved is not None and saved["rows"] == ids:  # scored by an interrupted run of this command
-                for index, logprob, greedy, (_, _, _, n_cont) in zip(ids, saved["logprob"], saved["greedy"], chunk):
+                for index, logprob, greedy, n_cont in zip(ids, saved["logprob"], saved["greedy"], n_conts):
                     results[index] = LoglikResult(logprob, greedy, n_cont)
-                bar.update(len(chunk))
+                bar.update(len(ids))
                 continue
-            length = bucket_length(len(chunk[0][1]), max_length)
+            length = bucket_length(len(chunk[0][0]), max_length)
             tokens = np.full((batch_size, length), pad_id, np.int32)
-            targets = np.zeros((batch_size, length), np.int32)
-            mask = np.zeros((batch_size, length), bool)
-            for b, (_, inp, tgt, n_cont) in enumerate(chunk):
+            targets = np.zeros((batch_size, sharing, length), np.int32)
+            mask = np.zeros((batch_size, sharing, length), bool)
+            for b, (inp, users) in enumerate(chunk):
                 tokens[b, :len(inp)] = inp
-                targets[b, :len(tgt)] = tgt
-                mask[b, len(tgt) - n_cont:len(tgt)] = True
+                for k, (_, tgt, n_cont) in enumerate(users):
+                    targets[b, k, :len(tgt)] = tgt
+                    mask[b, k, len(tgt) - n_cont:len(tgt)] = True
             total, greedy = _continuation_stats(logits_fn(tokens), jnp.asarray(targets), jnp.asarray(mask))
             total, greedy = np.asarray(total), np.asarray(greedy)
-            for b, (index, _, _, n_cont) in enumerate(chunk):
-                results[index] = LoglikResult(float(total[b]), bool(greedy[b]), n_cont)
+            for b, (_, users) in enumerate(chunk):
+                for k, (index, _, n_cont) in enumerate(users):
+                    results[index] = LoglikResult(float(total[b, k]), bool(greedy[b, k]), n_cont)
             if store is not None:
                 store.save(start, {"rows": ids, "logprob": [results[i].logprob for i in ids],
                                    "greedy": [results[i].is_greedy for i in ids]})
-            bar.update(len(chunk))
+            bar.update(len(ids))
     return results  # type: ignore[return-value]
 
 
