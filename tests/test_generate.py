@@ -34,6 +34,7 @@ from mellama_jax.generate import (
 )
 from mellama_jax.generate.decode import decode
 from mellama_jax.generate.sampling import filter_logits, sample_next
+from mellama_jax.generate.stops import NO_TOKEN
 from mellama_jax.model import params as P
 from mellama_jax.model.lora import LoraConfig, iter_lora, merge_lora
 
@@ -128,6 +129,24 @@ def test_stop_sequences_stop_only_their_row(gqa, gqa_greedy):
     # Default EOS (cfg.eos_token_id) applies together with the stop sequences.
     with_eos = generate(cfg, params, PROMPTS, max_new_tokens=NEW, stop_sequences=stops)
     assert with_eos == [first_stop(row, cfg.eos_token_id, stops) for row in full]
+
+
+def test_decoding_stops_once_every_row_has_ended(gqa, gqa_greedy):
+    """The decode loop exits after the step at which its last row ended: the steps after it never run, so
+    their output slots keep the NO_TOKEN they were created with (a loop running on writes filler there)."""
+    _, cfg, params, _ = gqa
+    full = gqa_greedy
+    stops = [[row[3]] for row in full]  # every row ends by its 4th token at the latest
+    spec = DecodeSpec(cfg=cfg, batch=4, prompt_len=16, max_new_tokens=NEW, num_stops=len(stops), stop_len=1)
+    tokens, mask = left_pad(PROMPTS, 4, 16)
+    stop_ids, stop_lens = pack_stop_sequences(stops)
+    out = jax.device_get(decode_fn(spec)(params, None, tokens, mask, jax.random.key(0), np.int32(-1), stop_ids,
+                                         stop_lens))
+    last = int(out.num_tokens[:len(PROMPTS)].max())  # row 3 pads the batch: done before the first step
+    assert last <= 4
+    np.testing.assert_array_equal(out.tokens[:, last:], NO_TOKEN)
+    assert [list(r[:n - d]) for r, n, d in zip(out.tokens, out.num_tokens, out.drop)][:len(PROMPTS)] == \
+        [first_stop(row, -1, stops) for row in full]
 
 
 def test_top_k_one_sampling_equals_greedy(gqa, gqa_greedy):
