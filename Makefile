@@ -30,16 +30,21 @@ lint: $(STAMP)
 	$(VENV)/bin/pylint mellama_jax launch bench
 	$(VENV)/bin/lint-imports --no-cache
 
+# The TPU and Beam suites run only the test files that hold their marker, in venvs with the test runner but
+# not the main suite's references (torch, transformers, lm-eval): those files import none of them.
+TPU_TESTS  = $(shell grep -l "pytest.mark.tpu" tests/test_*.py)
+BEAM_TESTS = $(shell grep -l "pytest.mark.beam" tests/test_*.py)
+
 # Ahead-of-time compilation for TPU topologies needs libtpu (about 700 MB). It gets a virtual environment of
 # its own: libtpu installed beside a CPU-only jax makes every CPU run print its start-up complaints.
 .venv-tpu/.installed: pyproject.toml
 	test -x .venv-tpu/bin/python || $(PYTHON) -m venv .venv-tpu
-	.venv-tpu/bin/python -m pip install -q -e ".[test,tpu]"
+	.venv-tpu/bin/python -m pip install -q -e ".[pytest,tpu]"
 	touch $@
 
 test-tpu: .venv-tpu/.installed
 	.venv-tpu/bin/python -c "import libtpu"  # the tpu tests must run, not skip
-	.venv-tpu/bin/python -m pytest -q -n $(TEST_WORKERS) -m tpu tests
+	.venv-tpu/bin/python -m pytest -q -n $(TEST_WORKERS) --durations=15 -m tpu $(TPU_TESTS)
 
 # On a machine with an NVIDIA GPU: the cuDNN attention kernel, the model and a training run on the GPU against
 # their references (tests/test_gpu.py). CI has no GPU; this target is the device check. `GPU_EXTRA` picks the
@@ -55,16 +60,16 @@ test-gpu: .venv-gpu/.installed
 	JAX_PLATFORMS=cuda,cpu .venv-gpu/bin/python -m pytest -q -p no:xdist -m gpu tests/test_gpu.py
 
 # Corpus preparation as an Apache Beam pipeline (DirectRunner) against the local runner. apache-beam pins
-# protobuf < 7 and pyarrow < 26, so it gets a virtual environment of its own; only the files holding the beam
-# tests are collected there (other test modules import packages built for a newer protobuf).
+# protobuf < 7 and pyarrow < 26, so it gets a virtual environment of its own (other test modules import
+# packages built for a newer protobuf, another reason to collect only the beam files there).
 .venv-beam/.installed: pyproject.toml
 	test -x .venv-beam/bin/python || $(PYTHON) -m venv .venv-beam
-	.venv-beam/bin/python -m pip install -q -e ".[test,beam]"
+	.venv-beam/bin/python -m pip install -q -e ".[pytest,beam]"
 	touch $@
 
 test-beam: .venv-beam/.installed
 	.venv-beam/bin/python -c "import apache_beam"
-	.venv-beam/bin/python -m pytest -q -m beam tests/test_data_inputs.py tests/test_corpus_screen.py tests/test_corpus_real_files.py tests/test_corpus_dedup.py
+	.venv-beam/bin/python -m pytest -q --durations=10 -m beam $(BEAM_TESTS)
 
 bench: $(STAMP)
 	$(PY) bench/train_step.py
