@@ -12,6 +12,16 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# JAX's persistent compilation cache (https://docs.jax.dev/en/latest/persistent_compilation_cache.html), shared by
+# the pytest workers and every command a test starts: the tiny models' train and decode steps are compiled once
+# per run instead of once per process. The cache key covers the program, the devices and the XLA flags, so a
+# cached executable is the one a fresh compilation would give. A size limit turns on the cache's file lock, which
+# concurrent writers need.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache",
+                                   "jax_compilation_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 1024 ** 3))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
