@@ -5,6 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 DEMO_OUT ?= runs/demo
+# No .pyc files at install time: Python writes them for the modules a run imports, a small part of torch's or
+# transformers' thousands.
+PIP_FLAGS ?= -q --no-compile
 # pytest workers: CI machines have 2 cores; each worker runs JAX on an 8-device fake CPU mesh.
 TEST_WORKERS ?= 2
 
@@ -13,7 +16,7 @@ TEST_WORKERS ?= 2
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,lint]"
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[test,lint]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -39,7 +42,7 @@ BEAM_TESTS = $(shell grep -l "pytest.mark.beam" tests/test_*.py)
 # its own: libtpu installed beside a CPU-only jax makes every CPU run print its start-up complaints.
 .venv-tpu/.installed: pyproject.toml
 	test -x .venv-tpu/bin/python || $(PYTHON) -m venv .venv-tpu
-	.venv-tpu/bin/python -m pip install -q -e ".[pytest,tpu]"
+	.venv-tpu/bin/python -m pip install $(PIP_FLAGS) -e ".[pytest,tpu]"
 	touch $@
 
 test-tpu: .venv-tpu/.installed
@@ -52,7 +55,7 @@ test-tpu: .venv-tpu/.installed
 GPU_EXTRA ?= gpu
 .venv-gpu/.installed: pyproject.toml
 	test -x .venv-gpu/bin/python || $(PYTHON) -m venv .venv-gpu
-	.venv-gpu/bin/python -m pip install -q -e ".[test,$(GPU_EXTRA)]"
+	.venv-gpu/bin/python -m pip install $(PIP_FLAGS) -e ".[test,$(GPU_EXTRA)]"
 	touch $@
 
 test-gpu: .venv-gpu/.installed
@@ -64,7 +67,7 @@ test-gpu: .venv-gpu/.installed
 # packages built for a newer protobuf, another reason to collect only the beam files there).
 .venv-beam/.installed: pyproject.toml
 	test -x .venv-beam/bin/python || $(PYTHON) -m venv .venv-beam
-	.venv-beam/bin/python -m pip install -q -e ".[pytest,beam]"
+	.venv-beam/bin/python -m pip install $(PIP_FLAGS) -e ".[pytest,beam]"
 	touch $@
 
 test-beam: .venv-beam/.installed
