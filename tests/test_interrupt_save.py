@@ -1,7 +1,7 @@
 """Stopping a training run early loses nothing: Ctrl-C (SIGINT) and a preemption notice (SIGTERM) save the step
 in progress, and a rerun of the same command continues bitwise as if never stopped (per-step losses, params).
 
-One uninterrupted run is the reference; each signal lands mid-run (half a second into a 150-step run), the
+One uninterrupted run is the reference; each signal lands mid-run (once the first of 150 steps is logged), the
 command exits with its status (130 interrupted, 75 preempted), and its workdir holds a checkpoint at
 the step where it stopped (not the last periodic one: checkpoint.every_steps=0).
 """
@@ -68,7 +68,11 @@ def _stop_mid_run(workdir, signum):
         if " params on mesh " in line:
             break
     assert proc.poll() is None, "".join(seen)[-3000:]
-    time.sleep(0.5)  # some steps in
+    metrics, start = workdir / "metrics.jsonl", time.monotonic()
+    # Some steps in: the first step's loss is logged (a fixed delay lands before step 1 on a loaded machine).
+    while not (metrics.exists() and '"kind": "train"' in metrics.read_text()):
+        assert proc.poll() is None and time.monotonic() - start < 300, "".join(seen)[-3000:]
+        time.sleep(0.05)
     proc.send_signal(signum)
     sent = time.monotonic()
     _, err = proc.communicate(timeout=300)
