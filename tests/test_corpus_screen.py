@@ -275,6 +275,18 @@ def test_same_shards_local_workers_and_beam(planted_real, tok, tmp_path, request
         shards = [p.name for p in paths.files_under(remote) if "array_record-" in p.name]
         assert shards and all("-of-" in n for n in shards), shards
         assert runs["beam_gcs"]["runner"] == "beam" and paths.resolve(paths.join(remote, paths.COMMIT_MARKER)).exists()
+        # the Beam counters a user follows in the runner's UI, against the local runner's report
+        removed = collections.Counter()
+        for splits in one["removed"].values():
+            for counts in splits.values():
+                removed.update(counts)
+        assert runs["beam_gcs"]["beam_counters"] == {
+            "documents_read": one["dedup"]["documents_seen"], "contaminated": one["decontamination"]["documents_removed"],
+            "exact_duplicates": one["dedup"]["removed"]["exact"],
+            "near_pairs": one["dedup"]["removed"]["near"],  # each planted near duplicate is one pair
+            "documents_written": sum(c[s]["documents"] for c in one["components"].values() for s in c),
+            "tokens_written": one["total_tokens"], "removed_duplicate": removed["duplicate"],
+            "removed_contaminated": removed["contaminated"], "trimmed": 0, "bad_input": 0}
         paths.copy_tree(remote, str(tmp_path / "beam_gcs"))
     def manifest(root):
         lines = []

@@ -190,7 +190,7 @@ class ComponentPlan:
         tokenizer, strict, stats_dir, name, index = self.tokenizer, self.strict, self.stats_dir, self.name, self.index
 
         # Beam counters (the runner's UI follows a long job): what was written and what was left out, and why
-        metrics = {k: beam.metrics.Metrics.counter("mellama_corpus", k)
+        metrics = {k: beam.metrics.Metrics.counter(shards_beam.NAMESPACE, k)
                    for k in ("documents_written", "tokens_written", "removed_duplicate", "removed_contaminated",
                              "trimmed", "bad_input")}
 
@@ -302,12 +302,13 @@ def _no_documents(component: str) -> DataError:
                      f"heldout_sources")
 
 
-def _beam_shards(plans: list[ComponentPlan], beam_options: Sequence[str], work: str, stats_dir: str, done) -> None:
+def _beam_shards(plans: list[ComponentPlan], beam_options: Sequence[str], work: str, stats_dir: str,
+                 done) -> dict[str, int]:
     """One Beam pipeline tokenizes every component and split; its workers write the shards (shards_beam.py).
     Here: check every shard is written and counted, then write TFDS's metadata, per component."""
     jobs = {(plan.name, split): (plan.shard_count(split), plan.beam_tasks(split), plan.beam_tokenizer(split))
             for plan in plans for split in plan.splits}
-    shards_beam.write_shards(jobs, beam_options, work, stats_dir)
+    counters = shards_beam.write_shards(jobs, beam_options, work, stats_dir)
     paths.forget_listings(work)
     for plan in plans:
         plan.collect_beam_stats()
@@ -321,6 +322,7 @@ def _beam_shards(plans: list[ComponentPlan], beam_options: Sequence[str], work: 
                 raise _no_documents(plan.name)
         write_info(work, plan.name, shards)
         done(plan)
+    return counters
 
 
 def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokenizer: Tokenizer, output,
@@ -367,8 +369,9 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
             plans = [ComponentPlan(comp.name, [(i, u) for i, u in enumerate(units) if u.component == comp.name],
                                    tokenizer, cfg.strict, pool, runner, stats_dir, progress, decisions, index,
                                    manifest_dir) for comp in cfg.components]
+            counters = {}
             if runner == "beam":
-                _beam_shards(plans, beam_options, work, stats_dir, done)
+                counters = {**decisions.counters, **_beam_shards(plans, beam_options, work, stats_dir, done)}
             for plan in plans if runner == "local" else ():
                 builder = MellamaCorpus(plan=plan, data_dir=work, file_format="array_record",
                                         config=tfds.core.BuilderConfig(name=plan.name,
@@ -401,6 +404,9 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
         "removed": removed,
         **decisions.report,
         "bad_input": report.to_dict(),
+        # Beam runner: the pipelines' counters (documents read / written, removed and why, tokens), as the
+        # runner's UI showed them during the run
+        **({"beam_counters": dict(sorted(counters.items()))} if runner == "beam" else {}),
         "skipped_components": list(cfg.skipped),
         "runner": runner,
         "seconds": round(time.time() - started, 2),

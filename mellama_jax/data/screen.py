@@ -44,6 +44,7 @@ class Decisions:
         self.remove: dict[int, dict[int, str]] = collections.defaultdict(dict)
         self.trim: dict[int, set[int]] = collections.defaultdict(set)
         self.report: dict = {}
+        self.counters: dict[str, int] = {}  # the Beam screening pipeline's counters (screen_beam.py)
 
 
 class Doc(NamedTuple):

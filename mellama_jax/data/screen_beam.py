@@ -26,9 +26,8 @@ from mellama_jax.data.config import DataConfig
 from mellama_jax.data.decontam import TestIndex
 from mellama_jax.data.dedup import band_keys, bands, near_components, near_pairs
 from mellama_jax.data.screen import Decisions, Doc, assemble, scan_unit
+from mellama_jax.data.shards_beam import NAMESPACE, counters
 from mellama_jax.data.units import Unit
-
-NAMESPACE = "mellama_corpus"
 
 
 def _info(d: Doc) -> tuple:
@@ -115,4 +114,6 @@ def screen(cfg: DataConfig, units: Sequence[Unit], index: TestIndex | None, beam
         info[a.id], info[c.id] = a, c
         edges.append((a.id, c.id))
     found.update(near_components(edges))
-    return assemble(seen, docs_hit, found, info, dedup, decontam, index)
+    decisions = assemble(seen, docs_hit, found, info, dedup, decontam, index)
+    decisions.counters = counters(p.result)
+    return decisions

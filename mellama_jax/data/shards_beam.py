@@ -26,6 +26,15 @@ from mellama_jax.data.errors import DataError
 from mellama_jax.data.tfds_builder import VERSION, features, shard_name
 
 SHARD_STATS = "_shards"  # under the stats directory: one JSON per written shard
+NAMESPACE = "mellama_corpus"  # of the Beam counters both pipelines keep (docs/corpus_sources.md lists them)
+
+
+def counters(result) -> dict[str, int]:
+    """The `NAMESPACE` counters of a finished pipeline (committed values where the runner has them)."""
+    from apache_beam.metrics.metric import MetricsFilter  # noqa: PLC0415 - optional dependency
+
+    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    return {m.key.metric.name: m.committed if m.committed is not None else m.attempted for m in found}
 
 
 def shard_count(split_rules: Sequence[str], split: str) -> int:
@@ -48,9 +57,10 @@ def _stats_path(stats_dir: str, component: str, split: str, index: int) -> str:
 
 
 def write_shards(jobs: dict[tuple[str, str], tuple[int, list, Callable]], beam_options: Sequence[str],
-                 work_root: str, stats_dir: str) -> None:
+                 work_root: str, stats_dir: str) -> dict[str, int]:
     """Run one pipeline for every (component, split) in `jobs`: (shard count, tasks, tokenize) where
-    tokenize(task) -> the unit's examples [(key "<where>#<ordinal>", {"tokens", "source"})]."""
+    tokenize(task) -> the unit's examples [(key "<where>#<ordinal>", {"tokens", "source"})]. Returns the
+    pipeline's counters."""
     import apache_beam as beam  # noqa: PLC0415 - optional dependency: pip install mellama_jax[beam]
     from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
 
@@ -94,6 +104,7 @@ def write_shards(jobs: dict[tuple[str, str], tuple[int, list, Callable]], beam_o
         every = p | "EveryShard" >> beam.Create(seeds)
         _ = ((docs, every) | "WithEmpty" >> beam.Flatten() | "ByShard" >> beam.GroupByKey()
              | "WriteShard" >> beam.Map(write))
+    return counters(p.result)
 
 
 def written_shards(work_root: str, stats_dir: str, component: str, split: str, count: int) -> list[tuple[int, int]]:
