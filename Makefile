@@ -74,14 +74,14 @@ test-beam: .venv-beam/.installed
 	.venv-beam/bin/python -c "import apache_beam"
 	.venv-beam/bin/python -m pytest -q --durations=10 -m beam $(BEAM_TESTS)
 
-bench: $(STAMP)
+bench: $(STAMP) .venv-beam/.installed
 	$(PY) bench/train_step.py
 	$(PY) bench/decode.py
 	$(PY) bench/input_pipeline.py
 	$(PY) bench/sft_pipeline.py
 	$(PY) bench/eval_throughput.py
 	$(PY) bench/checkpoint_io.py
-	$(PY) bench/corpus.py
+	.venv-beam/bin/python bench/corpus.py  # its Beam parts need the [beam] extra
 
 clean:
 	rm -rf runs .pytest_cache

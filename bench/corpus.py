@@ -1,4 +1,4 @@
-"""Corpus preparation throughput: readers, and dedup + decontamination screening, per core.
+"""Corpus preparation throughput and memory: readers, screening, tokenization, and the Beam path.
 
 (a) documents/s of each source reader (PubMed baseline XML, PMC JATS, MIMIC notes CSV, MIMIC-CXR reports)
     on generated files in the published schemas, one process;
@@ -6,15 +6,20 @@
     near duplicates, 0.1% carrying a test item): documents/s of `screen.scan_unit`'s per-document work
     (MinHash signature + 13-gram lookup against twelve generated MIBE-sized test sets) and of the driver's
     `decide` (LSH queries/inserts), and the peak Python memory (tracemalloc) of the LSH index + signatures,
-    per million documents. Sizes of the generated test sets follow the released MIBE tests (approximate).
+    per million documents. Sizes of the generated test sets follow the released MIBE tests (approximate);
+(c) tokenization: ours against HF `tokenizers` and bare sentencepiece on the same real texts, same run, ratio;
+(d) the Beam path's stages against the local runner's, and (e) the Beam driver's peak memory at growing corpus
+    sizes (bench/corpus_beam.py; only where Apache Beam is installed: run with .venv-beam/bin/python).
 
-    python bench/corpus.py [--docs 100000] [--words 200] [--reader_docs 5000]
+    .venv-beam/bin/python bench/corpus.py [--docs 100000] [--words 200] [--reader_docs 5000] [--tokenize_docs 2000]
+        [--beam_docs 4000] [--driver_docs 1000] [--driver_multiples 1,4,16]
 
 Prints one JSON object; run on an idle core for numbers worth comparing.
 """
 import argparse
 import collections
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -23,7 +28,8 @@ import tempfile
 import time
 import tracemalloc
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from mellama_jax.data import readers  # noqa: E402
@@ -122,6 +128,23 @@ def bench_readers(tmp: str, n: int) -> dict:
     return out
 
 
+def make_docs(r: random.Random, n_docs: int, n_words: int, test_texts: list[str]) -> list[str]:
+    """Generated documents: 1% exact duplicates, 1% near duplicates, 0.1% carrying a test item."""
+    docs = []
+    for i in range(n_docs):
+        if i % 100 == 1 and docs:  # 1% exact duplicates
+            docs.append(docs[r.randrange(len(docs))].upper())
+        elif i % 100 == 2 and docs:  # 1% near duplicates: one word in 200 changed
+            w = docs[r.randrange(len(docs))].split()
+            w[len(w) // 2] = "changed"
+            docs.append(" ".join(w))
+        elif i % 1000 == 3:  # 0.1% contaminated
+            docs.append(f"{words(r, 50)} {test_texts[(i // 1000) % len(test_texts)]} {words(r, 50)}")
+        else:
+            docs.append(words(r, n_words))
+    return docs
+
+
 def bench_screen(tmp: str, n_docs: int, n_words: int) -> dict:
     r = random.Random(1)
     tasks = []
@@ -140,18 +163,7 @@ def bench_screen(tmp: str, n_docs: int, n_words: int) -> dict:
     started = time.process_time()
     index = TestIndex(DecontamConfig(tasks=tuple(tasks)))
     index_s = time.process_time() - started
-    docs = []
-    for i in range(n_docs):
-        if i % 100 == 1 and docs:  # 1% exact duplicates
-            docs.append(docs[r.randrange(len(docs))].upper())
-        elif i % 100 == 2 and docs:  # 1% near duplicates: one word in 200 changed
-            w = docs[r.randrange(len(docs))].split()
-            w[len(w) // 2] = "changed"
-            docs.append(" ".join(w))
-        elif i % 1000 == 3:  # 0.1% contaminated
-            docs.append(f"{words(r, 50)} {test_texts[(i // 1000) % len(test_texts)]} {words(r, 50)}")
-        else:
-            docs.append(words(r, n_words))
+    docs = make_docs(r, n_docs, n_words, test_texts)
     dedup = DedupConfig()
     text_mb = sum(len(t.encode()) for t in docs) / 1e6
     started = time.process_time()
@@ -183,22 +195,52 @@ def bench_screen(tmp: str, n_docs: int, n_words: int) -> dict:
             "lsh_peak_MiB_per_million_docs": round(peak / 2 ** 20 * 1e6 / n_docs)}
 
 
+def real_paragraphs() -> list[str]:
+    """Paragraphs of the real PubMed / PMC articles in tests/assets/pubmed_pmc, as the readers give them."""
+    root = os.path.join(REPO, "tests", "assets", "pubmed_pmc")
+    texts = []
+    for name in sorted(os.listdir(root)):
+        fmt = "pubmed_xml" if name.startswith("pubmed") else "pmc_jats" if ".nxml" in name else None
+        if fmt:
+            path = os.path.join(root, name)
+            texts += [rec["text"] for _, rec, _ in readers.read(fmt, path, SourceConfig(path, format=fmt), DataReport(),
+                                                                collections.Counter())]
+    return [p for t in texts for p in t.split("\n\n") if len(p.split()) >= 20]
+
+
 def bench_tokenize(n_docs: int) -> dict:
-    """Tokens/s per core of the LLaMA-2 tokenizer as corpus preparation runs it (sentencepiece, one document at a
-    time). (HF tokenizers as a same-run reference is not measured: transformers 5's LlamaTokenizerFast built
-    from tokenizer.model alone encodes to nothing here.)"""
+    """Tokens/s per core of the LLaMA-2 tokenizer as corpus preparation runs it (prepare.process_unit: our
+    `Tokenizer.encode`, one document at a time), and in the same run on the same texts the references: HF
+    `tokenizers` (the tokenizer.json our HF export writes — the layout of Meta's LLaMA-2 tokenizer.json, BPE with
+    no pre-tokenizer — `encode_batch` on one thread) and sentencepiece's own batch `Encode`. Texts: paragraphs
+    of the real PubMed / PMC articles in tests/assets, each made unique (tokenizers caches whole words)."""
+    import sentencepiece  # noqa: PLC0415
+
+    from mellama_jax.data.hf_tokenizer import hf_backend  # noqa: PLC0415
     from mellama_jax.data.tokenizer import Tokenizer  # noqa: PLC0415
-    model = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "assets",
-                         "llama2-tokenizer", "tokenizer.model")
-    r = random.Random(1)
-    english = ("the patient was admitted with chest pain and shortness of breath after a week of fever cough "
-               "and fatigue blood cultures were negative and the chest radiograph showed bilateral infiltrates").split()
-    docs = [" ".join(r.choice(english) for _ in range(300)) + f" {i}" for i in range(n_docs)]
-    ours = Tokenizer.load(model)
-    started = time.process_time()
-    n_ours = sum(len(ours.encode(d, bos=False)) for d in docs)
-    ours_s = time.process_time() - started
-    return {"documents": n_docs, "tokens": n_ours, "tokens_per_s_per_core": round(n_ours / ours_s)}
+    paragraphs = real_paragraphs()
+    docs = [f"{paragraphs[i % len(paragraphs)]} ({i})" for i in range(n_docs)]
+    model = os.path.join(REPO, "tests", "assets", "llama2-tokenizer", "tokenizer.model")
+    ours, spm = Tokenizer.load(model), sentencepiece.SentencePieceProcessor(model_file=model)
+    hf = hf_backend(ours)
+    timings = collections.defaultdict(float)
+    counts = {}
+    for _ in range(2):  # interleaved rounds: the shared machine's load moves
+        for name, encode in (("ours", lambda: [ours.encode(d, bos=False) for d in docs]),
+                             ("hf_tokenizers", lambda: [e.ids for e in hf.encode_batch(docs, add_special_tokens=False)]),
+                             ("sentencepiece_batch", lambda: spm.Encode(docs))):
+            started = time.process_time()
+            ids = encode()
+            timings[name] += time.process_time() - started
+            counts[name] = ids
+    if not counts["ours"] == counts["hf_tokenizers"] == counts["sentencepiece_batch"]:
+        raise SystemExit("the three tokenizers disagree on the ids: the comparison would not be like for like")
+    n = 2 * sum(map(len, counts["ours"]))
+    rate = {k: round(n / v) for k, v in timings.items()}
+    return {"documents": n_docs, "text_MB": round(sum(len(d.encode()) for d in docs) / 1e6, 2),
+            "tokens": n // 2, "tokens_per_s_per_core": rate,
+            "ours_vs_hf_tokenizers": round(rate["ours"] / rate["hf_tokenizers"], 2),
+            "ours_vs_sentencepiece_batch": round(rate["ours"] / rate["sentencepiece_batch"], 2)}
 
 
 def main() -> None:
@@ -207,10 +249,21 @@ def main() -> None:
     p.add_argument("--words", type=int, default=200)
     p.add_argument("--reader_docs", type=int, default=5000)
     p.add_argument("--tokenize_docs", type=int, default=2000)
+    p.add_argument("--beam_docs", type=int, default=4000, help="(d) documents of the per-stage comparison")
+    p.add_argument("--driver_docs", type=int, default=1000, help="(e) documents of the 1x corpus")
+    p.add_argument("--driver_multiples", default="1,4,16", help="(e) corpus sizes, as multiples of --driver_docs")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = {"readers": bench_readers(tmp, args.reader_docs), "screening": bench_screen(tmp, args.docs, args.words),
                   "tokenize": bench_tokenize(args.tokenize_docs)}
+        if importlib.util.find_spec("apache_beam") is None:
+            result["beam"] = "not measured: Apache Beam is not installed here (run with .venv-beam/bin/python)"
+        else:
+            import corpus_beam  # noqa: PLC0415 - bench/corpus_beam.py; it imports this module's generator
+            result["beam_stages"] = corpus_beam.stages(os.path.join(tmp, "stages"), args.beam_docs, args.words)
+            result["beam_driver_memory"] = corpus_beam.driver_memory(
+                os.path.join(tmp, "driver"), args.driver_docs, args.words,
+                [int(m) for m in args.driver_multiples.split(",")])
     print(json.dumps(result, indent=1))
 
 
