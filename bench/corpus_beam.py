@@ -11,9 +11,10 @@
     where the driver submits the two pipelines and reads back what they wrote (the duplicates, per-unit and
     per-shard counts), and workers and shuffle live elsewhere. Reported per size, all of the driver's own
     process (no child): its peak resident memory (getrusage(RUSAGE_SELF).ru_maxrss) over the whole run and
-    before preparing starts (after the imports and the tokenizer), its resident memory (VmRSS) then and at the
-    end; and the job server's peak (VmHWM), which holds the shuffled data in this local runner and grows with
-    the corpus (on Dataflow: the shuffle service).
+    before preparing starts (after the imports and the tokenizer), its resident memory (VmRSS) then, during the
+    preparation (the largest of samples taken every 50 ms) and at the end; and the job server's peak (VmHWM),
+    which holds the shuffled data in this local runner and grows with the corpus (on Dataflow: the shuffle
+    service).
 """
 import json
 import os
@@ -23,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,13 +176,26 @@ def _driver(cfg_path: str, out_dir: str, job_port: str, pool_port: str) -> None:
     with open(cfg_path) as f:
         cfg = json.load(f)
     after_imports, peak_before = rss_mib(), peak_mib()
+    # ru_maxrss is a high-water mark for the whole process: importing (TensorFlow through TFDS) sets one before
+    # preparing starts, so the run's own peak is sampled
+    during = [after_imports]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            during.append(rss_mib())
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     started = time.time()
     report = prepare_corpus(cfg, tok, out_dir, runner="beam", show_progress=False, beam_options=[
         "--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
         f"--environment_config=localhost:{pool_port}"])
+    done.set()
+    sampler.join()
     print(json.dumps({"driver_rss_after_imports_MiB": round(after_imports),
                       "driver_peak_rss_before_run_MiB": round(peak_before),
                       "driver_peak_rss_MiB": round(peak_mib()), "driver_rss_at_end_MiB": round(rss_mib()),
+                      "driver_peak_rss_during_run_MiB": round(max(during)), "rss_samples": len(during),
                       "seconds": round(time.time() - started, 1),
                       "documents_kept": report["components"]["general"]["train"]["documents"],
                       "removed": report["removed"]["general"]["train"]}))
