@@ -11,7 +11,8 @@ Compiles the real train step (mellama_jax.train) for fake TPU devices made by li
 and whether it fits the chip's HBM. `--sweep` tries remat policies x per-chip micro-batch sizes and names
 the fastest plan that fits; for the chosen plan it prints the `--config.…` flags that make
 `python -m mellama_jax.train --config <same file>` run it (`--dry_run` there checks them).
-Out-of-memory is an answer ("does not fit: needs X"), not a crash.
+Out-of-memory is an answer ("does not fit: needs X"), not a crash. `--dry_run` checks the config, its overrides,
+the topology and the batch split and prints what would be compiled, without compiling (no libtpu needed).
 
     mellama-plan --generate --model llama2_70b --topology v5p-16 --batch 16 --prompt_len 1024 --new_tokens 256
 
@@ -66,6 +67,26 @@ def main(argv=None) -> int:
     return cli.run(_main, argv)
 
 
+def _dry_run(args, overrides: list[str]) -> int:
+    """What a run would compile, from the same config and topology, without libtpu: config, overrides, topology
+    and the per-chip micro-batch split are checked here (the compile itself is `make test-tpu`'s subject)."""
+    topology = parse_topology(args.topology, args.num_slices)
+    config = config_files.load_config(args.config, model=args.model, overrides=overrides)
+    print(f"dry run: {report.header(config, topology)}")
+    if args.generate:
+        print(f"dry run: would plan generation of {args.batch} rows x {args.prompt_len}+{args.new_tokens} tokens")
+        return 0
+    remats = [r for r in planner.REMAT_ORDER if r in set(args.remat or planner.REMAT_ORDER)] if args.sweep else \
+        (args.remat or [config.model.remat_policy])
+    sizes = args.micro_batch or (planner.micro_batch_choices(config, topology) if args.sweep else
+                                 [planner.adapt_config(config, topology)[1].micro_batch_per_chip])
+    if not sizes:
+        raise ConfigError(f"no per-chip micro-batch splits train.global_batch_size="
+                          f"{config.train.global_batch_size} over the data-parallel chips of {topology.name}")
+    print(f"dry run: would compile remat {','.join(remats)} x micro-batch {','.join(map(str, sizes))} per chip")
+    return 0
+
+
 def _main(argv) -> int:
     p = cli.ArgumentParser(description=__doc__)
     p.add_argument("--config", default=None, help="training config file (get_config()); default: the schema defaults")
@@ -86,6 +107,9 @@ def _main(argv) -> int:
     p.add_argument("--prompt_len", type=int, default=1024, help="--generate: prompt tokens (padded length)")
     p.add_argument("--new_tokens", type=int, default=256, help="--generate: new tokens per row")
     p.add_argument("--dtype", default="bfloat16", help="--generate: weight and compute dtype")
+    p.add_argument("--dry_run", action="store_true",
+                   help="check the config, overrides and topology and print the plans it would compile, then exit "
+                        "(no compile, no libtpu needed)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.epilog = ("Any field of the training config is set as in training: --config.<field>=<value>, e.g. "
                 "--config.train.global_batch_size=512 (repeatable).")
@@ -95,6 +119,8 @@ def _main(argv) -> int:
     # Compiles take minutes on large topologies: say what is being compiled as it starts.
     logging.getLogger("mellama_jax.planning.planner").setLevel(logging.INFO)
 
+    if args.dry_run:
+        return _dry_run(args, overrides)
     if not libtpu_available():
         print("error: libtpu is not installed; install the [tpu] extra: pip install -e '.[tpu]' "
               "(about 700 MB, no TPU needed)", file=sys.stderr)

@@ -330,7 +330,9 @@ def _prepare(cfg: DataConfig, units: list[Unit], index: TestIndex | None, tokeni
     import tensorflow_datasets as tfds  # noqa: PLC0415 - heavy: imported when a corpus is prepared, not with the module
 
 
-    workers = workers or (os.cpu_count() or 1)
+    # No more processes than units: each spawned worker imports the readers and loads the tokenizer, which on a
+    # small corpus costs more than the work (`--workers 64` on a few files started 64 processes).
+    workers = min(workers or (os.cpu_count() or 1), max(1, len(units)))
     # Beam's workers write into the out_dir's own staging (local or gs://); the local runner stages on this disk.
     work = output.shared_staging if runner == "beam" else output.staging
     stats_dir = paths.join(work, "_unit_stats")
