@@ -253,6 +253,7 @@ def _written(tmp, *rel):
     return lambda: os.path.exists(os.path.join(tmp, *rel))
 
 
+@pytest.mark.slow
 def test_every_readme_command_runs_in_order(tmp_path):
     tmp = str(tmp_path)
     write_inputs(tmp)
