@@ -102,15 +102,20 @@ def _tokenizer(path: str):
     return Tokenizer.load(path)
 
 
-def mixture_source(data_cfg, *, seq_len: int, global_batch_size: int, seed: int, rows: tuple[int, int],
-                   processes: int) -> ShardedGrainSource:
-    """The Me-LLaMA mixture (mellama_jax.data) as this process's BatchSource."""
+def _source(make_iterator, data_cfg, *, seq_len: int, global_batch_size: int, seed: int, rows: tuple[int, int],
+            processes: int) -> ShardedGrainSource:
+    """This process's BatchSource over `make_iterator` (loader.make_pretrain_iterator or make_sft_iterator)."""
     tokenizer = _tokenizer(data_cfg.tokenizer)
-    make = lambda shard, shards: loader.make_pretrain_iterator(  # noqa: E731
+    make = lambda shard, shards: make_iterator(  # noqa: E731
         data_cfg.mixture, tokenizer, seq_len=seq_len, global_batch_size=global_batch_size, seed=seed,
         process_index=shard, process_count=shards)
     return ShardedGrainSource(make, global_batch_size=global_batch_size, rows=rows, configured=data_cfg.shards,
                               processes=processes)
+
+
+def mixture_source(data_cfg, **kwargs) -> ShardedGrainSource:
+    """The Me-LLaMA mixture (mellama_jax.data) as this process's BatchSource (keyword arguments: `_source`'s)."""
+    return _source(loader.make_pretrain_iterator, data_cfg, **kwargs)
 
 
 def mixture_heldout(data_cfg, *, seq_len: int, batch_size: int, batches: int, process: tuple[int, int]
@@ -126,15 +131,9 @@ def mixture_heldout(data_cfg, *, seq_len: int, batch_size: int, batches: int, pr
     return out
 
 
-def sft_source(data_cfg, *, seq_len: int, global_batch_size: int, seed: int, rows: tuple[int, int],
-               processes: int) -> ShardedGrainSource:
+def sft_source(data_cfg, **kwargs) -> ShardedGrainSource:
     """Packed instruction-tuning rows (mellama_jax.data: `data.mixture.instruct`; loss on responses only)."""
-    tokenizer = _tokenizer(data_cfg.tokenizer)
-    make = lambda shard, shards: loader.make_sft_iterator(  # noqa: E731
-        data_cfg.mixture, tokenizer, seq_len=seq_len, global_batch_size=global_batch_size, seed=seed,
-        process_index=shard, process_count=shards)
-    return ShardedGrainSource(make, global_batch_size=global_batch_size, rows=rows, configured=data_cfg.shards,
-                              processes=processes)
+    return _source(loader.make_sft_iterator, data_cfg, **kwargs)
 
 
 def sft_heldout(data_cfg, *, seq_len: int, batch_size: int, batches: int, process: tuple[int, int]
