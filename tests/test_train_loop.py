@@ -6,6 +6,8 @@ run measures the matmul peak for MFU; the other runs configure it (`log.peak_flo
 """
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -129,7 +131,6 @@ class CorruptedSource(SyntheticSource):
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path):
     """Resume the finished tiny run's step-20 checkpoint on data whose 23rd batch is corrupt: the run stops at
     step 23 naming it, and the checkpoints it leaves (saved every step) hold finite parameters."""
-    import shutil
     workdir, result = tiny_run
     run = tmp_path / "nan"
     os.makedirs(run / "checkpoints")
@@ -144,3 +145,28 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_ru
     assert steps[-1] == 22
     _, params, _ = rundir.load_training_params(str(run), step=steps[-1])
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_a_notice_while_the_last_saves_finish_is_a_stop_request_not_a_kill(tiny_run, tmp_path, monkeypatch):
+    """SIGTERM arriving while the loop waits for its last checkpoint save is taken by the loop's handler (the run
+    reports itself preempted, so the command exits 75), not by the process's own handler (by default: killed)."""
+    from mellama_jax.checkpoints import manager
+    workdir, result = tiny_run
+    run = tmp_path / "late"
+    os.makedirs(run / "checkpoints")
+    shutil.copytree(os.path.join(workdir, "checkpoints", "20"), run / "checkpoints" / "20")
+    close = manager.Checkpointer.close
+
+    def close_after_a_notice(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        close(self)
+
+    monkeypatch.setattr(manager.Checkpointer, "close", close_after_a_notice)
+    outside = []
+    previous = signal.signal(signal.SIGTERM, lambda *args: outside.append(args))
+    try:
+        done = train(tiny(**{"eval.every_steps": 0, **CONFIGURED_PEAK}), str(run), engine=result.engine)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not outside, "the notice reached the process's handler: the loop had given its handler back"
+    assert done.preempted and done.step == 40

@@ -378,9 +378,13 @@ def _train(cfg: TrainConfig, workdir: str, *, trainable: Optional[Trainable], so
         if final == cfg.train.steps and ckpt.latest_step() != final:  # e.g. resumed at the last step
             ckpt.save(final, state, source, cfg.to_dict())
     finally:
-        run.stop.close()
-        ckpt.close()
-        writer.close()
+        # The signal handlers stay until the last saves are durable: a notice (SIGTERM) while they finish is a
+        # stop request like any other (exit 75, the launcher's rerun finds the run complete), not a kill.
+        try:
+            ckpt.close()
+            writer.close()
+        finally:
+            run.stop.close()
     if run.stop.reason == INTERRUPT:
         raise KeyboardInterrupt  # after the save: the command exits as interrupted (status 130)
     return TrainResult(state=state, step=int(jax.device_get(state.step)), train_metrics=run.monitor.last,
