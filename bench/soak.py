@@ -209,8 +209,9 @@ def iteration(i, backend, fault, rng, gcs, tmp, ref, ref_phases, max_reruns):
     else:
         code, out, err, note = run_with_fault(workdir, fault, rng, gcs, ref_phases, cache_dir)
         note += f", exit {code}"
-        # A SIGTERM is a preemption notice (save, exit 75; 0 if the run had ended; -15 before the handler was
-        # installed) and a 503 burst is to be ridden out (exit 0): neither may end in a traceback.
+        # A SIGTERM is a preemption notice (save, exit 75; 0 if the run had ended; -15 before the loop installs
+        # its handler, during start-up)
+        # and a 503 burst is to be ridden out (exit 0): neither may end in a traceback.
         if fault in ("503", "sigterm") and "Traceback" in err:
             note += " with a traceback"
             tracebacks.append(err[err.index("Traceback"):][-1500:])
