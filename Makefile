@@ -30,7 +30,7 @@ test: $(STAMP)
 # ruff (pyflakes, bugbear, imports at module level) and the import-linter layering contract (pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pylint mellama_jax launch bench
+	$(VENV)/bin/vulture mellama_jax launch bench
 	$(VENV)/bin/lint-imports --no-cache
 
 # The TPU and Beam suites run only the test files that hold their marker, in venvs with the test runner but

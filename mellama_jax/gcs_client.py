@@ -28,7 +28,7 @@ _ONE_ATTEMPT = gcsfs.GCSFileSystem._request.__wrapped__  # gcsfs' request withou
 class PatientGCSFileSystem(gcsfs.GCSFileSystem):
     """gcsfs' filesystem whose every HTTP request is retried RETRIES times on a transient error."""
 
-    async def _request(self, *args, **kwargs):  # pylint: disable=invalid-overridden-method
+    async def _request(self, *args, **kwargs):
         retry = 0
         while True:
             try:

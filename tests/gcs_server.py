@@ -107,7 +107,7 @@ def serve(port: int) -> None:
         suffix = re.fullmatch(r"\s*bytes=-(\d+)\s*", request.get_header("range", "") or "")
         if suffix:  # "the last N bytes" (how array_record's reader fetches a footer); the emulator knows only X-Y
             size = len(storage.get_file(request.params["bucket_name"], request.params["object_id"]))
-            headers = request._request_handler.headers  # pylint: disable=protected-access
+            headers = request._request_handler.headers
             del headers["Range"]
             headers["Range"] = f"bytes={max(0, size - int(suffix.group(1)))}-{size - 1}"
         original(request, response, storage, *args, **kwargs)
@@ -123,7 +123,7 @@ def serve(port: int) -> None:
     route = emulator_server.Router.handle
 
     def handle(router, method):
-        handler = router._request_handler  # pylint: disable=protected-access
+        handler = router._request_handler
         if handler.path.startswith(FAULT_PATH):
             body = str(failing["left"]).encode()
             failing["left"] = int(re.search(r"count=(\d+)", handler.path).group(1))

@@ -432,7 +432,7 @@ class progress_bar:
         self.bar = tqdm(total=self.total, desc=self.desc, unit="tensor")
         return lambda name: (self.bar.set_postfix_str(name, refresh=False), self.bar.update(1))
 
-    def __exit__(self, *exc):
+    def __exit__(self, *_exc):
         if self.bar is not None:
             self.bar.close()
         return False

@@ -211,9 +211,9 @@ class DocumentBlocks(grain.MapDataset):
         n = len(self.parents[0])
         start = index * self._k
         stop = start + self._k if n >= sys.maxsize else min(start + self._k, n)
-        records = [int(i) for i in self.parents[0]._getitems(list(range(start, stop)))]  # pylint: disable=protected-access
+        records = [int(i) for i in self.parents[0]._getitems(list(range(start, stop)))]
         if self._batched:
-            return list(self._source._getitems(records))  # pylint: disable=protected-access
+            return list(self._source._getitems(records))
         return [self._source[i] for i in records]
 
     def __str__(self) -> str:
@@ -257,7 +257,7 @@ class EpochShuffle(grain.MapDataset):
         return self.parents[0][self._map(index)]
 
     def _getitems(self, indices):
-        return self.parents[0]._getitems([self._map(i) for i in indices])  # pylint: disable=protected-access
+        return self.parents[0]._getitems([self._map(i) for i in indices])
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -144,7 +144,7 @@ def _write_jsonl(path: str, records, opener=open) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _gzip_open(path, mode, encoding):
+def _gzip_open(path, mode, **_open_kwargs):  # text mode, utf-8: what _GzipText writes
     return _GzipText(path)
 
 
@@ -161,7 +161,7 @@ class _GzipText:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *_exc):
         self._gz.close()
         self._raw.close()
 
