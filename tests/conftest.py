@@ -23,6 +23,13 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 1024 ** 3))
 
+import signal  # noqa: E402
+
+# Ctrl-C reaches the tests and the commands they start, as in a terminal: a test run started from a script in the
+# background (`cmd &`) inherits SIGINT ignored, and so would every command it starts (the Ctrl-C tests then wait on
+# a run that never stops).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 from gcs_server import GcsServer  # noqa: E402 - tests/ is on sys.path (pytest's rootdir conftest)

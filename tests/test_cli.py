@@ -161,11 +161,14 @@ def test_ctrl_c_stops_training_and_cleans_up(tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     metrics = wd / "metrics.jsonl"
-    while time.time() < deadline and proc.poll() is None and not (metrics.exists() and metrics.stat().st_size):
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        while time.time() < deadline and proc.poll() is None and not (metrics.exists() and metrics.stat().st_size):
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a run that did not stop must not train its 100000 steps on after the test
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err, err[-2000:]
     assert not [p for p in os.listdir(wd) if ".tmp" in p]
